@@ -1,0 +1,67 @@
+"""The `stationflow` command line. Thin: each subcommand lives in `stationflow/commands/`.
+
+Subcommands are imported lazily so `stationflow --help` is fast and one broken command
+cannot take the others down.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+import click
+
+#: name -> (module under stationflow.commands, attribute, short help)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "config": ("config_cmd", "config", "Validate and show the effective configuration."),
+    "topics": ("topics_cmd", "topics", "List the topic catalogue (topic, alias, kind, cap, TTL, modules)."),
+    "parse": ("parse_cmd", "parse", "Parse one message value and print its station records."),
+    "ingest": ("ingest_cmd", "ingest", "Run an ingester: Kafka -> Redis windows -> station jobs."),
+    "worker": ("worker_cmd", "worker", "Run RQ workers for station jobs (in-process, JSON serializer)."),
+    "produce": ("produce_cmd", "produce", "Send realistic traffic for all input topics."),
+    "demo": ("demo_cmd", "demo", "Run the whole system locally with a private Redis and broker."),
+    "inspect": ("inspect_cmd", "inspect", "Show a station's windows and outputs, decoded."),
+    "status": ("status_cmd", "status", "Show counters, queues, batches and lag."),
+    "dlq": ("dlq_cmd", "dlq", "List, show and replay dead letters."),
+    "bench": ("bench_cmd", "bench", "Run the benchmarks and write bench/report.md."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(n for n, (mod, _, _) in COMMANDS.items() if _available(mod))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        spec = COMMANDS.get(name)
+        if spec is None or not _available(spec[0]):
+            return None
+        module = importlib.import_module(f"stationflow.commands.{spec[0]}")
+        return getattr(module, spec[1])
+
+
+def _available(mod: str) -> bool:
+    return importlib.util.find_spec(f"stationflow.commands.{mod}") is not None
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", envvar="STATIONFLOW_CONFIG", type=click.Path(dir_okay=False),
+              help="TOML configuration file (env STATIONFLOW_CONFIG). Environment variables "
+                   "STATIONFLOW_* override it.")
+@click.option("--log-level", default="INFO", show_default=True, envvar="STATIONFLOW_LOG_LEVEL",
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None, log_level: str) -> None:
+    """stationflow: EV-charging telemetry from Kafka into per-station windows in Redis,
+    algorithm modules on RQ workers, batched results back to Kafka.
+
+    \b
+    Processes:   stationflow ingest   (scale with Kafka partitions)
+                 stationflow worker   (scale with queue depth)
+    Try it:      stationflow demo
+    Operate:     stationflow status | inspect STATION | dlq list
+    """
+    import logging
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx.ensure_object(dict)
+    ctx.obj["config_path"] = config_path
