@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from stationflow.settings import Settings
 
 #: name -> (module under stationflow.commands, attribute, short help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -47,10 +51,11 @@ def _available(mod: str) -> bool:
 @click.option("--config", "config_path", envvar="STATIONFLOW_CONFIG", type=click.Path(dir_okay=False),
               help="TOML configuration file (env STATIONFLOW_CONFIG). Environment variables "
                    "STATIONFLOW_* override it.")
-@click.option("--log-level", default="INFO", show_default=True, envvar="STATIONFLOW_LOG_LEVEL",
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option("--log-level", default=None, envvar="STATIONFLOW_LOG_LEVEL",
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+              help="Log level (env STATIONFLOW_LOG_LEVEL; default: log_level of the config, INFO).")
 @click.pass_context
-def main(ctx: click.Context, config_path: str | None, log_level: str) -> None:
+def main(ctx: click.Context, config_path: str | None, log_level: str | None) -> None:
     """stationflow: EV-charging telemetry from Kafka into per-station windows in Redis,
     algorithm modules on RQ workers, batched results back to Kafka.
 
@@ -62,6 +67,33 @@ def main(ctx: click.Context, config_path: str | None, log_level: str) -> None:
     """
     import logging
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=(log_level or "INFO").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     ctx.ensure_object(dict)
     ctx.obj["config_path"] = config_path
+    ctx.obj["log_level"] = log_level
+
+
+def get_settings(ctx: click.Context, path: str | None = None) -> Settings:
+    """The settings for a subcommand: `path`, else --config / STATIONFLOW_CONFIG, then the
+    STATIONFLOW_* environment. Loaded once per invocation; a bad configuration prints
+    "config error: ..." and exits with status 2."""
+    import logging
+
+    from stationflow.settings import ConfigError, Settings
+
+    root = ctx.find_root()
+    root.ensure_object(dict)
+    obj = root.obj
+    if path is None and "settings" in obj:
+        return obj["settings"]
+    try:
+        settings = Settings.load(path if path is not None else obj.get("config_path"))
+    except ConfigError as e:
+        click.echo(f"config error: {e}", err=True)
+        ctx.exit(2)
+    if path is None:
+        obj["settings"] = settings
+    if obj.get("log_level") is None:
+        logging.getLogger().setLevel(settings.log_level)
+    return settings
