@@ -1,0 +1,129 @@
+"""Bytes -> JSON value, with the whole-message checks of spec §6.7 in their normative order.
+
+empty_value, too_large, bad_utf8, too_deep, bad_json, non_finite_number. The depth check is
+a linear scan done before any decoder runs, so no input can reach a recursive decoder deeper
+than `max_depth`. orjson does the real work (strict and fast); the stdlib decoder is only
+consulted after orjson refused, to tell NaN/Infinity apart from other bad JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from itertools import accumulate
+from typing import Any
+
+import orjson
+
+from parsers.catalogue import TopicSpec
+from parsers.records import ParseError
+
+DEFAULT_MAX_DEPTH = 32
+_BOM = b"\xef\xbb\xbf"
+
+# A complete JSON string (escapes included). Unterminated strings don't match and leave their
+# quote behind, which only matters for text that is bad JSON anyway.
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+# bytes -> only the brackets, then brackets -> signed steps (+1 open, -1 close)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # what msgpack and orjson can carry
+
+
+def nesting_depth(data: bytes) -> int:
+    """Deepest bracket nesting outside JSON strings, in C-speed passes (no recursion)."""
+    opens = data.count(b"[") + data.count(b"{")
+    if opens == 0:
+        return 0
+    if b'"' in data:
+        data = _STRING.sub(b"", data)
+    steps = data.translate(None, _NOT_BRACKETS).translate(_STEPS)
+    if not steps:
+        return 0
+    return max(0, max(accumulate(memoryview(steps).cast("b"))))
+
+
+class _NonFinite(Exception):
+    pass
+
+
+def _reject_constant(name: str) -> Any:
+    raise _NonFinite(name)
+
+
+def decode_value(value: bytes | None, spec: TopicSpec, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
+    """Decode one Kafka value for `spec`'s topic or raise ParseError with the first failing reason."""
+    if not value:
+        raise ParseError("empty_value", f"{spec.topic}: empty value (zero bytes or tombstone)")
+    n = len(value)
+    if n > spec.max_bytes:
+        raise ParseError("too_large", f"{spec.topic}: value of {n} bytes exceeds max_bytes {spec.max_bytes}")
+    data = bytes(value)
+    if data.startswith(_BOM):
+        data = data[3:]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ParseError("bad_utf8", f"{spec.topic}: invalid UTF-8 at byte {e.start}: {e.reason}") from None
+    if (depth := _depth_over(data, max_depth)) is not None:
+        raise ParseError("too_deep", f"{spec.topic}: nesting depth {depth} exceeds max_depth {max_depth}")
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as e:
+        first_error = str(e)
+    return _fallback(text, spec, first_error)
+
+
+def _depth_over(data: bytes, max_depth: int) -> int | None:
+    if data.count(b"[") + data.count(b"{") <= max_depth:
+        return None  # cannot nest deeper than the number of openers: skip the scan
+    depth = nesting_depth(data)
+    return depth if depth > max_depth else None
+
+
+def _fallback(text: str, spec: TopicSpec, orjson_error: str) -> Any:
+    """orjson refused: find out whether it was NaN/Infinity, an overflow, or plain bad JSON.
+
+    Depth is already bounded, so the recursive stdlib decoder is safe here.
+    """
+    try:
+        obj = json.loads(text, parse_constant=_reject_constant)
+    except _NonFinite as e:
+        raise ParseError("non_finite_number", f"{spec.topic}: literal {e} is not a finite JSON number") from None
+    except (ValueError, RecursionError) as e:
+        raise ParseError("bad_json", f"{spec.topic}: {e}") from None
+    # stdlib accepted what orjson did not: overflowing numbers, lone surrogates and the like
+    return _sanitise(obj, spec)
+
+
+def _sanitise(obj: Any, spec: TopicSpec) -> Any:
+    """Make a stdlib-decoded value as strict as orjson's: finite floats, 64-bit ints, valid text."""
+    box = [obj]
+    stack: list[Any] = [box]
+    while stack:
+        cur = stack.pop()
+        items = cur.items() if type(cur) is dict else enumerate(cur)
+        for k, v in list(items):
+            if type(k) is str:
+                _check_text(k, spec)
+            t = type(v)
+            if t is dict or t is list:
+                stack.append(v)
+            elif t is str:
+                _check_text(v, spec)
+            elif t is float and not math.isfinite(v):
+                raise ParseError("non_finite_number", f"{spec.topic}: number out of double range")
+            elif t is int and not (_INT_MIN <= v <= _INT_MAX):
+                try:
+                    cur[k] = float(v)
+                except OverflowError:
+                    raise ParseError("non_finite_number", f"{spec.topic}: integer out of double range") from None
+    return box[0]
+
+
+def _check_text(s: str, spec: TopicSpec) -> None:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ParseError("bad_json", f"{spec.topic}: string holds an unpaired surrogate escape") from None

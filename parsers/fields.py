@@ -1,0 +1,201 @@
+"""Field types of every input topic (spec §5.2) and the element checks built on them.
+
+One table per alias, so a field's type is stated exactly once. Checks never convert: a
+number sent as a string, or a boolean where a number is expected, is a `bad_field_type`.
+Absent and `null` both count as missing; only the required fields (the catalogue's
+`required_fields`) turn a missing value into an error. Unlisted fields pass through.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from typing import Any
+
+from parsers.fees import FEE_CODES, FEE_SLOT_FIELDS
+
+# Type tags: "str", "num", "01" (0|1), "obj", "[str]", "[num]" (null allowed), "[obj]".
+STR, NUM, BIT, OBJ, LSTR, LNUM = "str", "num", "0|1", "obj", "[str]", "[num]"
+
+_CAR_PRICE_FEES = {
+    f"{cls}{kind}Fee": NUM
+    for cls in ("sharp", "peak", "flat", "ebb", "other")
+    for kind in ("Electric", "Server")
+}
+
+#: alias -> {field: type}; nested objects are listed with dotted paths ("gunPower.gunNo")
+FIELD_TYPES: dict[str, dict[str, str]] = {
+    "station_param": {
+        "stationLng": NUM, "stationLat": NUM, "gunNum": NUM, "gridCapacity": NUM, "meterId": STR,
+        "powerNum": NUM, "normalCap": NUM, "hostCode": LSTR, "power": OBJ, "power.powerIds": LSTR,
+    },
+    "station_realtime_data": {
+        "hostCode": STR, "sendTime": STR, "gunPower": OBJ, "gunPower.gunNo": LSTR,
+        "gunPower.outputPowerPerGunAvg": LNUM, "gunPower.outputPowerPerGunMax": LNUM,
+        "outputPowerPerStationAvg": NUM, "outputPowerPerStationMax": NUM,
+    },
+    "environment_calendar": {"date": STR, "isHoliday": BIT, "isWeekend": BIT},
+    "device_meter": {"meterId": STR, "meterPower": NUM, "rmeterLimitPower": NUM},
+    "device_gun": {"hostCode": STR, "gunNo": LSTR, "status": LSTR, "sendTime": STR},
+    "car_order": {
+        "transactionSerialNo": STR, "hostCode": STR, "gunNo": STR, "terminalMaxOutElectric": NUM,
+        "startChargeTime": STR, "endChargeTime": STR, "beginSOC": NUM, "soc": NUM,
+        "terminalRequireVoltage": NUM, "terminalRequireElectric": NUM, "outputPower": NUM,
+        "carProducerCode": STR, "batteryNominalTotalCapacity": NUM,
+    },
+    "car_price": {
+        "hostCode": STR, "dialNo": STR, "lossRate": NUM, "sendTime": STR, "startTime": STR,
+        "endTime": STR, **_CAR_PRICE_FEES, **{f: STR for f in FEE_SLOT_FIELDS},
+    },
+    "device_error": {
+        "hostError": LSTR, "acError": LSTR, "dcError": LSTR, "terminalError": LSTR, "storageError": LSTR,
+    },
+    "device_host_dcdc": {"hostCode": STR, "dcWorkStatus": LSTR, "dcdcPower": LNUM},
+    "device_host_acdc": {"hostCode": STR, "acPower": NUM},
+    "device_storage": {
+        "hostCode": STR, "storageCode": STR, "batteryGroupSoc": NUM, "batteryGroupSoh": NUM,
+        "batteryGroupElectric": NUM, "batteryGroupOutPower": NUM, "maxTemperature": NUM,
+        "minTemperature": NUM,
+    },
+    "device_pv": {"pvId": STR, "pvPreDcPower": LNUM},
+    "environment_weather": {
+        "weatherSituationYesterday": STR, "seasonTomorrow": STR, "weatherSituationTomorrow": STR,
+    },
+}
+
+#: fields whose *value* has a format (spec §5.1): checked wherever they appear
+_SEND_TIME = re.compile(r"(\d{4})-(\d{2})-(\d{2}) (\d{2}):(\d{2}):(\d{2})", re.ASCII)
+_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})", re.ASCII)
+# no whitespace (any Unicode space) and no C0/C1 control characters
+_STATION_ID = re.compile(r"[^\s\x00-\x1f\x7f-\x9f]{1,128}")
+
+
+class ElementError(Exception):
+    """One element failed a check; the caller turns it into a ParseError or a Rejection."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def is_num(v: Any) -> bool:
+    """A JSON number; `type() is` on purpose, since bool is a subclass of int."""
+    return type(v) is int or type(v) is float
+
+
+def type_ok(tag: str, v: Any) -> bool:
+    """Whether a present (non-null) value has the type `tag`."""
+    t = type(v)
+    if tag == STR:
+        return t is str
+    if tag == NUM:
+        return t is int or t is float
+    if tag == BIT:
+        return (t is int and (v == 0 or v == 1)) or t is bool
+    if tag == OBJ:
+        return t is dict
+    if tag == LSTR:
+        return t is list and all(type(x) is str for x in v)
+    if tag == LNUM:
+        return t is list and all(x is None or type(x) is int or type(x) is float for x in v)
+    raise ValueError(f"unknown field type tag {tag!r}")
+
+
+def check_station_id(v: Any, field: str = "stationId") -> str:
+    if v is None:
+        raise ElementError("missing_station_id", f"no {field}")
+    if type(v) is not str:
+        raise ElementError("bad_station_id", f"{field} must be a string, got {type(v).__name__} {_short(v)}")
+    if _STATION_ID.fullmatch(v) is None:
+        raise ElementError("bad_station_id", f"{field} {_short(v)} is empty, longer than 128 characters "
+                                             "or holds whitespace/control characters")
+    return v
+
+
+def valid_send_time(s: str) -> bool:
+    m = _SEND_TIME.fullmatch(s)
+    if m is None:
+        return False
+    try:
+        datetime(*(int(g) for g in m.groups()))
+    except ValueError:
+        return False
+    return True
+
+
+def valid_date(s: str) -> bool:
+    m = _DATE.fullmatch(s)
+    if m is None:
+        return False
+    try:
+        date(*(int(g) for g in m.groups()))
+    except ValueError:
+        return False
+    return True
+
+
+def _get(obj: dict, path: str) -> Any:
+    if "." not in path:
+        return obj.get(path)
+    head, tail = path.split(".", 1)
+    inner = obj.get(head)
+    return inner.get(tail) if type(inner) is dict else None
+
+
+def check_fields(alias: str, obj: dict, required: tuple[str, ...]) -> None:
+    """Raise ElementError for the first missing required field, wrong type or bad value."""
+    for f in required:
+        if obj.get(f) is None:
+            raise ElementError("missing_field", f"required field {f!r} is missing")
+    types = FIELD_TYPES.get(alias)
+    if types is None:
+        return
+    for f, tag in types.items():
+        v = _get(obj, f)
+        if v is not None and not type_ok(tag, v):
+            raise ElementError("bad_field_type", f"field {f!r} must be {tag}, got {_describe(v)}")
+    _check_values(alias, obj)
+
+
+def _check_values(alias: str, obj: dict) -> None:
+    st = obj.get("sendTime")
+    if type(st) is str and not valid_send_time(st):
+        raise ElementError("bad_field_value", f"sendTime {_short(st)} is not 'YYYY-MM-DD HH:MM:SS'")
+    if alias == "environment_calendar":
+        d = obj.get("date")
+        if not valid_date(d):
+            raise ElementError("bad_field_value", f"date {_short(d)} is not 'YYYY-MM-DD'")
+    elif alias == "station_realtime_data":
+        gp = obj.get("gunPower")
+        if gp is not None:
+            lens = {k: len(gp[k]) for k in ("gunNo", "outputPowerPerGunAvg", "outputPowerPerGunMax")
+                    if gp.get(k) is not None}
+            if len(set(lens.values())) > 1:
+                raise ElementError("bad_field_value", f"gunPower lists differ in length: {lens}")
+    elif alias == "car_price":
+        for f in FEE_SLOT_FIELDS:
+            code = obj.get(f)
+            if code is not None and code not in FEE_CODES:
+                raise ElementError("bad_field_value", f"{f} = {_short(code)} is not a fee code 00-04")
+    elif alias == "device_host_dcdc":
+        s, p = obj.get("dcWorkStatus"), obj.get("dcdcPower")
+        if s is not None and p is not None and len(s) != len(p):
+            raise ElementError("bad_field_value",
+                               f"dcWorkStatus has {len(s)} entries but dcdcPower has {len(p)}")
+
+
+def check_key(field: str, v: Any) -> str:
+    """A device key must be a non-empty string (its type was already checked)."""
+    if v == "":
+        raise ElementError("bad_field_value", f"{field} is empty")
+    return v
+
+
+def _short(v: Any, n: int = 60) -> str:
+    r = repr(v)
+    return r if len(r) <= n else r[: n - 3] + "..."
+
+
+def _describe(v: Any) -> str:
+    return f"{type(v).__name__} {_short(v)}"
