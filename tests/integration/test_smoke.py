@@ -1,0 +1,151 @@
+"""The harness itself works: the private broker and redis-server round-trip real data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import redis
+from kafkautil import (
+    consume_all,
+    crc32c_accelerated,
+    create_catalogue_topics,
+    create_topics,
+    produce,
+    unique_catalogue,
+    unique_suffix,
+)
+
+from parsers.catalogue import Catalogue
+from stationflow.local import start_redis
+
+SAMPLES = Path("/work/shared/samples")
+
+
+def test_kafka_produce_and_read_back(kafka_bootstrap: str) -> None:
+    topic = f"smoke-{unique_suffix()}"
+    create_topics(kafka_bootstrap, [topic], partitions=2)
+    values = [f"msg-{i}".encode() for i in range(10)]
+    sent = produce(kafka_bootstrap, topic, values[:5], partition=0) + \
+        produce(kafka_bootstrap, topic, values[5:], partition=1, timestamp_ms=1_700_000_000_000)
+    assert [p for p, _ in sent] == [0] * 5 + [1] * 5
+    assert [o for _, o in sent] == [0, 1, 2, 3, 4, 0, 1, 2, 3, 4]
+
+    got = consume_all(kafka_bootstrap, topic, min_count=10, timeout_s=20)
+    assert [(r.partition, r.offset, r.value) for r in got] == [
+        (p, o, v) for (p, o), v in zip(sent, values, strict=True)
+    ]
+    assert {r.timestamp for r in got if r.partition == 1} == {1_700_000_000_000}
+
+
+def test_kafka_sample_message_round_trips_byte_for_byte(kafka_bootstrap: str) -> None:
+    """A real sample (large JSON) survives the broker unchanged, CRC-checked on the way back."""
+    cat = unique_catalogue()
+    spec = cat.by_alias["device_meter"]
+    sample = SAMPLES / f"{Catalogue.build().by_alias['device_meter'].topic}.json"
+    if not sample.exists():
+        pytest.skip(f"sample {sample} not present")
+    raw = sample.read_bytes()
+    json.loads(raw)  # the sample is valid JSON
+    create_topics(kafka_bootstrap, [spec.topic], partitions=1)
+    [(part, off)] = produce(kafka_bootstrap, spec.topic, [raw])
+    [rec] = consume_all(kafka_bootstrap, spec.topic, min_count=1)
+    assert (rec.partition, rec.offset, rec.value) == (part, off, raw)
+
+
+def test_unique_catalogue_renames_every_topic_and_keeps_the_rest() -> None:
+    base = Catalogue.build()
+    a, b = unique_catalogue(), unique_catalogue()
+    assert [t.alias for t in a.topics] == [t.alias for t in base.topics]
+    assert set(a.by_topic).isdisjoint(base.by_topic)
+    assert set(a.by_topic).isdisjoint(b.by_topic)
+    for t in base.topics:
+        renamed = a.by_alias[t.alias]
+        assert renamed.topic.startswith(t.topic + "-")
+        assert (renamed.kind, renamed.window_size, renamed.envelope) == (t.kind, t.window_size, t.envelope)
+    for m in a.modules:
+        assert m.output_topic == a.by_alias[m.name].topic
+    fixed = unique_catalogue("abc")
+    assert all(t.topic.endswith("-abc") for t in fixed.topics)
+
+
+def test_catalogue_topics_are_created(kafka_bootstrap: str) -> None:
+    cat = unique_catalogue()
+    names = create_catalogue_topics(kafka_bootstrap, cat, partitions=2)
+    assert names == [t.topic for t in cat.topics]
+    create_catalogue_topics(kafka_bootstrap, cat, partitions=2)  # idempotent
+    from kafka import KafkaConsumer
+
+    c = KafkaConsumer(bootstrap_servers=kafka_bootstrap)
+    try:
+        listed = c.topics()
+        assert set(names) <= listed
+        assert c.partitions_for_topic(names[0]) == {0, 1}
+    finally:
+        c.close()
+
+
+def test_kafka_python_uses_the_c_crc32c() -> None:
+    assert crc32c_accelerated(), "install crc32c: kafka-python falls back to a slow pure-Python CRC"
+
+
+def test_redis_client_round_trip_and_flush(redis_client: redis.Redis) -> None:
+    assert redis_client.dbsize() == 0
+    pipe = redis_client.pipeline()
+    pipe.set("sf:smoke", b"\x00\xffbytes")
+    pipe.hset("sf:h", mapping={"a": 1, "b": "two"})
+    pipe.get("sf:smoke")
+    pipe.hgetall("sf:h")
+    assert pipe.execute() == [True, 2, b"\x00\xffbytes", {b"a": b"1", b"b": b"two"}]
+    port = redis_client.connection_pool.connection_kwargs["port"]
+    assert port != 6379
+
+
+def test_redis_client_starts_empty_again(redis_client: redis.Redis) -> None:
+    """Runs after the previous test: the fixture's FLUSHALL left nothing behind."""
+    assert redis_client.keys("*") == []
+    assert redis_client.eval("return redis.call('INCRBY', KEYS[1], ARGV[1])", 1, "sf:n", 41) == 41
+
+
+def test_fake_redis_runs_lua(fake_redis) -> None:
+    fake_redis.set("k", "5")
+    assert fake_redis.eval("return tonumber(redis.call('GET', KEYS[1])) * 2", 1, "k") == 10
+
+
+def test_password_protected_redis_rejects_a_wrong_password() -> None:
+    with start_redis(password="s3cret") as server:
+        assert server.url == f"redis://:s3cret@127.0.0.1:{server.port}/0"
+        good = redis.Redis.from_url(server.url)
+        assert good.set("x", b"1") is True
+        assert good.get("x") == b"1"
+        good.close()
+
+        wrong = redis.Redis(host="127.0.0.1", port=server.port, password="nope")
+        with pytest.raises(redis.AuthenticationError, match="(?i)invalid|wrong"):
+            wrong.ping()
+        anonymous = redis.Redis(host="127.0.0.1", port=server.port)
+        with pytest.raises(redis.AuthenticationError):
+            anonymous.get("x")
+        pid = server.pid
+    assert server.pid is None and not server.running
+    assert pid is not None
+
+
+def test_persistent_redis_keeps_data_across_restart(tmp_path: Path) -> None:
+    server = start_redis(dir=tmp_path, appendonly=True)
+    try:
+        port = server.port
+        c = server.client()
+        c.rpush("sf:l", b"a", b"b", b"c")
+        c.close()
+        server.stop()
+        assert not server.running
+        server.start()
+        assert server.port == port
+        c = server.client()
+        assert c.lrange("sf:l", 0, -1) == [b"a", b"b", b"c"]
+        c.close()
+    finally:
+        server.close()
+    assert tmp_path.exists(), "a caller-provided dir is never deleted"
