@@ -1,0 +1,149 @@
+"""One way to get a Redis client from a URL, with retries, TLS, ACL and Sentinel.
+
+Callers catch `StoreUnavailable` (Redis down or unreachable after the retries: not bad input,
+retry later, commit nothing) and `StoreAuthError` (configuration: stop and say so).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+from redis.sentinel import Sentinel
+
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel", "sentinel")
+
+
+class StoreUnavailable(Exception):
+    """Redis could not be reached (connection refused, timeout, failover in progress)."""
+
+
+class StoreAuthError(StoreUnavailable):
+    """Redis refused the credentials; retrying will not help."""
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+
+
+def _retry(retries: int) -> Retry:
+    return Retry(ExponentialBackoff(cap=2.0, base=0.05), retries,
+                 supported_errors=(redis.ConnectionError, redis.TimeoutError, TimeoutError))
+
+
+def connect(
+    url: str,
+    *,
+    password: str | None = None,
+    username: str | None = None,
+    socket_timeout: float = 5,
+    connect_timeout: float = 5,
+    health_check_interval: int = 30,
+    sentinels: Sequence[tuple[str, int]] | None = None,
+    sentinel_service: str | None = None,
+    decode_responses: bool = False,
+    retries: int = 5,
+    check: bool = True,
+    **extra: Any,
+) -> redis.Redis:
+    """A client for `url` (redis://, rediss://, unix://, redis+sentinel://h1:p1,h2:p2/service/db).
+
+    `password`/`username` override the URL's credentials (so secrets can come from the
+    environment). With `check` a PING is sent now so a wrong password or host fails at
+    start-up with a clear message instead of at the first write.
+    """
+    opts: dict[str, Any] = dict(
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=connect_timeout,
+        health_check_interval=health_check_interval,
+        decode_responses=decode_responses,
+        retry=_retry(retries),
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+        **extra,
+    )
+    if password is not None:
+        opts["password"] = password
+    if username is not None:
+        opts["username"] = username
+    scheme = urlsplit(url).scheme
+    if sentinels or scheme in SENTINEL_SCHEMES:
+        client = _sentinel_client(url, sentinels, sentinel_service, opts)
+    elif scheme in ("redis", "rediss", "unix"):
+        client = redis.Redis.from_url(url, **opts)
+    else:
+        raise ValueError(f"unsupported Redis URL scheme {scheme!r} in {redact(url)} "
+                         "(use redis://, rediss://, unix:// or redis+sentinel://)")
+    if check:
+        ping(client, url)
+    return client
+
+
+def ping(client: redis.Redis, url: str = "") -> None:
+    """PING, turning redis-py errors into the two exceptions callers handle."""
+    where = redact(url) if url else repr(client)
+    try:
+        client.ping()
+    except redis.AuthenticationError as e:
+        raise StoreAuthError(f"Redis authentication failed for {where}: {e}") from e
+    except redis.ResponseError as e:
+        msg = str(e)
+        if "NOAUTH" in msg or "WRONGPASS" in msg or "invalid password" in msg or "NOPERM" in msg:
+            raise StoreAuthError(f"Redis authentication failed for {where}: {msg}") from e
+        raise
+    except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
+        raise StoreUnavailable(f"Redis unavailable at {where}: {e}") from e
+
+
+def _sentinel_client(url: str, sentinels: Sequence[tuple[str, int]] | None, service: str | None,
+                     opts: dict[str, Any]) -> redis.Redis:
+    """`redis+sentinel://[user:pass@]h1:p1,h2:p2/service/db`; `rediss+sentinel` uses TLS to the master."""
+    parts = urlsplit(url) if "://" in url else None
+    db = 0
+    if parts is not None and parts.scheme in SENTINEL_SCHEMES:
+        netloc = parts.netloc.rsplit("@", 1)
+        hosts = netloc[-1]
+        if len(netloc) == 2 and "password" not in opts:
+            cred = netloc[0]
+            user, _, pw = cred.partition(":")
+            if user and "username" not in opts:
+                opts["username"] = unquote(user)
+            if pw:
+                opts["password"] = unquote(pw)
+        if not sentinels:
+            sentinels = [_hostport(h) for h in hosts.split(",") if h]
+        path = [p for p in parts.path.split("/") if p]
+        if path and not service:
+            service = path[0]
+        if len(path) > 1:
+            db = int(path[1])
+        if parts.scheme.startswith("rediss"):
+            opts["ssl"] = True
+    if not sentinels or not service:
+        raise ValueError(f"Sentinel needs hosts and a service name: {redact(url)}")
+    retry = opts.pop("retry")
+    decode = opts.get("decode_responses", False)
+    sentinel_kwargs = {k: opts[k] for k in ("socket_timeout", "socket_connect_timeout", "password",
+                                            "username", "ssl") if k in opts}
+    s = Sentinel(list(sentinels), sentinel_kwargs=sentinel_kwargs, **{**opts, "db": db})
+    client = s.master_for(service, decode_responses=decode)
+    client.retry = retry
+    return client
+
+
+def _hostport(h: str) -> tuple[str, int]:
+    host, _, port = h.rpartition(":")
+    if not host:
+        return h, 26379
+    return host.strip("[]"), int(port)

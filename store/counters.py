@@ -1,0 +1,56 @@
+"""Plain-text counter hashes `<prefix>:counters:<group>`: HINCRBY inside the caller's pipeline,
+readable with HGETALL by an operator."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import redis
+
+from store.keys import Keys
+
+
+class Counters:
+    def __init__(self, r: redis.Redis, prefix: str = "sf") -> None:
+        self.r = r
+        self.keys = Keys(prefix)
+
+    def incr(self, pipe: Any, name: str, field: str, n: int = 1) -> None:
+        """Queue one increment on `pipe` (a pipeline); zero increments are not sent."""
+        if n:
+            pipe.hincrby(self.keys.counters(name), field, n)
+
+    def incr_many(self, pipe: Any, counts: dict[tuple[str, str], int]) -> None:
+        for (name, field), n in counts.items():
+            self.incr(pipe, name, field, n)
+
+    def get(self, name: str) -> dict[str, int]:
+        raw = self.r.hgetall(self.keys.counters(name))
+        return {_s(k): int(v) for k, v in raw.items()}
+
+    def groups(self) -> list[str]:
+        """Names of every counter group (SCAN, for `stationflow status`)."""
+        pat = self.keys.counters("*")
+        cut = len(self.keys.counters(""))
+        return sorted({_s(k)[cut:] for k in self.r.scan_iter(match=pat, count=500)})
+
+
+class Tally:
+    """Counts gathered in memory, written later in one pipeline."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str], int] = defaultdict(int)
+
+    def add(self, name: str, field: str, n: int = 1) -> None:
+        if n:
+            self.counts[(name, field)] += n
+
+    def drain(self) -> dict[tuple[str, str], int]:
+        out = dict(self.counts)
+        self.counts.clear()
+        return out
+
+
+def _s(v: bytes | str) -> str:
+    return v.decode() if isinstance(v, bytes) else v

@@ -1,0 +1,156 @@
+"""Every Redis key name of stationflow, in one place.
+
+Station keys carry the hash tag `{<station>}` so that, under Redis Cluster, all keys of one
+station live in one slot and one Lua script may touch them atomically. A global window's
+keys share the tag `{<alias>}` for the same reason. Nothing else in the code base builds a
+key string by hand: ask `Keys`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str = "sf"
+
+    # ---- per station ------------------------------------------------------------------
+    def station_base(self, station: str) -> str:
+        """Prefix of every key of `station`; the Lua scripts append the suffixes below."""
+        return f"{self.prefix}:{{{station}}}:"
+
+    def meta(self, station: str) -> str:
+        return f"{self.station_base(station)}meta"
+
+    def latest(self, station: str, alias: str) -> str:
+        return f"{self.station_base(station)}w:{alias}"
+
+    def append(self, station: str, alias: str) -> str:
+        return f"{self.station_base(station)}w:{alias}"
+
+    def hourly(self, station: str, alias: str) -> str:
+        return f"{self.station_base(station)}h:{alias}"
+
+    def hourly_ts(self, station: str, alias: str) -> str:
+        return f"{self.station_base(station)}h:{alias}:ts"
+
+    def devices(self, station: str, alias: str) -> str:
+        return f"{self.station_base(station)}d:{alias}"
+
+    def devices_ts(self, station: str, alias: str) -> str:
+        return f"{self.station_base(station)}d:{alias}:ts"
+
+    def orders_closed(self, station: str, alias: str) -> str:
+        return f"{self.station_base(station)}o:{alias}"
+
+    def orders_open(self, station: str, alias: str) -> str:
+        return f"{self.station_base(station)}o:{alias}:open"
+
+    def orders_state(self, station: str, alias: str) -> str:
+        return f"{self.station_base(station)}o:{alias}:st"
+
+    def output(self, station: str, module: str) -> str:
+        return f"{self.station_base(station)}out:{module}"
+
+    def pending(self, station: str) -> str:
+        return f"{self.station_base(station)}pending"
+
+    # ---- global windows ---------------------------------------------------------------
+    def global_window(self, alias: str) -> str:
+        return f"{self.prefix}:g:{{{alias}}}"
+
+    def global_ts(self, alias: str) -> str:
+        return f"{self.global_window(alias)}:ts"
+
+    def global_meta(self, alias: str) -> str:
+        return f"{self.global_window(alias)}:meta"
+
+    # ---- registries, indexes, dead letters, counters -----------------------------------
+    @property
+    def stations(self) -> str:
+        return f"{self.prefix}:stations"
+
+    def orders_due(self, alias: str) -> str:
+        """Stations with an open order second, scored by its close deadline (ms)."""
+        return f"{self.prefix}:due:{alias}"
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.prefix}:dlq"
+
+    @property
+    def dlq_seen(self) -> str:
+        return f"{self.prefix}:dlq:seen"
+
+    def counters(self, group: str) -> str:
+        return f"{self.prefix}:counters:{group}"
+
+    def topic_counters(self, topic: str) -> str:
+        return self.counters(f"topic:{topic}")
+
+    def batch(self, batch_id: str) -> str:
+        return f"{self.prefix}:batch:{batch_id}"
+
+    @property
+    def batches_due(self) -> str:
+        return f"{self.prefix}:batches:due"
+
+    # ---- documentation ----------------------------------------------------------------
+    def describe_keys(self) -> list[tuple[str, str, str, str]]:
+        """(pattern, type, meaning, redis-cli example) for `stationflow inspect --keys`."""
+        p = self.prefix
+        s = "{S}"
+        return [
+            (f"{p}:{s}:meta", "hash",
+             "per station: hwm:<topic>:<partition> applied-offset high-water marks, ts:<alias> newest "
+             "record ms, hn:/hc:<alias> newest stored hour and window cutoff",
+             f"HGETALL '{p}:{{1053405539402387456}}:meta'"),
+            (f"{p}:{s}:w:<alias>", "string (latest) / list (append)",
+             "latest: one msgpack item {ts, src, payload}; append: items oldest first, capped",
+             f"GET '{p}:{{1053405539402387456}}:w:station_param'"),
+            (f"{p}:{s}:h:<alias>", "hash", "hourly: 'YYYY-MM-DD HH:00:00' -> msgpack item, newest window_size hours",
+             f"HKEYS '{p}:{{1053405539402387456}}:h:station_realtime_data'"),
+            (f"{p}:{s}:h:<alias>:ts", "hash", "hourly: hour -> record ms of the stored item (newest wins)",
+             f"HGETALL '{p}:{{1053405539402387456}}:h:station_realtime_data:ts'"),
+            (f"{p}:{s}:d:<alias>", "hash", "devices: device key -> msgpack item",
+             f"HKEYS '{p}:{{1053405539402387456}}:d:device_host_dcdc'"),
+            (f"{p}:{s}:d:<alias>:ts", "zset", "devices: device key scored by record ms (cap and TTL eviction)",
+             f"ZRANGE '{p}:{{1053405539402387456}}:d:device_host_dcdc:ts' 0 -1 WITHSCORES"),
+            (f"{p}:{s}:o:<alias>", "zset",
+             "orders: closed seconds scored by sequence number; member = 'seq|second|late|src|ts|' + msgpack items",
+             f"ZRANGE '{p}:{{1053405539402387456}}:o:car_order' -3 -1 WITHSCORES"),
+            (f"{p}:{s}:o:<alias>:open", "list", "orders: msgpack items of the open second",
+             f"LRANGE '{p}:{{1053405539402387456}}:o:car_order:open' 0 -1"),
+            (f"{p}:{s}:o:<alias>:st", "hash",
+             "orders: open second, deadline_ms, last_closed, seq, cur:<module> delivery cursors, "
+             "cb:<topic:partition:offset> seqs closed by that message",
+             f"HGETALL '{p}:{{1053405539402387456}}:o:car_order:st'"),
+            (f"{p}:{s}:out:<module>", "list", "module outputs (local or external), newest first, msgpack items",
+             f"LINDEX '{p}:{{1053405539402387456}}:out:load_prediction' 0"),
+            (f"{p}:{s}:pending", "hash/set", "pending runs of the station (coalescing, workers)",
+             f"HGETALL '{p}:{{1053405539402387456}}:pending'"),
+            (f"{p}:g:{{<alias>}}", "hash", "global window: key (calendar date) -> msgpack item, newest window_size",
+             f"HKEYS '{p}:g:{{environment_calendar}}'"),
+            (f"{p}:g:{{<alias>}}:ts", "hash", "global window: key -> record ms (newest wins)",
+             f"HGETALL '{p}:g:{{environment_calendar}}:ts'"),
+            (f"{p}:g:{{<alias>}}:meta", "hash", "global window: hwm:<topic>:<partition>, ts:<alias>",
+             f"HGETALL '{p}:g:{{environment_calendar}}:meta'"),
+            (f"{p}:stations", "zset", "station registry: station id scored by last-seen ingest ms",
+             f"ZREVRANGE {p}:stations 0 9 WITHSCORES"),
+            (f"{p}:due:<alias>", "zset", "stations with an open order second, scored by close deadline ms",
+             f"ZRANGE {p}:due:car_order 0 -1 WITHSCORES"),
+            (f"{p}:dlq", "stream", "dead letters (capped): topic, partition, offset, ts, reason, detail, "
+             "element_index, raw, raw_len, dead_at", f"XREVRANGE {p}:dlq + - COUNT 5"),
+            (f"{p}:dlq:seen", "hash", "dead-letter ids already written: topic:partition:offset:element -> stream id",
+             f"HLEN {p}:dlq:seen"),
+            (f"{p}:counters:<group>", "hash", "plain-text counters (topic:<topic>, dlq, runs, ...)",
+             f"HGETALL {p}:counters:dlq"),
+            (f"{p}:batch:<id>", "hash", "batch tracker state (workers)", f"HGETALL '{p}:batch:<id>'"),
+            (f"{p}:batches:due", "zset", "batch id scored by deadline (workers)",
+             f"ZRANGE {p}:batches:due 0 -1 WITHSCORES"),
+        ]
+
+
+def describe_keys(prefix: str = "sf") -> list[tuple[str, str, str, str]]:
+    return Keys(prefix).describe_keys()

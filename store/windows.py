@@ -1,0 +1,483 @@
+"""The window store: idempotent writes of parsed records and one-round-trip reads of a station.
+
+Writes: one pipeline per `apply()` holding ONE script call per station (all of that station's
+records of the poll, in offset order) and one per global alias, so a script never touches
+another station's slot (Redis Cluster safe) and an ingester pays one round trip per poll.
+Idempotency lives inside the scripts: a per (station or global alias, topic, partition)
+offset high-water mark in the meta hash is checked and advanced atomically with the write,
+and every upsert follows "newest record wins" (equal timestamps: later arrival wins).
+
+Triggers are recomputed from the records, never from what the script changed, so a replayed
+message yields the same triggers as its first delivery (spec §6.8); order triggers are the
+seconds a message closed, which the script remembers per message for the same reason.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from importlib import resources
+from typing import Any
+
+import redis
+
+from parsers.catalogue import Catalogue, TopicSpec
+from parsers.records import Record, Source
+from store.codec import decode_closed_second, decode_item, encode_item, source_from
+from store.counters import Tally
+from store.keys import Keys
+
+HOUR_FMT = "%Y-%m-%d %H:%M:%S"
+_NF = 13  # fields per record in apply.lua
+
+
+class StoreError(Exception):
+    """A record the store cannot place (unknown alias, bad hour key): a bug upstream, not bad input."""
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """New data for a station (None: a global window, new data for every known station)."""
+
+    station_id: str | None
+    alias: str
+    source: Source
+
+
+@dataclass
+class ApplyResult:
+    triggers: list[Trigger] = field(default_factory=list)
+    applied: int = 0
+    superseded: int = 0  # valid records that lost to newer stored data
+    replays_skipped: int = 0
+    hours_ignored: int = 0
+    late_orders: int = 0
+    seconds_evicted: int = 0  # closed order seconds evicted before every module received them
+
+
+class StationWindows(dict):
+    """What `read_station` returns: name -> window, plus ("car_order", module) -> closed seconds
+    after that module's cursor. `windows_for(module)` gives the mapping `build_input` takes."""
+
+    def __init__(self, catalogue: Catalogue, station: str, data: Mapping[Any, Any]) -> None:
+        super().__init__(data)
+        self.catalogue = catalogue
+        self.station = station
+
+    def windows_for(self, module: str) -> dict[str, Any]:
+        spec = self.catalogue.module(module)
+        out: dict[str, Any] = {}
+        for name in spec.all_inputs:
+            t = self.catalogue.by_alias.get(name)
+            if t is not None and t.kind == "orders":
+                out[name] = self.get((name, module), [])
+            else:
+                out[name] = self.get(name)
+        return out
+
+
+@functools.lru_cache(maxsize=4096)
+def hour_cutoff(hour: str, window_size: int) -> str:
+    """The oldest hour kept when `hour` is the newest stored one."""
+    try:
+        h = datetime.strptime(hour, HOUR_FMT)
+    except ValueError as e:
+        raise StoreError(f"hourly key {hour!r} is not 'YYYY-MM-DD HH:00:00'") from e
+    return (h - timedelta(hours=window_size - 1)).strftime(HOUR_FMT)
+
+
+def _ms(seconds: float | None) -> str:
+    return "" if seconds is None else str(int(seconds * 1000))
+
+
+def _load(name: str) -> str:
+    base = resources.files("store") / "lua"
+    common = (base / "common.lua").read_text()
+    return common + "\n" + (base / name).read_text()
+
+
+class _Scripts:
+    """Script bodies and SHAs; loaded once per store, re-loaded after a Redis restart."""
+
+    NAMES = ("apply.lua", "close_orders.lua", "read_orders.lua", "advance_cursor.lua")
+
+    def __init__(self, r: redis.Redis) -> None:
+        self.r = r
+        self.body = {n: _load(n) for n in self.NAMES}
+        self.sha: dict[str, str] = {}
+        self.load()
+
+    def load(self) -> None:
+        for n, body in self.body.items():
+            sha = self.r.script_load(body)
+            self.sha[n] = sha.decode() if isinstance(sha, bytes) else sha
+
+
+class WindowStore:
+    def __init__(self, r: redis.Redis, catalogue: Catalogue, prefix: str = "sf", *,
+                 outputs_keep: int = 1) -> None:
+        self.r = r
+        self.catalogue = catalogue
+        self.keys = Keys(prefix)
+        self.outputs_keep = max(1, int(outputs_keep))
+        self.scripts = _Scripts(r)
+        self.tally = Tally()
+        rets = [t.retention_s for t in catalogue.topics]
+        self.meta_retention = "" if any(x is None for x in rets) else _ms(max(rets))  # type: ignore[type-var]
+        self._order_modules = {
+            t.alias: ",".join(m for m in catalogue.modules_using(t.alias)
+                              if catalogue.by_module[m].runs == "local")
+            for t in catalogue.topics if t.kind == "orders"
+        }
+
+    # ---- writing -----------------------------------------------------------------------
+    def _row(self, spec: TopicSpec, station: str | None, src: Source, rec: Record) -> list[Any]:
+        kind = "output" if spec.is_module_output else spec.kind
+        k = self.keys
+        key = rec.key if rec.key is not None else ""
+        cap = spec.window_size
+        x1: str = ""
+        x2: str = ""
+        if kind == "global":
+            wkey = k.global_window(spec.alias)
+        elif station is None:
+            raise StoreError(f"record of {spec.topic} (offset {src.offset}) has no station id")
+        elif kind in ("latest", "append"):
+            wkey = k.latest(station, spec.alias)
+        elif kind == "output":
+            wkey = k.output(station, spec.alias)
+            cap = self.outputs_keep
+        elif kind == "hourly":
+            wkey = k.hourly(station, spec.alias)
+            x1 = hour_cutoff(key, spec.window_size)
+        elif kind == "devices":
+            wkey = k.devices(station, spec.alias)
+            x1 = _ms(spec.ttl_s)
+            if not key:
+                raise StoreError(f"device record of station {station}, {src.coords()} has no device key")
+        elif kind == "orders":
+            wkey = k.orders_closed(station, spec.alias)
+            key = str(src.timestamp_ms // 1000)
+            x1 = str(int(spec.order_close_s * 1000))
+            x2 = self._order_modules.get(spec.alias, "")
+        else:  # pragma: no cover - the catalogue validates kinds
+            raise StoreError(f"unknown window kind {kind!r}")
+        if kind == "global" and not key:
+            raise StoreError(f"global record of {src.coords()} has no key")
+        return [
+            f"hwm:{src.topic}:{src.partition}", src.offset, spec.alias, kind, wkey, key,
+            encode_item(src.timestamp_ms, src.coords(), rec.payload), src.timestamp_ms,
+            _ms(spec.retention_s), cap, x1, x2, src.coords(),
+        ]
+
+    def apply(self, messages: Sequence[tuple[Source, list[Record]]], now_ms: int) -> ApplyResult:
+        """Write every record of one poll; see the module docstring for the guarantees."""
+        now_ms = int(now_ms)
+        result = ApplyResult()
+        stations: dict[str, list[Any]] = defaultdict(list)
+        station_src: dict[str, list[tuple[Source, TopicSpec, Record]]] = defaultdict(list)
+        globals_: dict[str, list[Any]] = defaultdict(list)
+        global_src: dict[str, list[tuple[Source, TopicSpec, Record]]] = defaultdict(list)
+        due: dict[str, dict[str, int]] = defaultdict(dict)
+        seen: set[tuple[str | None, str, str]] = set()
+        for src, records in messages:
+            for rec in records:
+                spec = self.catalogue.by_alias.get(rec.alias)
+                if spec is None:
+                    raise StoreError(f"unknown alias {rec.alias!r} in {src.coords()}")
+                row = self._row(spec, rec.station_id, src, rec)
+                if spec.kind == "global":
+                    globals_[spec.alias].extend(row)
+                    global_src[spec.alias].append((src, spec, rec))
+                else:
+                    sid = rec.station_id
+                    assert sid is not None
+                    stations[sid].extend(row)
+                    station_src[sid].append((src, spec, rec))
+                    if spec.kind == "orders":
+                        member = f"{sid}|{row[5]}"
+                        due[spec.alias].setdefault(member, now_ms + int(spec.order_close_s * 1000))
+                if spec.kind != "orders":
+                    t = (rec.station_id, spec.alias, src.coords())
+                    if t not in seen:
+                        seen.add(t)
+                        result.triggers.append(Trigger(rec.station_id, spec.alias, src))
+        calls: list[tuple[str | None, str | None, list[tuple[Source, TopicSpec, Record]], list[Any]]] = []
+        pipe = self.r.pipeline(transaction=False)
+        n_flush = self._flush_into(pipe)
+        sha = self.scripts.sha["apply.lua"]
+        for sid, args in stations.items():
+            pipe.evalsha(sha, 1, self.keys.meta(sid), now_ms, self.meta_retention, *args)
+            calls.append((sid, None, station_src[sid], [self.keys.meta(sid), now_ms, self.meta_retention, *args]))
+        for alias, args in globals_.items():
+            meta = self.keys.global_meta(alias)
+            pipe.evalsha(sha, 1, meta, now_ms, "", *args)
+            calls.append((None, alias, global_src[alias], [meta, now_ms, "", *args]))
+        if stations:
+            pipe.zadd(self.keys.stations, {s: now_ms for s in stations}, gt=True)
+        for alias, members in due.items():
+            pipe.zadd(self.keys.orders_due(alias), members, nx=True)
+        replies = self._execute(pipe, "apply.lua", [c[3] for c in calls], first=n_flush)
+        for (sid, _alias, srcs, _), reply in zip(calls, replies, strict=True):
+            self._account(result, sid, srcs, reply)
+        return result
+
+    def _execute(self, pipe: Any, script: str, script_args: list[list[Any]], first: int) -> list[Any]:
+        """Run the pipeline; scripts lost by a Redis restart are re-loaded and re-run alone
+        (an EVALSHA that failed with NOSCRIPT changed nothing, so re-running is exact)."""
+        replies = pipe.execute(raise_on_error=False)
+        out = replies[first:first + len(script_args)]
+        missing = [i for i, x in enumerate(out) if isinstance(x, redis.exceptions.NoScriptError)]
+        if missing:
+            self.scripts.load()
+            p2 = self.r.pipeline(transaction=False)
+            for i in missing:
+                a = script_args[i]
+                p2.evalsha(self.scripts.sha[script], 1, a[0], *a[1:])
+            for i, x in zip(missing, p2.execute(raise_on_error=False), strict=True):
+                out[i] = x
+        for x in replies[:first] + out + replies[first + len(script_args):]:
+            if isinstance(x, Exception):
+                raise x
+        return out
+
+    def _account(self, result: ApplyResult, sid: str | None,
+                 srcs: list[tuple[Source, TopicSpec, Record]], reply: list[Any]) -> None:
+        status, closes, evicted = reply
+        status = status.decode() if isinstance(status, bytes) else status
+        fields = {"a": "records_applied", "s": "records_superseded", "r": "replays_skipped",
+                  "i": "hours_ignored", "l": "late_orders"}
+        for (src, _spec, _rec), st in zip(srcs, status, strict=True):
+            self.tally.add(f"topic:{src.topic}", fields[st])
+            if st == "a":
+                result.applied += 1
+            elif st == "s":
+                result.superseded += 1
+            elif st == "r":
+                result.replays_skipped += 1
+            elif st == "i":
+                result.hours_ignored += 1
+            elif st == "l":
+                result.late_orders += 1
+                result.applied += 1
+                self.tally.add(f"topic:{src.topic}", "records_applied")
+        for j in range(0, len(evicted), 2):
+            src, spec, _ = srcs[int(evicted[j]) - 1]
+            n = int(evicted[j + 1])
+            result.seconds_evicted += n
+            self.tally.add(f"topic:{src.topic}", "seconds_evicted", n)
+        for j in range(0, len(closes), 6):
+            idx, _seq, _sec, _late, osrc, ots = closes[j:j + 6]
+            _, spec, _ = srcs[int(idx) - 1]
+            o = osrc.decode() if isinstance(osrc, bytes) else osrc
+            result.triggers.append(Trigger(sid, spec.alias, source_from(o, int(ots))))
+
+    def flush_counters(self) -> None:
+        """Write counters gathered by the last calls (each apply also flushes the previous one's)."""
+        pipe = self.r.pipeline(transaction=False)
+        if self._flush_into(pipe):
+            pipe.execute()
+
+    def _flush_into(self, pipe: Any) -> int:
+        counts = self.tally.drain()
+        for (group, fld), n in counts.items():
+            pipe.hincrby(self.keys.counters(group), fld, n)
+        return len(counts)
+
+    # ---- orders ------------------------------------------------------------------------
+    def close_expired_orders(self, now_ms: int, limit: int = 1000) -> list[Trigger]:
+        """Close open order seconds whose deadline passed; safe with many concurrent callers
+        (the per-station script closes a second at most once; losers see nothing open)."""
+        now_ms = int(now_ms)
+        triggers: list[Trigger] = []
+        for spec in self.catalogue.topics:
+            if spec.kind != "orders":
+                continue
+            due_key = self.keys.orders_due(spec.alias)
+            members = self.r.zrangebyscore(due_key, "-inf", now_ms, start=0, num=limit)
+            if not members:
+                continue
+            pipe = self.r.pipeline(transaction=False)
+            args = []
+            for m in members:
+                sid, _, sec = (m.decode() if isinstance(m, bytes) else m).rpartition("|")
+                wkey = self.keys.orders_closed(sid, spec.alias)
+                a = [self.keys.orders_state(sid, spec.alias), wkey, now_ms, sec, spec.window_size,
+                     self._order_modules.get(spec.alias, ""), _ms(spec.retention_s)]
+                args.append(a)
+                pipe.evalsha(self.scripts.sha["close_orders.lua"], 1, a[0], *a[1:])
+            replies = self._execute(pipe, "close_orders.lua", args, first=0)
+            done = []
+            p2 = self.r.pipeline(transaction=False)
+            for m, reply in zip(members, replies, strict=True):
+                if int(reply[0]) == 0:
+                    continue
+                done.append(m)
+                if len(reply) > 1:
+                    sid = (m.decode() if isinstance(m, bytes) else m).rpartition("|")[0]
+                    src = reply[4].decode() if isinstance(reply[4], bytes) else reply[4]
+                    source = source_from(src, int(reply[5]))
+                    triggers.append(Trigger(sid, spec.alias, source))
+                    self.tally.add(f"topic:{source.topic}", "seconds_closed_by_timer")
+                    self.tally.add(f"topic:{source.topic}", "seconds_evicted", int(reply[6]))
+            if done:
+                p2.zrem(due_key, *done)
+            self._flush_into(p2)
+            if p2.command_stack:
+                p2.execute()
+        return triggers
+
+    def advance_cursor(self, station: str, module: str, alias: str, seq: int) -> int:
+        """Record that `module` received every closed second up to `seq` (never moves back)."""
+        spec = self.catalogue.topic(alias)
+        st = self.keys.orders_state(station, spec.alias)
+        args = [module, int(seq), _ms(spec.retention_s)]
+        try:
+            return int(self.r.evalsha(self.scripts.sha["advance_cursor.lua"], 1, st, *args))
+        except redis.exceptions.NoScriptError:
+            self.scripts.load()
+            return int(self.r.evalsha(self.scripts.sha["advance_cursor.lua"], 1, st, *args))
+
+    # ---- reading -----------------------------------------------------------------------
+    def present(self, stations: Iterable[str], names: Iterable[str],
+                now_ms: int | None = None) -> dict[str, set[str]]:
+        """Which of `names` (aliases or module names) hold an unexpired value per station,
+        in one round trip (spec §6.5 "present")."""
+        now_ms = int(time.time() * 1000) if now_ms is None else int(now_ms)
+        stations = list(stations)
+        names = list(dict.fromkeys(names))
+        pipe = self.r.pipeline(transaction=False)
+        plan: list[tuple[str | None, str]] = []
+        for name in names:
+            spec = self._spec_of(name)
+            if spec.kind == "global":
+                pipe.hlen(self.keys.global_window(spec.alias))
+                plan.append((None, name))
+        for sid in stations:
+            for name in names:
+                spec = self._spec_of(name)
+                k = self.keys
+                if spec.kind == "global":
+                    continue
+                if spec.is_module_output:
+                    pipe.exists(k.output(sid, spec.alias))
+                elif spec.kind in ("latest", "append"):
+                    pipe.exists(k.latest(sid, spec.alias))
+                elif spec.kind == "hourly":
+                    pipe.exists(k.hourly(sid, spec.alias))
+                elif spec.kind == "devices":
+                    if spec.ttl_s is None:
+                        pipe.zcard(k.devices_ts(sid, spec.alias))
+                    else:
+                        pipe.zcount(k.devices_ts(sid, spec.alias), now_ms - int(spec.ttl_s * 1000), "+inf")
+                elif spec.kind == "orders":
+                    pipe.zcard(k.orders_closed(sid, spec.alias))
+                plan.append((sid, name))
+        replies = pipe.execute() if plan else []
+        out: dict[str, set[str]] = {s: set() for s in stations}
+        global_present = set()
+        for (sid, name), v in zip(plan, replies, strict=True):
+            if not int(v):
+                continue
+            if sid is None:
+                global_present.add(name)
+            else:
+                out[sid].add(name)
+        for s in out:
+            out[s] |= global_present
+        return out
+
+    def _spec_of(self, name: str) -> TopicSpec:
+        spec = self.catalogue.by_alias.get(name)
+        if spec is None:
+            raise StoreError(f"unknown input or module {name!r}")
+        return spec
+
+    def read_station(self, station: str, module_names: Iterable[str], now_ms: int | None = None) -> StationWindows:
+        """Every input, global window and dep output of `module_names` for `station`, plus each
+        module's undelivered closed order seconds, in one round trip. Windows no module needs
+        are not read. `now_ms` is accepted for symmetry; visibility filtering is the builders'."""
+        modules = [self.catalogue.module(m) for m in module_names]
+        names = list(dict.fromkeys(n for m in modules for n in m.all_inputs))
+        pipe = self.r.pipeline(transaction=False)
+        plan: list[tuple[Any, str]] = []
+        k = self.keys
+        for name in names:
+            spec = self._spec_of(name)
+            if spec.is_module_output:
+                pipe.lindex(k.output(station, spec.alias), 0)
+                plan.append((name, "output"))
+            elif spec.kind == "latest":
+                pipe.get(k.latest(station, spec.alias))
+                plan.append((name, "latest"))
+            elif spec.kind == "append":
+                pipe.lrange(k.append(station, spec.alias), 0, -1)
+                plan.append((name, "append"))
+            elif spec.kind == "hourly":
+                pipe.hgetall(k.hourly(station, spec.alias))
+                plan.append((name, "hash"))
+            elif spec.kind == "devices":
+                pipe.hgetall(k.devices(station, spec.alias))
+                plan.append((name, "hash"))
+            elif spec.kind == "global":
+                pipe.hgetall(k.global_window(spec.alias))
+                plan.append((name, "hash"))
+            elif spec.kind == "orders":
+                users = [m.name for m in modules if name in m.inputs]
+                pipe.evalsha(self.scripts.sha["read_orders.lua"], 2, k.orders_closed(station, spec.alias),
+                             k.orders_state(station, spec.alias), *users)
+                plan.append(((name, tuple(users)), "orders"))
+        try:
+            replies = pipe.execute()
+        except redis.exceptions.NoScriptError:
+            self.scripts.load()
+            return self.read_station(station, module_names, now_ms)
+        data: dict[Any, Any] = {}
+        for (name, how), v in zip(plan, replies, strict=True):
+            if how in ("output", "latest"):
+                data[name] = decode_item(v)
+            elif how == "append":
+                data[name] = [decode_item(x) for x in v]
+            elif how == "hash":
+                data[name] = {kk.decode() if isinstance(kk, bytes) else kk: decode_item(x) for kk, x in v.items()}
+            else:
+                alias, users = name
+                cursors = [int(c) for c in v[:len(users)]]
+                seconds = [decode_closed_second(m) for m in v[len(users):]]
+                for user, cur in zip(users, cursors, strict=True):
+                    data[(alias, user)] = [
+                        {"seq": s["seq"], "second": s["second"], "late": s["late"], "orders": s["orders"]}
+                        for s in seconds if s["seq"] > cur
+                    ]
+        return StationWindows(self.catalogue, station, data)
+
+    # ---- module outputs ----------------------------------------------------------------
+    def store_output(self, station: str, module: str, result: Any, ts_ms: int, keep: int | None = None,
+                     src: str = "local") -> None:
+        """Keep `result` as the newest output of `module` for `station` (list, newest first)."""
+        spec = self.catalogue.topic(module) if module in self.catalogue.by_alias else None
+        if spec is None or not spec.is_module_output:
+            raise StoreError(f"unknown module {module!r}")
+        keep = self.outputs_keep if keep is None else max(1, int(keep))
+        key = self.keys.output(station, module)
+        pipe = self.r.pipeline(transaction=False)
+        pipe.lpush(key, encode_item(ts_ms, src, result))
+        pipe.ltrim(key, 0, keep - 1)
+        if spec.retention_s is not None:
+            pipe.pexpire(key, int(spec.retention_s * 1000))
+        pipe.hset(self.keys.meta(station), f"ts:{module}", int(ts_ms))
+        pipe.zadd(self.keys.stations, {station: int(ts_ms)}, gt=True)
+        pipe.execute()
+
+    def read_output(self, station: str, module: str, n: int = 1) -> list[dict[str, Any]]:
+        """The newest `n` outputs (Items), newest first."""
+        raw = self.r.lrange(self.keys.output(station, module), 0, max(1, n) - 1)
+        return [decode_item(x) for x in raw]  # type: ignore[misc]
+
+    # ---- registry ----------------------------------------------------------------------
+    def stations(self) -> list[str]:
+        return [s.decode() if isinstance(s, bytes) else s for s in self.r.zrange(self.keys.stations, 0, -1)]
