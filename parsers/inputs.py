@@ -1,0 +1,274 @@
+"""Module inputs (spec §6.3): a station's stored windows -> the JSON value an algorithm gets.
+
+Pure: the worker reads the windows (docs/internals.md, "plain window structures") in one
+round trip and calls `build_input`. Two layouts: `namespaced` (default; inputs under
+`topics`, dependency outputs under `deps`, so nothing can collide) and `flat` (the
+reference's merged object for ported algorithms, with every overwrite recorded).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from parsers.catalogue import Catalogue, TopicSpec
+from parsers.envelopes import GROUPED_LATEST
+from parsers.fees import normalise_fee_record
+from parsers.fields import FIELD_TYPES
+from parsers.windows import hour_index, hour_key, visible_devices
+
+RESERVED_FLAT_KEYS = ("stationId", "_data_quality")
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """One input as the algorithm sees it, plus what `_data_quality` needs to know about it."""
+
+    value: Any
+    present: bool
+    ts_ms: int | None  # record timestamp of the newest data in it
+    ttl_s: float | None
+
+
+def build_input(catalogue: Catalogue, module: str, station_id: str, windows: Mapping[str, Any],
+                now_ms: int) -> dict[str, Any]:
+    """The input of `module` for `station_id` from `windows` (alias / dep name -> window)."""
+    spec = catalogue.module(module)
+    views: dict[str, View] = {}
+    for alias in spec.inputs:
+        views[alias] = topic_view(catalogue.by_alias[alias], windows.get(alias), now_ms)
+    for dep in spec.deps:
+        views[dep] = output_view(catalogue.by_alias[dep], windows.get(dep))
+    quality = data_quality(views, spec.all_inputs, now_ms)
+    if spec.layout == "flat":
+        return _flat(catalogue, spec.inputs, spec.deps, station_id, views, quality)
+    return {
+        "stationId": station_id,
+        "module": module,
+        "topics": {a: views[a].value for a in spec.inputs},
+        "deps": {d: views[d].value for d in spec.deps},
+        "_data_quality": quality,
+    }
+
+
+# ---- one input ------------------------------------------------------------------------------
+
+def topic_view(topic: TopicSpec, window: Any, now_ms: int) -> View:
+    """The parsed value of one input topic's window (spec §6.3 table)."""
+    kind, ttl = topic.kind, topic.ttl_s
+    if kind == "latest":
+        if not window:
+            return View(None, False, None, ttl)
+        payload = window["payload"]
+        if topic.alias in GROUPED_LATEST:
+            payload = price_records(payload)
+        return View(payload, True, window["ts"], ttl)
+    if kind == "hourly":
+        if not window:
+            return View(None, False, None, ttl)
+        grid = realtime_grid(window, topic.window_size, topic.fill)
+        return View(grid, True, max(it["ts"] for it in window.values()), ttl)
+    if kind == "global":
+        if not window:
+            return View(None, False, None, ttl)
+        return View([window[k]["payload"] for k in sorted(window)], True,
+                    max(it["ts"] for it in window.values()), ttl)
+    if kind == "devices":
+        shown = visible_devices(window, ttl, now_ms)
+        if not shown:
+            return View(None, False, None, ttl)
+        value = [{**_as_dict(shown[k]["payload"]), "_ts_ms": shown[k]["ts"]} for k in sorted(shown)]
+        return View(value, True, max(it["ts"] for it in shown.values()), ttl)
+    if kind == "orders":
+        # None: the station has no closed second stored; []: it has, but none is new for this module
+        if window is None:
+            return View(None, False, None, ttl)
+        seconds = [
+            {"second": s["second"], "late": bool(s.get("late", False)),
+             "orders": [o["payload"] for o in s["orders"]]}
+            for s in window
+        ]
+        ts = max((o["ts"] for s in window for o in s["orders"]), default=None)
+        return View({"seconds": seconds}, True, ts, ttl)
+    if kind == "append":
+        if not window:
+            return View(None, False, None, ttl)
+        return View([it["payload"] for it in window], True, max(it["ts"] for it in window), ttl)
+    raise ValueError(f"topic {topic.topic}: unknown window kind {kind!r}")
+
+
+def output_view(topic: TopicSpec, item: Any) -> View:
+    """A dependency: the latest stored output object of that module for the station."""
+    if not item:
+        return View(None, False, None, topic.ttl_s)
+    return View(item["payload"], True, item["ts"], topic.ttl_s)
+
+
+def price_records(records: Any) -> list[dict[str, Any]]:
+    """car_price: the station's records ordered by sendTime, feeNo1..48 folded into `feeNo`."""
+    recs = [r for r in (records if isinstance(records, list) else [records]) if isinstance(r, dict)]
+    order = sorted(range(len(recs)), key=lambda i: (_str(recs[i].get("sendTime")), i))
+    return [normalise_fee_record(recs[i]) for i in order]
+
+
+def realtime_grid(window: Mapping[str, Any], size: int, fill: float | None) -> dict[str, Any]:
+    """The hourly window as an ascending grid of `size` hours ending at the newest stored hour.
+
+    Gaps are filled (`filled` marks them); `gunNo` is the union of guns, first seen oldest hour
+    first; every per-gun row and the station-level lists are aligned to the same grid.
+    """
+    by_index = {hour_index(k): it["payload"] for k, it in window.items()}
+    newest = max(by_index)
+    start = newest - size + 1
+    hours = sorted(i for i in by_index if i >= start)
+    guns: dict[str, int] = {}
+    per_hour: dict[int, dict[str, tuple[Any, Any]]] = {}
+    for i in hours:
+        gp = _as_dict(_as_dict(by_index[i]).get("gunPower"))
+        nos = _list(gp.get("gunNo"))
+        avg, mx = _list(gp.get("outputPowerPerGunAvg")), _list(gp.get("outputPowerPerGunMax"))
+        row: dict[str, tuple[Any, Any]] = {}
+        for j, g in enumerate(nos):
+            if not isinstance(g, str):
+                continue
+            guns.setdefault(g, len(guns))
+            row[g] = (avg[j] if j < len(avg) else None, mx[j] if j < len(mx) else None)
+        per_hour[i] = row
+    union = list(guns)
+    send_time, filled, gun_avg, gun_max, st_avg, st_max = [], [], [], [], [], []
+    for i in range(start, newest + 1):
+        send_time.append(hour_key(i))
+        row = per_hour.get(i)
+        if row is None:
+            filled.append(True)
+            gun_avg.append([fill] * len(union))
+            gun_max.append([fill] * len(union))
+            st_avg.append(fill)
+            st_max.append(fill)
+            continue
+        payload = _as_dict(by_index[i])
+        filled.append(False)
+        gun_avg.append([_num_or(row[g][0], fill) if g in row else fill for g in union])
+        gun_max.append([_num_or(row[g][1], fill) if g in row else fill for g in union])
+        st_avg.append(_num_or(payload.get("outputPowerPerStationAvg"), fill))
+        st_max.append(_num_or(payload.get("outputPowerPerStationMax"), fill))
+    return {
+        "sendTime": send_time,
+        "filled": filled,
+        "gunNo": union,
+        "outputPowerPerGunAvg": gun_avg,
+        "outputPowerPerGunMax": gun_max,
+        "outputPowerPerStationAvg": st_avg,
+        "outputPowerPerStationMax": st_max,
+    }
+
+
+# ---- data quality ---------------------------------------------------------------------------
+
+def data_quality(views: Mapping[str, View], names: tuple[str, ...], now_ms: int) -> dict[str, Any]:
+    """`_data_quality` over inputs and deps alike (spec §6.3)."""
+    available = [n for n in names if views[n].present]
+    missing = [n for n in names if not views[n].present]
+    total = len(names)
+    age_s: dict[str, float] = {}
+    stale: list[str] = []
+    for n in available:
+        v = views[n]
+        if v.ts_ms is None:
+            continue
+        age_ms = max(0, now_ms - v.ts_ms)
+        age_s[n] = round(age_ms / 1000, 3)
+        if v.ttl_s is not None and age_ms > v.ttl_s * 1000:
+            stale.append(n)
+    return {
+        "available_topics": available,
+        "missing_topics": missing,
+        "total_topics": total,
+        "availability_ratio": round(len(available) / total, 3) if total else 1.0,
+        "age_s": age_s,
+        "stale": stale,
+    }
+
+
+# ---- flat layout ----------------------------------------------------------------------------
+
+def _flat(catalogue: Catalogue, inputs: tuple[str, ...], deps: tuple[str, ...], station_id: str,
+          views: Mapping[str, View], quality: dict[str, Any]) -> dict[str, Any]:
+    """Reference-compatible merged object: later sources overwrite earlier ones, except the
+    reserved keys; every overwrite is listed in `_data_quality.collisions`."""
+    out: dict[str, Any] = {"stationId": station_id}
+    owner: dict[str, str] = {"stationId": "stationId"}
+    collisions: list[dict[str, str]] = []
+
+    def merge(source: str, keys: Mapping[str, Any]) -> None:
+        for k, v in keys.items():
+            if k in RESERVED_FLAT_KEYS:
+                if k in out and out[k] != v:
+                    collisions.append({"key": k, "kept_from": owner.get(k, k), "overwritten_from": source})
+                continue
+            if k in out:
+                collisions.append({"key": k, "kept_from": source, "overwritten_from": owner[k]})
+            out[k] = v
+            owner[k] = source
+
+    for alias in inputs:
+        v = views[alias]
+        if v.present:
+            merge(alias, flat_keys(catalogue.by_alias[alias], v.value))
+    for dep in deps:
+        v = views[dep]
+        if v.present and isinstance(v.value, dict):
+            merge(dep, v.value)
+    out["_data_quality"] = {**quality, "collisions": collisions}
+    return out
+
+
+def flat_keys(topic: TopicSpec, value: Any) -> dict[str, Any]:
+    """The keys one input contributes to the flat layout (spec §6.3, step 2 table)."""
+    alias = topic.alias
+    if alias == "station_param":
+        return dict(_as_dict(value))
+    if topic.kind == "hourly":
+        return {k: v for k, v in value.items() if k != "filled"}
+    if topic.kind == "global":
+        fields = list(FIELD_TYPES.get(alias, {})) or sorted({k for rec in value for k in _as_dict(rec)})
+        return {f: [_as_dict(rec).get(f) for rec in value] for f in fields}
+    if topic.kind == "orders":
+        return {alias: [o for s in value["seconds"] for o in s["orders"]]}
+    if alias in GROUPED_LATEST:
+        return {alias: value[-1] if value else None}
+    if alias == "device_host_dcdc":
+        return {alias: [
+            {"hostCode": d.get("hostCode"), "dcWorkStatus": st, "moduleIndex": i, "dcPower": pw}
+            for d in value
+            for i, (st, pw) in enumerate(zip(_list(d.get("dcWorkStatus")), _list(d.get("dcdcPower")),
+                                             strict=False))
+        ]}
+    if alias == "device_host_acdc":
+        return {alias: [{"hostCode": d.get("hostCode"), "acPower": d.get("acPower")} for d in value]}
+    if topic.kind == "devices":
+        return {alias: [{k: v for k, v in d.items() if k != "_ts_ms"} for d in value]}
+    if topic.kind == "latest" and alias in FIELD_TYPES:
+        # meter, gun, error, pv, weather: their own documented fields, top level
+        payload = _as_dict(value)
+        return {f: payload[f] for f in FIELD_TYPES[alias] if "." not in f and f in payload}
+    return {alias: value}
+
+
+# ---- helpers --------------------------------------------------------------------------------
+
+def _as_dict(v: Any) -> dict:
+    return v if isinstance(v, dict) else {}
+
+
+def _list(v: Any) -> list:
+    return v if isinstance(v, list) else []
+
+
+def _str(v: Any) -> str:
+    return v if isinstance(v, str) else ""
+
+
+def _num_or(v: Any, fill: float | None) -> Any:
+    return v if (type(v) is int or type(v) is float) else fill
