@@ -935,17 +935,21 @@ def _catalogue(topics_raw: Any, modules_raw: Any
         module_ov[name] = {k: ("all" if k == "triggers" and v is None else _none_word(v))
                            for k, v in m.items()}
         modules_raw[name] = m
+    final_names = {t.alias: topic_names.get(t.alias, t.topic) for t in base.topics}
+    owner: dict[str, str] = {}
+    for alias, name in final_names.items():
+        if name in owner:
+            renamed = alias if alias in topic_names else owner[name]
+            other = owner[name] if renamed == alias else alias
+            raise ConfigError(f"topics.{renamed}.topic: {name!r} is already the topic of {other!r}")
+        owner[name] = alias
     try:
         cat = Catalogue.build(topics_raw, modules_raw, topic_names)
     except CatalogueError as e:
         raise ConfigError(str(e)) from None
-    seen: dict[str, str] = {}
     for t in cat.topics:
         if t.kind in ("devices", "hourly", "global") and not t.key_field:
             raise ConfigError(f"topics.{t.alias}.key_field: required for kind {t.kind!r}")
-        if t.topic in seen:
-            raise ConfigError(f"topics.{t.alias}.topic: {t.topic!r} is already the topic of {seen[t.topic]!r}")
-        seen[t.topic] = t.alias
 
     def freeze(d: dict[str, dict[str, Any]]) -> Mapping[str, Mapping[str, Any]]:
         return MappingProxyType({k: MappingProxyType(v) for k, v in d.items()})
