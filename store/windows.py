@@ -90,6 +90,10 @@ def hour_cutoff(hour: str, window_size: int) -> str:
     return (h - timedelta(hours=window_size - 1)).strftime(HOUR_FMT)
 
 
+def _closed(s: dict[str, Any]) -> dict[str, Any]:
+    return {"seq": s["seq"], "second": s["second"], "late": s["late"], "orders": s["orders"]}
+
+
 def _ms(seconds: float | None) -> str:
     return "" if seconds is None else str(int(seconds * 1000))
 
@@ -251,7 +255,10 @@ class WindowStore:
         status = status.decode() if isinstance(status, bytes) else status
         fields = {"a": "records_applied", "s": "records_superseded", "r": "replays_skipped",
                   "i": "hours_ignored", "l": "late_orders"}
-        for (src, _spec, _rec), st in zip(srcs, status, strict=True):
+        for (src, spec, _rec), st in zip(srcs, status, strict=True):
+            if st == "i" and spec.kind == "global":
+                self.tally.add(f"topic:{src.topic}", "keys_ignored")
+                continue
             self.tally.add(f"topic:{src.topic}", fields[st])
             if st == "a":
                 result.applied += 1
@@ -403,6 +410,15 @@ class WindowStore:
         are not read. `now_ms` is accepted for symmetry; visibility filtering is the builders'."""
         modules = [self.catalogue.module(m) for m in module_names]
         names = list(dict.fromkeys(n for m in modules for n in m.all_inputs))
+        users = {n: [m.name for m in modules if n in m.inputs] for n in names}
+        return StationWindows(self.catalogue, station, self._read(station, names, users))
+
+    def read_windows(self, station: str, names: Iterable[str]) -> dict[Any, Any]:
+        """Windows by alias or module name (for `inspect`); orders come back as every stored
+        closed second under the alias, ignoring cursors."""
+        return self._read(station, list(dict.fromkeys(names)), {})
+
+    def _read(self, station: str, names: list[str], users_of: Mapping[str, list[str]]) -> dict[Any, Any]:
         pipe = self.r.pipeline(transaction=False)
         plan: list[tuple[Any, str]] = []
         k = self.keys
@@ -427,7 +443,7 @@ class WindowStore:
                 pipe.hgetall(k.global_window(spec.alias))
                 plan.append((name, "hash"))
             elif spec.kind == "orders":
-                users = [m.name for m in modules if name in m.inputs]
+                users = list(users_of.get(name, []))
                 pipe.evalsha(self.scripts.sha["read_orders.lua"], 2, k.orders_closed(station, spec.alias),
                              k.orders_state(station, spec.alias), *users)
                 plan.append(((name, tuple(users)), "orders"))
@@ -435,7 +451,7 @@ class WindowStore:
             replies = pipe.execute()
         except redis.exceptions.NoScriptError:
             self.scripts.load()
-            return self.read_station(station, module_names, now_ms)
+            return self._read(station, names, users_of)
         data: dict[Any, Any] = {}
         for (name, how), v in zip(plan, replies, strict=True):
             if how in ("output", "latest"):
@@ -447,13 +463,12 @@ class WindowStore:
             else:
                 alias, users = name
                 cursors = [int(c) for c in v[:len(users)]]
-                seconds = [decode_closed_second(m) for m in v[len(users):]]
+                seconds = [_closed(decode_closed_second(m)) for m in v[len(users):]]
+                if not users:
+                    data[alias] = seconds
                 for user, cur in zip(users, cursors, strict=True):
-                    data[(alias, user)] = [
-                        {"seq": s["seq"], "second": s["second"], "late": s["late"], "orders": s["orders"]}
-                        for s in seconds if s["seq"] > cur
-                    ]
-        return StationWindows(self.catalogue, station, data)
+                    data[(alias, user)] = [s for s in seconds if s["seq"] > cur]
+        return data
 
     # ---- module outputs ----------------------------------------------------------------
     def store_output(self, station: str, module: str, result: Any, ts_ms: int, keep: int | None = None,

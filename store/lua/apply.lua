@@ -4,7 +4,7 @@
 -- then 13 fields per record, in offset order:
 --   hwm_field offset alias kind wkey key item ts retention_ms cap extra1 extra2 src
 -- Returns {status, closes, evicted}: status has one char per record (a applied, s superseded
--- by newer data, r replay skipped, i hour outside the window, l late order applied); closes is
+-- by newer data, r replay skipped, i outside the window (hourly hour, global key), l late order); closes is
 -- flat {record_index, seq, second, late, src, ts} per closed order second; evicted is flat
 -- {record_index, n} of evicted undelivered order seconds.
 local meta = KEYS[1]
@@ -180,6 +180,7 @@ for i = 0, n - 1 do
         local all = redis.call('HKEYS', tkey)
         table.sort(all)
         for j = 1, nk - cap do redis.call('HDEL', wkey, all[j]); redis.call('HDEL', tkey, all[j]) end
+        if redis.call('HEXISTS', tkey, key) == 0 then st = 'i' end
       end
       bump_ts(alias, ts)
       touch(wkey, ret); touch(tkey, ret)

@@ -1,6 +1,6 @@
 -- Shared by the window scripts. Numbers travel as strings (ARGV) and are compared with
-local unpack = unpack or table.unpack
 -- tonumber(); values written back are the original strings, so no float formatting occurs.
+local unpack = unpack or table.unpack
 
 local function csv(s)
   local out = {}

@@ -1,0 +1,138 @@
+"""Dead letters: a capped Redis stream, idempotent per (topic, partition, offset, element).
+
+A replayed bad message must not add a second entry (spec §6.7), so `add()` runs one script
+that checks a seen-index (a zset of entry ids scored by dead-letter time, trimmed to the
+retention) before XADD, and counts new entries per (topic, reason) in `<prefix>:counters:dlq`.
+The three keys are global (not per station): under Redis Cluster give the deployment a
+separate Redis for dead letters or accept that `add()` needs them in one slot.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from store.keys import Keys
+
+_ADD = """
+-- KEYS: stream, seen zset, counters hash. ARGV: maxlen, now_ms, retention_ms, then 11 per entry:
+-- id topic partition offset ts reason detail element_index raw raw_len dead_at
+local maxlen, now, ret = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. (now - ret))
+local out = {}
+local n = (#ARGV - 3) / 11
+for i = 0, n - 1 do
+  local b = 3 + i * 11
+  local id = ARGV[b + 1]
+  if redis.call('ZSCORE', KEYS[2], id) then
+    out[#out + 1] = ''
+  else
+    local sid = redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*',
+      'topic', ARGV[b + 2], 'partition', ARGV[b + 3], 'offset', ARGV[b + 4], 'ts', ARGV[b + 5],
+      'reason', ARGV[b + 6], 'detail', ARGV[b + 7], 'element_index', ARGV[b + 8],
+      'raw', ARGV[b + 9], 'raw_len', ARGV[b + 10], 'dead_at', ARGV[b + 11])
+    redis.call('ZADD', KEYS[2], now, id)
+    redis.call('HINCRBY', KEYS[3], ARGV[b + 2] .. ':' .. ARGV[b + 6], 1)
+    out[#out + 1] = sid
+  end
+end
+redis.call('PEXPIRE', KEYS[2], ret)
+return out
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    topic: str
+    partition: int
+    offset: int
+    ts: int  # record timestamp, ms
+    reason: str
+    detail: str
+    raw: bytes = b""
+    element_index: int | None = None
+
+    @property
+    def ident(self) -> str:
+        ei = "" if self.element_index is None else str(self.element_index)
+        return f"{self.topic}:{self.partition}:{self.offset}:{ei}"
+
+
+class DeadLetters:
+    def __init__(self, r: redis.Redis, prefix: str = "sf", maxlen: int = 100_000,
+                 raw_max_bytes: int = 65_536, seen_retention_s: float = 7 * 86_400) -> None:
+        self.r = r
+        self.keys = Keys(prefix)
+        self.maxlen = int(maxlen)
+        self.raw_max_bytes = int(raw_max_bytes)
+        self.seen_retention_ms = int(seen_retention_s * 1000)
+        self._script = r.register_script(_ADD)
+
+    def add(self, entries: Iterable[DeadLetter], now_ms: int | None = None) -> list[str | None]:
+        """Write new entries in one round trip; returns each entry's stream id (None: already there)."""
+        entries = list(entries)
+        if not entries:
+            return []
+        now_ms = int(time.time() * 1000) if now_ms is None else int(now_ms)
+        args: list[Any] = [self.maxlen, now_ms, self.seen_retention_ms]
+        for e in entries:
+            raw = bytes(e.raw or b"")
+            args += [e.ident, e.topic, e.partition, e.offset, e.ts, e.reason, (e.detail or "")[:500],
+                     "" if e.element_index is None else e.element_index,
+                     raw[: self.raw_max_bytes], len(raw), now_ms]
+        k = self.keys
+        ids = self._script(keys=[k.dlq, k.dlq_seen, k.counters("dlq")], args=args)
+        return [(x.decode() if isinstance(x, bytes) else x) or None for x in ids]
+
+    def list(self, count: int = 20, after: str | None = None) -> list[dict[str, Any]]:
+        """Entries oldest first, starting after stream id `after` (exclusive)."""
+        start = "-" if after is None else f"({after}"
+        return [_decode(i, f) for i, f in self.r.xrange(self.keys.dlq, start, "+", count=count)]
+
+    def latest(self, count: int = 20) -> list[dict[str, Any]]:
+        return [_decode(i, f) for i, f in self.r.xrevrange(self.keys.dlq, "+", "-", count=count)]
+
+    def get(self, entry_id: str) -> dict[str, Any] | None:
+        got = self.r.xrange(self.keys.dlq, entry_id, entry_id, count=1)
+        return _decode(*got[0]) if got else None
+
+    show = get
+
+    def count(self) -> int:
+        return int(self.r.xlen(self.keys.dlq))
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        """(topic, reason) -> entries ever added (the counter survives stream trimming)."""
+        out = {}
+        for f, v in self.r.hgetall(self.keys.counters("dlq")).items():
+            topic, _, reason = (f.decode() if isinstance(f, bytes) else f).rpartition(":")
+            out[(topic, reason)] = int(v)
+        return out
+
+
+def _decode(entry_id: bytes | str, fields: dict[Any, Any]) -> dict[str, Any]:
+    f = {(k.decode() if isinstance(k, bytes) else k): v for k, v in fields.items()}
+
+    def s(name: str) -> str:
+        v = f.get(name, b"")
+        return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+
+    ei = s("element_index")
+    raw = f.get("raw", b"")
+    return {
+        "id": entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
+        "topic": s("topic"),
+        "partition": int(s("partition")),
+        "offset": int(s("offset")),
+        "ts": int(s("ts")),
+        "reason": s("reason"),
+        "detail": s("detail"),
+        "element_index": int(ei) if ei else None,
+        "raw": raw if isinstance(raw, bytes) else raw.encode(),
+        "raw_len": int(s("raw_len")),
+        "dead_at": int(s("dead_at")),
+    }
