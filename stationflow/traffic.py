@@ -514,23 +514,27 @@ class Traffic:
         if want("station_realtime_data"):
             self._at(t0, "realtime_history")
         for st in self.stations:
-            r = st.rng_for("start")
+            r = st.rng_for("start")  # every phase is drawn whatever the topic filter, so filters shift nothing
+            pv, meter = t0 + r.randrange(SECOND), t0 + r.randrange(5 * MINUTE)
+            error = t0 + int(r.expovariate(1 / (6 * HOUR)))
             if want("device_pv") and st.pv_kw:
-                self._at(t0 + r.randrange(SECOND), "device_pv", st)
+                self._at(pv, "device_pv", st)
             if want("device_meter"):
-                self._at(t0 + r.randrange(5 * MINUTE), "device_meter", st)
+                self._at(meter, "device_meter", st)
             if want("device_error"):
-                self._at(t0 + int(r.expovariate(1 / (6 * HOUR))), "device_error", st)
+                self._at(error, "device_error", st)
             for code in st.storages:
+                phase = t0 + r.randrange(15 * SECOND)
                 if want("device_storage"):
-                    self._at(t0 + r.randrange(15 * SECOND), "device_storage", (st, code))
+                    self._at(phase, "device_storage", (st, code))
             for h in st.hosts:
+                gun, dcdc, acdc = t0 + r.randrange(15 * SECOND), t0 + r.randrange(SECOND), t0 + r.randrange(SECOND)
                 if want("device_gun"):
-                    self._at(t0 + r.randrange(15 * SECOND), "device_gun", (st, h))
+                    self._at(gun, "device_gun", (st, h))
                 if want("device_host_dcdc"):
-                    self._at(t0 + r.randrange(SECOND), "device_host_dcdc", (st, h))
+                    self._at(dcdc, "device_host_dcdc", (st, h))
                 if want("device_host_acdc"):
-                    self._at(t0 + r.randrange(SECOND), "device_host_acdc", (st, h))
+                    self._at(acdc, "device_host_acdc", (st, h))
                 if want("car_order"):
                     for g in h.guns:
                         s = g.advance(t0)
