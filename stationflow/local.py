@@ -115,6 +115,8 @@ class _Process:
     """One server process in its own session/process group, logging to a file."""
 
     host = "127.0.0.1"
+    #: seconds between SIGTERM and SIGKILL in stop()
+    term_grace = 10.0
 
     def __init__(self, port: int | None, workdir: Path, owns_workdir: bool) -> None:
         self.port = port or free_port(self.host)
@@ -175,8 +177,9 @@ class _Process:
             self.stop()
             raise LocalServerError(f"{exc}; log {self.log_path}:\n{_tail(self.log_path)}") from exc
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float | None = None) -> None:
         """SIGTERM the process group, SIGKILL it if it lingers. Idempotent."""
+        timeout = self.term_grace if timeout is None else timeout
         popen, self._popen = self._popen, None
         if popen is None:
             return
@@ -340,10 +343,15 @@ def find_tansu() -> str:
 class Broker(_Process):
     """A private Tansu broker with in-memory storage.
 
-    `restart()` keeps the port but LOSES every topic and message: Tansu's memory:// engine
-    lives in the process. Tests that need data to survive a broker restart must use a real
-    Kafka via STATIONFLOW_KAFKA.
+    `restart()` keeps the port but LOSES every topic, message, committed offset and producer
+    id: Tansu's memory:// engine lives in the process. After a restart, create the topics
+    again; an idempotent producer from before gets UnknownProducerIdError and a topic that
+    was not recreated makes sends time out. Tests that need data to survive a broker
+    restart must use a real Kafka via STATIONFLOW_KAFKA.
     """
+
+    # Tansu waits ~5 s for connected clients on SIGTERM; memory storage has nothing to flush
+    term_grace = 1.0
 
     def __init__(self, port: int | None = None, storage: str = "memory://tansu/") -> None:
         self.binary = find_tansu()

@@ -8,7 +8,9 @@ instead of the bundled Tansu broker (topics are then only ever created, never de
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,7 +41,15 @@ _MARKERS = {
 _INTEGRATION_DIRS = ("integration", "e2e", "faults")
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    # A CI timeout sends SIGTERM: turn it into a normal interrupt so fixtures and the atexit
+    # hook of stationflow.local stop every redis-server and broker we started.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     for name, doc in _MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {doc}")
     # kafka-python 3.0 loads its protocol schemas with a deprecated importlib.resources API

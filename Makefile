@@ -1,0 +1,70 @@
+# stationflow: `make test` and `make demo` set everything up from nothing (venv, deps, redis-server).
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?= -q
+
+.PHONY: help setup python-check redis test test-unit test-integration lint demo bench clean
+
+help:
+	@echo "make test              lint + the whole test suite (sets up .venv and redis-server if missing)"
+	@echo "make demo              run the whole system locally (private Redis and Kafka-compatible broker)"
+	@echo "make bench             quick benchmarks -> bench/report.md"
+	@echo "make lint              ruff check"
+	@echo "make test-unit         only tests that need no servers"
+	@echo "make clean             remove the venv and caches"
+
+python-check:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null || { \
+	  echo "error: stationflow needs Python >= 3.11; '$(PYTHON)' is $$($(PYTHON) --version 2>&1 || echo missing)." >&2; \
+	  echo "       Install python3.11+ or run: make PYTHON=/path/to/python3.11 test" >&2; exit 1; }
+
+$(BIN)/python: | python-check
+	$(PYTHON) -m venv $(VENV)
+
+# reinstall only when pyproject.toml is newer than the stamp
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $@
+
+redis:
+	@if ! command -v redis-server >/dev/null 2>&1 && [ ! -x /usr/bin/redis-server ] && [ ! -x /usr/sbin/redis-server ] \
+	     && [ ! -x /usr/local/bin/redis-server ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing redis-server (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	  else \
+	    echo "error: redis-server not found. Install it: 'sudo apt-get install -y redis-server' or 'brew install redis'." >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+
+setup: python-check $(STAMP) redis
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: setup
+	$(BIN)/pytest $(PYTEST_ARGS) -m unit
+
+test-integration: setup
+	$(BIN)/pytest $(PYTEST_ARGS) -m integration
+
+demo: setup
+	$(BIN)/stationflow demo
+
+bench: setup
+	$(BIN)/stationflow bench --quick
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build dist *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
