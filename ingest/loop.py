@@ -1,0 +1,410 @@
+"""The ingester's poll loop: poll → process (retrying outages) → commit, with rebalance
+handling, queue backpressure, the periodic order closer, graceful stop and idle exit.
+
+Kafka-facing only: the work of a poll is `ingest.process.Processor`. The loop owns the
+ordering guarantee (spec §6.8): a partition's offset is committed only after everything
+polled from it so far was written and scheduled, and a revoked partition is committed
+before it is released when its work could be finished.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ingest.backpressure import QueueGate
+from ingest.offsets import TP, OffsetBook
+from ingest.process import InFlight, Processor
+from ingest.retry import Backoff, is_kafka_outage, is_store_outage
+from ingest.stats import IngestStats
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_CONFIG = 2
+
+
+class Ingester:
+    def __init__(
+        self,
+        consumer: Any,
+        processor: Processor,
+        stats: IngestStats,
+        *,
+        max_records: int = 2000,
+        poll_timeout_ms: int = 1000,
+        commit_interval_s: float = 1.0,
+        close_interval_s: float = 0.5,
+        summary_interval_s: float = 60.0,
+        queue_depth: Callable[[], int] | None = None,
+        gate: QueueGate | None = None,
+        depth_interval_s: float = 0.5,
+        until_idle_s: float | None = None,
+        on_lag: Callable[[dict[TP, int]], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.consumer = consumer
+        self.processor = processor
+        self.stats = stats
+        self.max_records = max_records
+        # the order closer and backpressure run between polls: never wait longer than them
+        self.poll_timeout_ms = int(min(poll_timeout_ms, close_interval_s * 1000))
+        self.commit_interval_s = commit_interval_s
+        self.close_interval_s = close_interval_s
+        self.summary_interval_s = summary_interval_s
+        self.queue_depth = queue_depth
+        self.gate = gate
+        self.depth_interval_s = depth_interval_s
+        self.until_idle_s = until_idle_s
+        self.on_lag = on_lag
+        self.clock = clock
+        self.sleep = sleep
+        self.backoff = backoff or Backoff()
+        self.kafka_backoff = Backoff()
+        self.book = OffsetBook()
+        self.inflight: InFlight | None = None
+        self.pause_reasons: set[str] = set()
+        self.stopping = False
+        self.last_depth: int | None = None
+        now = clock()
+        self._last_commit = now
+        self._last_close = 0.0
+        self._last_depth_check = 0.0
+        self._last_summary = now
+        self._last_activity: float | None = None  # last record or commit; None until assigned
+        self._summary_base = (0, 0)
+        self._store_failing = False
+        self._kafka_failing = False
+
+    # ---- control --------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the loop to finish the current poll, commit and return (signal-safe)."""
+        self.stopping = True
+
+    def run(self) -> int:
+        try:
+            while not self.stopping:
+                self._tick()
+                records = self._poll()
+                if records:
+                    self._last_activity = self.clock()
+                    self._process(records)
+                self._maybe_commit()
+                if self._idle_exit_due():
+                    log.info("no record for %.1f s after the last commit: exiting (--until-idle)",
+                             self.until_idle_s)
+                    break
+            self._finish()
+            return EXIT_OK
+        finally:
+            self._close()
+
+    # ---- one poll ---------------------------------------------------------------------------
+    def _poll(self) -> list[Any]:
+        try:
+            batch = self.consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=self.max_records)
+        except Exception as e:
+            if not is_kafka_outage(e):
+                raise
+            self._kafka_outage(e)
+            return []
+        if self._kafka_failing:
+            self._kafka_failing = False
+            self.kafka_backoff.reset()
+            log.info("kafka reachable again")
+        if self._last_activity is None and self.consumer.assignment():
+            self._last_activity = self.clock()  # the idle clock starts once we own partitions
+        if not batch:
+            return []
+        out: list[Any] = []
+        for tp in sorted(batch, key=lambda t: (t.topic, t.partition)):
+            out.extend(batch[tp])
+        return out
+
+    def _process(self, records: list[Any]) -> None:
+        t0 = self.clock()
+        fl = self.processor.prepare(records)
+        self.inflight = fl
+        try:
+            finished = self._execute_with_retry(fl)
+        finally:
+            self.inflight = None
+        if finished:
+            self.book.mark_done(fl.commit_offsets())
+            plan = fl.plan
+            log.debug("poll: %d records from %d partitions, %d dead letters, %d runs planned, %.1f ms",
+                      len(fl.records), len(fl.commit_offsets()), len(fl.dead),
+                      len(plan.runs) if plan else 0, (self.clock() - t0) * 1000)
+
+    def _execute_with_retry(self, fl: InFlight) -> bool:
+        """Finish `fl`; on an outage pause everything, back off and retry the same work.
+
+        Returns False when the work was abandoned (stop requested during an outage, or every
+        partition of it revoked): nothing is committed and Kafka redelivers it."""
+        while True:
+            try:
+                self.processor.execute(fl)
+            except Exception as e:
+                if not is_store_outage(e):
+                    raise
+                if not self._store_failing:
+                    self._store_failing = True
+                    log.warning("redis/queue unavailable (%s: %s): pausing %d partitions, nothing "
+                                "committed, retrying with backoff", type(e).__name__, e,
+                                len(self.consumer.assignment()))
+                    self._pause("outage")
+                self.stats.add("ingest", "store_retries")
+                if self.stopping:
+                    self._abandon(fl, "stop requested while redis/queue is unavailable")
+                    return False
+                self._wait_paused(self.backoff.next_delay())
+                if not fl.records:
+                    return False  # all of it revoked: the new owners redo it
+                continue
+            if self._store_failing:
+                self._store_failing = False
+                self.backoff.reset()
+                log.info("redis/queue available again: resuming")
+                self._resume("outage")
+            return True
+
+    def _wait_paused(self, seconds: float) -> None:
+        """Sleep by polling with everything paused: keeps group membership alive and lets
+        rebalance callbacks run. Records of newly assigned partitions are put back."""
+        try:
+            batch = self.consumer.poll(timeout_ms=int(seconds * 1000), max_records=self.max_records)
+        except Exception as e:
+            if not is_kafka_outage(e):
+                raise
+            self.sleep(seconds)
+            return
+        for tp, recs in (batch or {}).items():
+            if recs:
+                self.consumer.seek(tp, min(r.offset for r in recs))
+                self.consumer.pause(tp)
+
+    def _abandon(self, fl: InFlight, why: str) -> None:
+        """Give the poll back to Kafka: rewind owned partitions to its first offsets."""
+        owned = {TP(tp.topic, tp.partition): tp for tp in self.consumer.assignment()}
+        for tp, off in fl.rewind_offsets().items():
+            if tp in owned:
+                self.consumer.seek(owned[tp], off)
+        log.warning("abandoned %d uncommitted records (%s); they will be redelivered", len(fl.records), why)
+
+    # ---- commits ------------------------------------------------------------------------------
+    def _maybe_commit(self, force: bool = False) -> None:
+        if not self.book:
+            return
+        if not force and self.clock() - self._last_commit < self.commit_interval_s:
+            return
+        if self._commit(self.book.pending()):
+            self.processor.flush()  # counters follow the commits, so HGETALL is never far behind
+
+    def _commit(self, offsets: dict[TP, int]) -> bool:
+        if not offsets:
+            return True
+        from kafka import TopicPartition
+        from kafka.errors import CommitFailedError, IllegalGenerationError, RebalanceInProgressError
+        from kafka.structs import OffsetAndMetadata
+
+        payload = {TopicPartition(tp.topic, tp.partition): OffsetAndMetadata(off, "", -1)
+                   for tp, off in offsets.items()}
+        try:
+            self.consumer.commit(offsets=payload)
+        except (CommitFailedError, IllegalGenerationError, RebalanceInProgressError) as e:
+            # the group moved on: these partitions belong to someone else now, who redoes
+            # the uncommitted tail (idempotent writes make that harmless)
+            log.warning("commit rejected by the group (%s); the new owners redeliver the tail", e)
+            self.stats.add("ingest", "commit_errors")
+            self.book.forget(list(offsets))
+            return False
+        except Exception as e:
+            if not is_kafka_outage(e):
+                raise
+            self.stats.add("ingest", "commit_errors")
+            self._kafka_outage(e)
+            return False
+        self.book.committed(offsets)
+        self.stats.add("ingest", "commits")
+        now = self.clock()
+        self._last_commit = now
+        self._last_activity = now
+        return True
+
+    # ---- periodic work ---------------------------------------------------------------------
+    def _tick(self) -> None:
+        now = self.clock()
+        if now - self._last_close >= self.close_interval_s:
+            self._last_close = now
+            self._close_orders()
+        if self.gate is not None and self.queue_depth is not None and \
+                now - self._last_depth_check >= self.depth_interval_s:
+            self._last_depth_check = now
+            self._check_depth()
+        if self.summary_interval_s and now - self._last_summary >= self.summary_interval_s:
+            self._summary(now)
+            self.processor.flush()
+
+    def _close_orders(self) -> None:
+        try:
+            self.processor.close_expired_orders()
+        except Exception as e:
+            if not is_store_outage(e):
+                raise
+            self.stats.add("ingest", "store_retries")
+            log.debug("order closer: redis unavailable (%s), retrying next tick", e)
+
+    def _check_depth(self) -> None:
+        try:
+            depth = int(self.queue_depth())  # type: ignore[misc]
+        except Exception as e:
+            if not is_store_outage(e):
+                raise
+            return
+        self.last_depth = depth
+        change = self.gate.update(depth)  # type: ignore[union-attr]
+        if change is True:
+            log.warning("queue depth %d above high water %d: pausing consumption",
+                        depth, self.gate.high_water)  # type: ignore[union-attr]
+            self.stats.add("ingest", "pauses")
+            self._pause("backpressure")
+        elif change is False:
+            log.info("queue depth %d below low water %d: resuming consumption",
+                     depth, self.gate.low_water)  # type: ignore[union-attr]
+            self._resume("backpressure")
+
+    def _pause(self, reason: str) -> None:
+        self.pause_reasons.add(reason)
+        parts = list(self.consumer.assignment())
+        if parts:
+            self.consumer.pause(*parts)
+
+    def _resume(self, reason: str) -> None:
+        self.pause_reasons.discard(reason)
+        if not self.pause_reasons:
+            parts = list(self.consumer.paused())
+            if parts:
+                self.consumer.resume(*parts)
+
+    def _kafka_outage(self, e: BaseException) -> None:
+        if not self._kafka_failing:
+            self._kafka_failing = True
+            log.warning("kafka unavailable (%s: %s): retrying with backoff", type(e).__name__, e)
+        self.stats.add("ingest", "kafka_retries")
+        self.sleep(self.kafka_backoff.next_delay())
+
+    def lag(self) -> dict[TP, int]:
+        """High watermark minus position per owned partition (from fetch metadata; no I/O)."""
+        out: dict[TP, int] = {}
+        for tp in self.consumer.assignment():
+            hw = self.consumer.highwater(tp)
+            if hw is None:
+                continue
+            try:
+                pos = self.consumer.position(tp, timeout_ms=0)
+            except Exception:
+                continue
+            if pos is not None:
+                out[TP(tp.topic, tp.partition)] = max(0, hw - pos)
+        return out
+
+    def _summary(self, now: float) -> None:
+        elapsed = max(now - self._last_summary, 1e-9)
+        msgs = self.stats.total("ingest", "messages")
+        dead = self.stats.total("ingest", "dead_letters")
+        rate = (msgs - self._summary_base[0]) / elapsed
+        lag = self.lag()
+        if self.on_lag is not None:
+            self.on_lag(lag)
+        lag_text = ", ".join(f"{tp.topic}[{tp.partition}]={n}" for tp, n in sorted(lag.items())) or "none"
+        log.info("ingest: %.1f records/s, %d dead letters (+%d), %d triggers fired, queue depth %s, "
+                 "lag %s%s", rate, dead, dead - self._summary_base[1],
+                 self.stats.total("ingest", "triggers_fired"),
+                 "?" if self.last_depth is None else self.last_depth, lag_text,
+                 f", paused ({', '.join(sorted(self.pause_reasons))})" if self.pause_reasons else "")
+        self._summary_base = (msgs, dead)
+        self._last_summary = now
+
+    # ---- idle exit and shutdown ---------------------------------------------------------
+    def _idle_exit_due(self) -> bool:
+        if self.until_idle_s is None or self._last_activity is None or self.book or self.pause_reasons:
+            return False
+        if self.clock() - self._last_activity < self.until_idle_s:
+            return False
+        # close every order second whose deadline passed before leaving
+        try:
+            while self.processor.close_expired_orders():
+                pass
+        except Exception as e:
+            if not is_store_outage(e):
+                raise
+            return False
+        return True
+
+    def _finish(self) -> None:
+        self._maybe_commit(force=True)
+        self.processor.flush()
+
+    def _close(self) -> None:
+        try:
+            self.consumer.close(autocommit=False)
+        except Exception as e:  # closing is best effort: offsets are already committed
+            log.debug("consumer close: %s", e)
+
+    # ---- rebalance ----------------------------------------------------------------------
+    def on_revoked(self, revoked: Iterable[Any]) -> None:
+        """Finish the in-flight work if possible and commit what we release."""
+        revoked = list(revoked)
+        if not revoked:
+            return
+        fl = self.inflight
+        if fl is not None and not fl.done:
+            try:
+                self.processor.execute(fl)
+            except Exception as e:
+                if not is_store_outage(e):
+                    raise
+                if not fl.written:
+                    fl.drop_partitions(revoked)
+                log.warning("partitions revoked during an outage: %d records left to their new owner",
+                            sum(1 for r in fl.records if TP(r.topic, r.partition) in
+                                {TP(t.topic, t.partition) for t in revoked}))
+            else:
+                self.book.mark_done(fl.commit_offsets())
+        self._commit(self.book.pending(only=revoked))
+        self.book.forget(revoked)
+        log.info("partitions revoked: %s", _tps(revoked))
+
+    def on_assigned(self, assigned: Iterable[Any]) -> None:
+        assigned = list(assigned)
+        if assigned and self.pause_reasons:
+            self.consumer.pause(*assigned)
+        if assigned:
+            log.info("partitions assigned: %s", _tps(assigned))
+
+
+def make_listener(ingester: Ingester) -> Any:
+    from kafka import ConsumerRebalanceListener
+
+    class Listener(ConsumerRebalanceListener):
+        def on_partitions_revoked(self, revoked: Any) -> None:
+            ingester.on_revoked(revoked)
+
+        def on_partitions_assigned(self, assigned: Any) -> None:
+            ingester.on_assigned(assigned)
+
+        def on_partitions_lost(self, lost: Any) -> None:
+            # lost (not revoked): someone else may already own them; commit nothing
+            ingester.book.forget(lost)
+            log.warning("partitions lost: %s", _tps(lost))
+
+    return Listener()
+
+
+def _tps(tps: Iterable[Any]) -> str:
+    return ", ".join(f"{t.topic}[{t.partition}]" for t in sorted(tps, key=lambda t: (t.topic, t.partition)))

@@ -1,0 +1,251 @@
+"""The work of one poll, independent of Kafka: parse → write windows and dead letters →
+plan runs → schedule them → count.
+
+The work is split into stages that remember their outcome, so when Redis or the queue fails
+half-way the retry resumes at the failed stage with the same parsed records (and the same
+ingest timestamps for records that had none): re-applying is a no-op for the store's
+offset high-water marks, and scheduling is create-if-absent by batch and job id.
+Nothing here commits offsets; the loop does that once `execute` returned.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ingest.offsets import TP, first_offsets, next_offsets
+from ingest.stats import IngestStats
+from ingest.triggers import Plan, PlannedRun, plan_runs
+from parsers.catalogue import Catalogue
+from parsers.envelopes import parse_message
+from parsers.records import ParseError, Record, Source
+from store.dlq import DeadLetter
+
+log = logging.getLogger(__name__)
+
+#: test hook: exit abruptly (as SIGKILL would) after the Nth window write, before its commit
+CRASH_ENV = "STATIONFLOW_TEST_CRASH_AFTER_WRITE"
+
+ScheduleFn = Callable[[Sequence[PlannedRun]], Any]
+
+
+@dataclass
+class InFlight:
+    """One poll's records and how far their processing got."""
+
+    records: list[Any]
+    messages: list[tuple[Source, list[Record]]] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    counts: dict[tuple[str, str], int] = field(default_factory=dict)
+    written: bool = False
+    applied: Any = None  # the store's ApplyResult
+    plan: Plan | None = None
+    scheduled: bool = False
+    counted: bool = False
+
+    @property
+    def done(self) -> bool:
+        return self.counted
+
+    def commit_offsets(self) -> dict[TP, int]:
+        return next_offsets(self.records)
+
+    def rewind_offsets(self) -> dict[TP, int]:
+        return first_offsets(self.records)
+
+    def drop_partitions(self, partitions: Collection[Any]) -> None:
+        """Forget records of revoked partitions before anything was written; their new
+        owner redelivers them (used only while the write has not happened yet)."""
+        lost = {TP(tp.topic, tp.partition) for tp in partitions}
+        keep_src = {(r.topic, r.partition, r.offset) for r in self.records
+                    if TP(r.topic, r.partition) not in lost}
+        self.records = [r for r in self.records if TP(r.topic, r.partition) not in lost]
+        self.messages = [(s, recs) for s, recs in self.messages if (s.topic, s.partition, s.offset) in keep_src]
+        self.dead = [d for d in self.dead if (d.topic, d.partition, d.offset) in keep_src]
+
+
+class Processor:
+    """Turns polled records into window writes, dead letters and scheduled runs."""
+
+    def __init__(
+        self,
+        catalogue: Catalogue,
+        store: Any,  # store.windows.WindowStore (apply, present, stations, close_expired_orders)
+        dead_letters: Any,  # store.dlq.DeadLetters (add)
+        schedule: ScheduleFn,
+        stats: IngestStats,
+        *,
+        flush_counters: Callable[[dict[tuple[str, str], int]], None] | None = None,
+        max_depth: int = 32,
+        modules: Collection[str] | None = None,
+        clock: Callable[[], float] = time.time,
+        env: dict[str, str] | os._Environ[str] = os.environ,
+    ) -> None:
+        self.catalogue = catalogue
+        self.store = store
+        self.dead_letters = dead_letters
+        self.schedule = schedule
+        self.stats = stats
+        self.flush_counters = flush_counters
+        self.max_depth = max_depth
+        self.modules = None if modules is None else frozenset(modules)
+        self.clock = clock
+        crash = env.get(CRASH_ENV)
+        self._crash_after = int(crash) if crash else None
+        self._writes = 0
+        self._pending_triggers: list[Any] = []  # from the order closer, not yet scheduled
+        self._pending_plan: Plan | None = None
+
+    # ---- per poll -----------------------------------------------------------------------
+    def prepare(self, records: Sequence[Any]) -> InFlight:
+        """Parse every record (pure; never raises for bad input)."""
+        now_ms = int(self.clock() * 1000)
+        fl = InFlight(list(records))
+        counts: dict[tuple[str, str], int] = {}
+
+        def add(group: str, fld: str, n: int = 1) -> None:
+            if n:
+                counts[(group, fld)] = counts.get((group, fld), 0) + n
+
+        by_topic = self.catalogue.by_topic
+        for r in fl.records:
+            spec = by_topic.get(r.topic)
+            tgroup = f"topic:{r.topic}"
+            add("ingest", "messages")
+            add(tgroup, "messages")
+            ts = r.timestamp
+            if ts is None or ts < 0:
+                ts = now_ms
+                add("ingest", "stamped")
+                add(tgroup, "stamped")
+            src = Source(r.topic, r.partition, r.offset, ts)
+            if spec is None:  # subscribed by pattern or renamed under us: not ours to parse
+                fl.dead.append(self._dead(src, "bad_envelope", f"{r.topic}: topic not in the catalogue", None,
+                                          r.value))
+                continue
+            try:
+                result = parse_message(spec, r.value, max_depth=self.max_depth)
+            except ParseError as e:
+                fl.dead.append(self._dead(src, e.reason, e.detail, e.element_index, r.value))
+                continue
+            for rej in result.rejections:
+                fl.dead.append(self._dead(src, rej.reason, rej.detail, rej.element_index, rej.raw))
+            if result.records:
+                fl.messages.append((src, result.records))
+                add("ingest", "records", len(result.records))
+                add(tgroup, "records", len(result.records))
+        for d in fl.dead:  # per (topic, reason) counts are kept by the dead-letter store
+            add("ingest", "dead_letters")
+            add(f"topic:{d.topic}", "dead_letters")
+        fl.counts = counts
+        return fl
+
+    def execute(self, fl: InFlight) -> None:
+        """Run the remaining stages; a store or queue outage propagates (retry later)."""
+        if not fl.written:
+            now_ms = int(self.clock() * 1000)
+            fl.applied = self.store.apply(fl.messages, now_ms) if fl.messages else None
+            if fl.dead:
+                self.dead_letters.add(fl.dead)
+            fl.written = True
+            self._after_write()
+        if fl.plan is None:
+            triggers = fl.applied.triggers if fl.applied is not None else []
+            fl.plan = self._plan(triggers)
+        if not fl.scheduled:
+            if fl.plan.runs:
+                self.schedule(fl.plan.runs)
+            fl.scheduled = True
+        if not fl.counted:
+            fl.counted = True
+            self.stats.add_many(fl.counts)
+            self._count_apply(fl.applied)
+            self._count_plan(fl.plan)
+            self.stats.add("ingest", "polls")
+
+    # ---- order seconds closed by the clock ----------------------------------------------
+    def close_expired_orders(self, limit: int = 1000) -> int:
+        """Close order seconds whose deadline passed and schedule their triggers.
+
+        Safe with many ingesters (the store closes each second exactly once). If scheduling
+        fails the triggers are kept and retried on the next call, so no closed second loses
+        its trigger while this process lives.
+        """
+        if self._pending_plan is None:
+            if not self._pending_triggers:
+                now_ms = int(self.clock() * 1000)
+                self._pending_triggers = list(self.store.close_expired_orders(now_ms, limit=limit))
+                if not self._pending_triggers:
+                    return 0
+            self._pending_plan = self._plan(self._pending_triggers)
+        plan = self._pending_plan
+        if plan.runs:
+            self.schedule(plan.runs)
+        n = len(self._pending_triggers)
+        self.stats.add("ingest", "orders_closed_by_timer", n)
+        self._count_plan(plan)
+        self._pending_triggers = []
+        self._pending_plan = None
+        return n
+
+    # ---- helpers ------------------------------------------------------------------------
+    def _plan(self, triggers: Sequence[Any]) -> Plan:
+        return plan_runs(triggers, self.catalogue, self.store.present, self.store.stations,
+                         modules=self.modules)
+
+    def _count_plan(self, plan: Plan) -> None:
+        st = self.stats
+        for outcome, ctr in (("fired", plan.fired), ("absorbed", plan.absorbed), ("not_ready", plan.not_ready)):
+            for module, n in ctr.items():
+                st.add("triggers", f"{module}:{outcome}", n)
+                st.add("ingest", f"triggers_{outcome}", n)
+        st.add("ingest", "runs_planned", len(plan.runs))
+
+    def _count_apply(self, applied: Any) -> None:
+        if applied is None:
+            return
+        for name in ("replays_skipped", "hours_ignored", "late_orders", "seconds_evicted"):
+            n = getattr(applied, name, 0)
+            if n:  # per-topic splits are counted by the store itself
+                self.stats.add("ingest", name, int(n))
+
+    def _dead(self, src: Source, reason: str, detail: str, element_index: int | None,
+              raw: bytes | str | None) -> DeadLetter:
+        """The entry keeps the full raw bytes: the store truncates them and records the length."""
+        if raw is None:
+            raw = b""
+        elif isinstance(raw, str):
+            raw = raw.encode("utf-8", "surrogatepass")
+        return DeadLetter(src.topic, src.partition, src.offset, src.timestamp_ms, reason, detail[:500],
+                          raw, element_index)
+
+    def _after_write(self) -> None:
+        self._writes += 1
+        if self._crash_after is not None and self._writes >= self._crash_after:
+            log.warning("%s=%d reached: exiting before the commit", CRASH_ENV, self._crash_after)
+            logging.shutdown()
+            os._exit(137)
+
+    def flush(self) -> bool:
+        """Write the unsent counters (ours and the store's); False (and kept) when Redis is out."""
+        counts = self.stats.take_unsent() if self.flush_counters is not None else {}
+        try:
+            if counts:
+                self.flush_counters(counts)  # type: ignore[misc]
+                counts = {}
+            store_flush = getattr(self.store, "flush_counters", None)
+            if store_flush is not None:
+                store_flush()
+        except Exception as e:
+            from ingest.retry import is_store_outage
+
+            if not is_store_outage(e):
+                raise
+            if counts:
+                self.stats.restore_unsent(counts)
+            return False
+        return True

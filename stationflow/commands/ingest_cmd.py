@@ -1,0 +1,133 @@
+"""`stationflow ingest`: one ingester process (Kafka → Redis windows → station jobs).
+
+Exit codes: 0 after a graceful stop (SIGTERM/SIGINT, or --until-idle), 2 for a configuration
+error (bad settings, unknown topic or module), 1 for an unrecoverable error.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from typing import Any
+
+import click
+
+log = logging.getLogger("stationflow.ingest")
+
+
+def _split(value: str | None) -> list[str] | None:
+    if not value:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def scheduler(settings: Any) -> Any:
+    """`schedule(r, runs)` backed by workers.scheduling (coalescing, batches, enqueue)."""
+    from workers import scheduling
+
+    def schedule(r: Any, runs: Any) -> Any:
+        return scheduling.schedule(r, settings.catalogue, settings, runs)
+
+    return schedule
+
+
+def queue_depth(settings: Any) -> Any:
+    """`depth(r)`: jobs waiting in the station-job queue (one LLEN)."""
+    from rq import Queue
+
+    def depth(r: Any) -> int:
+        return Queue(settings.queue.name, connection=r).count
+
+    return depth
+
+
+def export_metrics(stats: Any, ingester: Any) -> None:
+    """Mirror the ingest counters into the process's Prometheus registry."""
+    from stationflow import metrics as m
+
+    by_field = {"messages": m.MESSAGES, "records": m.RECORDS, "stamped": m.STAMPED}
+
+    def observe(group: str, field: str, n: int) -> None:
+        if group.startswith("topic:"):
+            fam = by_field.get(field)
+            if fam is not None:
+                fam.inc(n, topic=group[6:])
+        elif group == "triggers":
+            module, _, outcome = field.rpartition(":")
+            m.TRIGGERS.inc(n, module=module, outcome=outcome)
+        elif group == "ingest":
+            if field == "pauses":
+                m.PAUSES.inc(n)
+            elif field == "store_retries":
+                m.STORE_ERRORS.inc(n, operation="redis")
+            elif field == "kafka_retries":
+                m.STORE_ERRORS.inc(n, operation="kafka")
+
+    def on_lag(lag: Any) -> None:
+        for tp, n in lag.items():
+            m.CONSUMER_LAG.set(n, topic=tp.topic, partition=str(tp.partition))
+
+    stats.observers.append(observe)
+    ingester.on_lag = on_lag
+
+
+@click.command("ingest")
+@click.option("--topics", help="Comma list of topics (names or aliases) to consume; default: all consumed topics.")
+@click.option("--modules", help="Comma list of local modules to schedule; default: all local modules.")
+@click.option("--group", help="Consumer group (overrides kafka.group_id).")
+@click.option("--instance-id", help="Static group member id (default: host name + $STATIONFLOW_INSTANCE or pid).")
+@click.option("--from-beginning", is_flag=True, help="A new group starts at the earliest offsets.")
+@click.option("--until-idle", type=float, metavar="SECONDS",
+              help="Exit 0 once no record arrived for SECONDS after the last commit.")
+@click.option("--metrics-port", type=int, help="Serve Prometheus metrics on this port (127.0.0.1).")
+@click.pass_context
+def ingest(ctx: click.Context, topics: str | None, modules: str | None, group: str | None,
+           instance_id: str | None, from_beginning: bool, until_idle: float | None,
+           metrics_port: int | None) -> None:
+    """Run an ingester: poll Kafka, write windows to Redis, schedule station jobs, commit.
+
+    \b
+    Exit codes: 0 stopped (SIGTERM/SIGINT or --until-idle), 1 unrecoverable error,
+                2 configuration error.
+    """
+    from ingest.service import IngestConfigError, build
+    from stationflow.cli import get_settings
+
+    settings = get_settings(ctx)
+    try:
+        svc = build(settings, scheduler(settings), topics=_split(topics), modules=_split(modules),
+                    group=group, instance_id=instance_id, from_beginning=from_beginning,
+                    until_idle_s=until_idle, queue_depth=queue_depth(settings))
+    except IngestConfigError as e:
+        click.echo(f"config error: {e}", err=True)
+        ctx.exit(2)
+    except Exception as e:
+        log.error("cannot start the ingester: %s: %s", type(e).__name__, e)
+        ctx.exit(1)
+
+    server = None
+    if metrics_port is not None:
+        from stationflow import metrics
+
+        export_metrics(svc.stats, svc.ingester)
+        server = metrics.serve(metrics_port)
+        log.info("metrics on %s", server.url)
+
+    def on_signal(signum: int, frame: object) -> None:
+        log.info("%s received: finishing the current poll, committing and stopping",
+                 signal.Signals(signum).name)
+        svc.ingester.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        code = svc.ingester.run()
+    except Exception:
+        log.exception("ingester stopped by an unrecoverable error")
+        code = 1
+    finally:
+        if server is not None:
+            server.stop()
+    sys.stdout.flush()
+    ctx.exit(code)
