@@ -46,6 +46,11 @@ class Tally:
         if n:
             self.counts[(name, field)] += n
 
+    def restore(self, counts: dict[tuple[str, str], int]) -> None:
+        """Put back counts whose write failed, so the next flush carries them."""
+        for (name, fld), n in counts.items():
+            self.add(name, fld, n)
+
     def drain(self) -> dict[tuple[str, str], int]:
         out = dict(self.counts)
         self.counts.clear()

@@ -212,7 +212,8 @@ class WindowStore:
                         result.triggers.append(Trigger(rec.station_id, spec.alias, src))
         calls: list[tuple[str | None, str | None, list[tuple[Source, TopicSpec, Record]], list[Any]]] = []
         pipe = self.r.pipeline(transaction=False)
-        n_flush = self._flush_into(pipe)
+        flushed = self._flush_into(pipe)
+        n_flush = len(flushed)
         sha = self.scripts.sha["apply.lua"]
         for sid, args in stations.items():
             pipe.evalsha(sha, 1, self.keys.meta(sid), now_ms, self.meta_retention, *args)
@@ -225,7 +226,11 @@ class WindowStore:
             pipe.zadd(self.keys.stations, {s: now_ms for s in stations}, gt=True)
         for alias, members in due.items():
             pipe.zadd(self.keys.orders_due(alias), members, nx=True)
-        replies = self._execute(pipe, "apply.lua", [c[3] for c in calls], first=n_flush)
+        try:
+            replies = self._execute(pipe, "apply.lua", [c[3] for c in calls], first=n_flush)
+        except Exception:
+            self.tally.restore(flushed)  # the caller retries the poll; keep the counts for then
+            raise
         for (sid, _alias, srcs, _), reply in zip(calls, replies, strict=True):
             self._account(result, sid, srcs, reply)
         return result
@@ -286,14 +291,19 @@ class WindowStore:
     def flush_counters(self) -> None:
         """Write counters gathered by the last calls (each apply also flushes the previous one's)."""
         pipe = self.r.pipeline(transaction=False)
-        if self._flush_into(pipe):
-            pipe.execute()
+        counts = self._flush_into(pipe)
+        if counts:
+            try:
+                pipe.execute()
+            except Exception:
+                self.tally.restore(counts)
+                raise
 
-    def _flush_into(self, pipe: Any) -> int:
+    def _flush_into(self, pipe: Any) -> dict[tuple[str, str], int]:
         counts = self.tally.drain()
         for (group, fld), n in counts.items():
             pipe.hincrby(self.keys.counters(group), fld, n)
-        return len(counts)
+        return counts
 
     # ---- orders ------------------------------------------------------------------------
     def close_expired_orders(self, now_ms: int, limit: int = 1000) -> list[Trigger]:
@@ -333,9 +343,13 @@ class WindowStore:
                     self.tally.add(f"topic:{source.topic}", "seconds_evicted", int(reply[6]))
             if done:
                 p2.zrem(due_key, *done)
-            self._flush_into(p2)
-            if p2.command_stack:
-                p2.execute()
+            counts = self._flush_into(p2)
+            if done or counts:
+                try:
+                    p2.execute()
+                except Exception:
+                    self.tally.restore(counts)
+                    raise
         return triggers
 
     def advance_cursor(self, station: str, module: str, alias: str, seq: int) -> int:
