@@ -221,15 +221,11 @@ def produce(ctx: click.Context, stations: int, seed: int, speed: float, duration
 
     from kafka import KafkaProducer
 
-    from stationflow.settings import ConfigError, Settings
+    from stationflow.cli import get_settings
 
+    settings = get_settings(ctx)  # exits 2 with "config error: ..." on a bad configuration
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:  # kafka-python's INFO lines drown the progress
         logging.getLogger("kafka").setLevel(logging.WARNING)
-
-    try:
-        settings = Settings.load((ctx.obj or {}).get("config_path"))
-    except ConfigError as e:
-        raise click.ClickException(str(e)) from None
     try:
         traffic = Traffic(stations=stations, seed=seed, start_ms=_parse_start(start), catalogue=settings.catalogue,
                           topics=_split_topics(topics), bad_rate=bad_rate, max_message_bytes=max_message_bytes)
