@@ -20,7 +20,9 @@ from parsers.catalogue import Catalogue
 from stationflow.local import wait_for
 
 __all__ = [
+    "CONSUMER_FETCH_SETTINGS",
     "CONSUMER_GROUP_TEST_SETTINGS",
+    "PRODUCER_SETTINGS",
     "consume_all",
     "create_catalogue_topics",
     "create_topics",
@@ -32,6 +34,12 @@ __all__ = [
 
 #: short group timeouts so a test's rebalance or a killed member is noticed in seconds
 CONSUMER_GROUP_TEST_SETTINGS = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
+
+#: the production producer settings that change behaviour (stationflow.settings defaults):
+#: idempotent, acks=all, large requests (multi-station pushes can exceed 1 MB)
+PRODUCER_SETTINGS = {"acks": "all", "enable_idempotence": True, "max_request_size": 64 << 20, "linger_ms": 5}
+#: consumer fetch sizes as in production
+CONSUMER_FETCH_SETTINGS = {"fetch_max_bytes": 50 << 20, "max_partition_fetch_bytes": 1 << 20}
 
 
 def crc32c_accelerated() -> bool:
@@ -90,7 +98,7 @@ def produce(bootstrap: str, topic: str, values: Sequence[bytes | None], partitio
             timestamp_ms: int | None = None, key: bytes | None = None,
             timeout_s: float = 20.0) -> list[tuple[int, int]]:
     """Send `values` in order, flush, and return [(partition, offset)] per value."""
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, client_id="sf-test-producer")
+    producer = KafkaProducer(bootstrap_servers=bootstrap, client_id="sf-test-producer", **PRODUCER_SETTINGS)
     try:
         futures = [producer.send(topic, value=v, key=key, partition=partition, timestamp_ms=timestamp_ms)
                    for v in values]
@@ -117,7 +125,7 @@ def consume_all(bootstrap: str, topic: str, min_count: int, timeout_s: float = 2
     """
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                              auto_offset_reset="earliest", client_id=group or "sf-test-reader",
-                             consumer_timeout_ms=500)
+                             consumer_timeout_ms=500, **CONSUMER_FETCH_SETTINGS)
     try:
         deadline = time.monotonic() + timeout_s
         parts: set[int] = set()

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import redis
 from kafkautil import (
+    CONSUMER_GROUP_TEST_SETTINGS,
     consume_all,
     crc32c_accelerated,
     create_catalogue_topics,
@@ -52,6 +53,55 @@ def test_kafka_sample_message_round_trips_byte_for_byte(kafka_bootstrap: str) ->
     [(part, off)] = produce(kafka_bootstrap, spec.topic, [raw])
     [rec] = consume_all(kafka_bootstrap, spec.topic, min_count=1)
     assert (rec.partition, rec.offset, rec.value) == (part, off, raw)
+
+
+def test_large_message_round_trips(kafka_bootstrap: str) -> None:
+    """Multi-station pushes can exceed Kafka's classic 1 MB default; the harness must carry them."""
+    topic = f"smoke-big-{unique_suffix()}"
+    create_topics(kafka_bootstrap, [topic], partitions=1)
+    big = bytes(range(256)) * (3 * 4096)  # 3 MiB, every byte value
+    [(part, off)] = produce(kafka_bootstrap, topic, [big])
+    [rec] = consume_all(kafka_bootstrap, topic, min_count=1)
+    assert (rec.offset, len(rec.value), rec.value == big) == (off, len(big), True)
+
+
+def test_consumer_group_commits_and_a_new_member_resumes(kafka_bootstrap: str) -> None:
+    """The ingester's pattern: subscribe in a group, commit after processing, resume after a restart."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    topic, group = f"smoke-grp-{unique_suffix()}", f"g-{unique_suffix()}"
+    create_topics(kafka_bootstrap, [topic], partitions=2)
+    produce(kafka_bootstrap, topic, [b"a0", b"a1", b"a2"], partition=0)
+    produce(kafka_bootstrap, topic, [b"b0", b"b1"], partition=1)
+
+    def member() -> KafkaConsumer:
+        return KafkaConsumer(topic, bootstrap_servers=kafka_bootstrap, group_id=group, enable_auto_commit=False,
+                             auto_offset_reset="earliest", **CONSUMER_GROUP_TEST_SETTINGS)
+
+    def drain(c: KafkaConsumer, n: int) -> list[bytes]:
+        got: list[bytes] = []
+        for _ in range(100):
+            for recs in c.poll(timeout_ms=200).values():
+                got += [r.value for r in recs]
+            if len(got) >= n:
+                break
+        return got
+
+    first = member()
+    try:
+        assert sorted(drain(first, 5)) == [b"a0", b"a1", b"a2", b"b0", b"b1"]
+        first.commit()
+        assert first.committed(TopicPartition(topic, 0)) == 3
+        assert first.committed(TopicPartition(topic, 1)) == 2
+    finally:
+        first.close()
+
+    produce(kafka_bootstrap, topic, [b"a3"], partition=0)
+    second = member()
+    try:
+        assert drain(second, 1) == [b"a3"]
+    finally:
+        second.close()
 
 
 def test_unique_catalogue_renames_every_topic_and_keeps_the_rest() -> None:
@@ -114,6 +164,12 @@ def test_fake_redis_runs_lua(fake_redis) -> None:
 
 
 def test_password_protected_redis_rejects_a_wrong_password() -> None:
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    from store.connection import StoreAuthError, connect
+
+    no_retry = Retry(NoBackoff(), 0)  # redis-py retries AuthenticationError (a ConnectionError) by default
     with start_redis(password="s3cret") as server:
         assert server.url == f"redis://:s3cret@127.0.0.1:{server.port}/0"
         good = redis.Redis.from_url(server.url)
@@ -121,12 +177,18 @@ def test_password_protected_redis_rejects_a_wrong_password() -> None:
         assert good.get("x") == b"1"
         good.close()
 
-        wrong = redis.Redis(host="127.0.0.1", port=server.port, password="nope")
-        with pytest.raises(redis.AuthenticationError, match="(?i)invalid|wrong"):
+        wrong = redis.Redis(host="127.0.0.1", port=server.port, password="nope", retry=no_retry)
+        with pytest.raises(redis.AuthenticationError, match="invalid username-password pair"):
             wrong.ping()
-        anonymous = redis.Redis(host="127.0.0.1", port=server.port)
-        with pytest.raises(redis.AuthenticationError):
+        anonymous = redis.Redis(host="127.0.0.1", port=server.port, retry=no_retry)
+        with pytest.raises(redis.AuthenticationError, match="(?i)authenticat"):
             anonymous.get("x")
+
+        # the production connection path names the server and hides the password
+        bad_url = f"redis://:nope@127.0.0.1:{server.port}/0"
+        with pytest.raises(StoreAuthError, match=rf"authentication failed for redis://:\*\*\*@127.0.0.1:{server.port}/0"):
+            connect(bad_url, retries=0)
+        assert connect(server.url, retries=0).get("x") == b"1"
         pid = server.pid
     assert server.pid is None and not server.running
     assert pid is not None
