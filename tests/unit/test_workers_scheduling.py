@@ -1,0 +1,96 @@
+"""Scheduling: coalescing, batch creation, one job per station, idempotent replays."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from rq import Queue
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from parsers.catalogue import default_catalogue
+from store.pending import PendingRuns
+from store.tracker import BatchTracker
+from workers.scheduling import PlannedRun, job_id_for, schedule
+
+CAT = default_catalogue()
+NOW = 1_763_524_800_000
+
+
+def _queue(r) -> Queue:
+    return Queue("stationflow", connection=r, serializer=JSONSerializer)
+
+
+def test_job_id_is_deterministic_and_safe():
+    a = job_id_for("1053405539402387456", ["load_prediction:T:0:5", "SOH_model:T:0:5"])
+    b = job_id_for("1053405539402387456", ["SOH_model:T:0:5", "load_prediction:T:0:5"])
+    assert a == b and a.startswith("st-1053405539402387456-")
+    odd = job_id_for("st.1/ä:x", ["m:T:0:1"])
+    assert all(c.isascii() and (c.isalnum() or c in "_-") for c in odd)
+    assert odd != job_id_for("st.1/ä:y", ["m:T:0:1"])
+
+
+def test_one_job_per_station_and_batches_with_expected(fake_redis):
+    runs = [PlannedRun(s, m, f"{m}:RT:0:7") for s in ("S1", "S2", "S3")
+            for m in ("load_prediction", "SOH_model")]
+    res = schedule(fake_redis, CAT, runs, now_ms=NOW)
+    assert len(res.enqueued) == 3 and res.runs == 6 and res.batches_created == 2
+    assert sum(res.absorbed.values()) == 0
+    tr = BatchTracker(fake_redis)
+    b = tr.get("load_prediction:RT:0:7")
+    assert json.loads(b["expected"]) == ["S1", "S2", "S3"]
+    assert b["state"] == "open" and int(b["deadline"]) == NOW + 5000
+    q = _queue(fake_redis)
+    assert q.count == 3
+    job = Job.fetch(res.enqueued[0], connection=fake_redis, serializer=JSONSerializer)
+    assert job.func_name == "workers.jobs.run_station" and list(job.args) == ["S1"]
+    pend = PendingRuns(fake_redis).pending("S1")
+    assert pend == {"_job": res.enqueued[0], "load_prediction": "load_prediction:RT:0:7",
+                    "SOH_model": "SOH_model:RT:0:7"}
+
+
+def test_later_trigger_joins_pending_job_and_same_module_is_absorbed(fake_redis):
+    first = schedule(fake_redis, CAT, [PlannedRun("S1", "load_prediction", "load_prediction:RT:0:1")], now_ms=NOW)
+    second = schedule(fake_redis, CAT, [PlannedRun("S1", "load_prediction", "load_prediction:RT:0:2"),
+                                        PlannedRun("S1", "pv_prediction", "pv_prediction:PV:0:3"),
+                                        PlannedRun("S2", "load_prediction", "load_prediction:RT:0:2")],
+                      now_ms=NOW + 10)
+    assert len(first.enqueued) == 1
+    assert second.absorbed == {"load_prediction": 1}
+    assert second.joined == 1 and len(second.enqueued) == 1  # only S2 needs a job
+    tr = BatchTracker(fake_redis)
+    assert json.loads(tr.get("load_prediction:RT:0:2")["expected"]) == ["S2"]
+    assert json.loads(tr.get("pv_prediction:PV:0:3")["expected"]) == ["S1"]
+    assert _queue(fake_redis).count == 2
+
+
+def test_fully_absorbed_batch_is_not_created(fake_redis):
+    schedule(fake_redis, CAT, [PlannedRun("S1", "load_prediction", "load_prediction:RT:0:1")], now_ms=NOW)
+    res = schedule(fake_redis, CAT, [PlannedRun("S1", "load_prediction", "load_prediction:RT:1:9")], now_ms=NOW)
+    assert res.batches_created == 0 and res.absorbed == {"load_prediction": 1}
+    assert BatchTracker(fake_redis).get("load_prediction:RT:1:9") == {}
+
+
+def test_replay_creates_nothing_new(fake_redis):
+    runs = [PlannedRun(s, "load_prediction", "load_prediction:RT:0:7") for s in ("S1", "S2")]
+    a = schedule(fake_redis, CAT, runs, now_ms=NOW)
+    b = schedule(fake_redis, CAT, runs, now_ms=NOW + 1000)
+    assert len(a.enqueued) == 2 and b.enqueued == []
+    assert b.replayed == 2 and b.batches_created == 0 and b.batches_existing == 1
+    assert int(BatchTracker(fake_redis).get("load_prediction:RT:0:7")["deadline"]) == NOW + 5000
+    assert _queue(fake_redis).count == 2
+
+
+def test_vanished_job_is_enqueued_again(fake_redis):
+    runs = [PlannedRun("S1", "load_prediction", "load_prediction:RT:0:7")]
+    a = schedule(fake_redis, CAT, runs, now_ms=NOW)
+    fake_redis.delete(Job.key_for(a.enqueued[0]))  # e.g. dropped by its TTL
+    b = schedule(fake_redis, CAT, [PlannedRun("S1", "SOH_model", "SOH_model:RT:0:8")], now_ms=NOW)
+    assert b.enqueued == a.enqueued
+
+
+def test_unknown_module_fails_before_writing(fake_redis):
+    with pytest.raises(ValueError, match="unknown module"):
+        schedule(fake_redis, CAT, [PlannedRun("S1", "nope", "nope:T:0:1")], now_ms=NOW)
+    assert fake_redis.keys("*") == []
