@@ -38,9 +38,22 @@ def redact(url: str) -> str:
     return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
 
 
+class _OutageRetry(Retry):
+    """redis-py's Retry, except that refused credentials fail at once: AuthenticationError is
+    a ConnectionError subclass, and retrying a wrong password only delays the real message."""
+
+    def call_with_retry(self, do, fail, is_retryable=None, with_failure_count=False):  # type: ignore[no-untyped-def]
+        def retryable(e: Exception) -> bool:
+            if isinstance(e, redis.AuthenticationError | redis.exceptions.AuthorizationError):
+                return False
+            return is_retryable(e) if is_retryable else True
+
+        return super().call_with_retry(do, fail, retryable, with_failure_count)
+
+
 def _retry(retries: int) -> Retry:
-    return Retry(ExponentialBackoff(cap=2.0, base=0.05), retries,
-                 supported_errors=(redis.ConnectionError, redis.TimeoutError, TimeoutError))
+    return _OutageRetry(ExponentialBackoff(cap=2.0, base=0.05), retries,
+                        supported_errors=(redis.ConnectionError, redis.TimeoutError, TimeoutError))
 
 
 def connect(

@@ -1,0 +1,84 @@
+"""Dead letters and counters. Also run on a real redis-server by
+tests/integration/test_store_dlq_redis.py (which overrides `r`)."""
+
+from __future__ import annotations
+
+import pytest
+
+from store.counters import Counters
+from store.dlq import DeadLetter, DeadLetters
+from store.keys import Keys
+
+T0 = 1_763_524_800_000
+
+
+@pytest.fixture
+def r(fake_redis):
+    return fake_redis
+
+
+def entry(offset, reason="bad_json", element_index=None, raw=b'{"a": ', topic="SCHEDULE-DEVICE-METER"):
+    return DeadLetter(topic, 1, offset, T0 + offset, reason, f"detail {offset}", raw, element_index)
+
+
+def test_add_is_idempotent_per_topic_partition_offset_element(r):
+    dlq = DeadLetters(r, maxlen=1000)
+    ids = dlq.add([entry(1), entry(2, element_index=0), entry(2, element_index=1)], now_ms=T0)
+    assert all(ids) and len(set(ids)) == 3
+    again = dlq.add([entry(1), entry(2, element_index=0), entry(3)], now_ms=T0 + 5)
+    assert again[:2] == [None, None] and again[2]
+    assert dlq.count() == 4
+    assert dlq.counts() == {("SCHEDULE-DEVICE-METER", "bad_json"): 4}
+
+
+def test_entries_hold_every_field_and_raw_is_truncated(r):
+    dlq = DeadLetters(r, maxlen=1000, raw_max_bytes=8)
+    raw = b"\xff\xfe not utf8 and long"
+    (eid,) = dlq.add([DeadLetter("SCHEDULE-CAR-PRICE", 2, 99, T0, "bad_field_value", "x" * 900, raw, 3)],
+                     now_ms=T0 + 7)
+    got = dlq.get(eid)
+    assert got == {"id": eid, "topic": "SCHEDULE-CAR-PRICE", "partition": 2, "offset": 99, "ts": T0,
+                   "reason": "bad_field_value", "detail": "x" * 500, "element_index": 3, "raw": raw[:8],
+                   "raw_len": len(raw), "dead_at": T0 + 7}
+    assert dlq.show(eid) == got
+    assert dlq.get("0-1") is None
+
+
+def test_list_pages_oldest_first_and_latest_newest_first(r):
+    dlq = DeadLetters(r, maxlen=1000)
+    dlq.add([entry(i) for i in range(5)], now_ms=T0)
+    first = dlq.list(count=2)
+    assert [e["offset"] for e in first] == [0, 1]
+    nxt = dlq.list(count=10, after=first[-1]["id"])
+    assert [e["offset"] for e in nxt] == [2, 3, 4]
+    assert [e["offset"] for e in dlq.latest(2)] == [4, 3]
+    assert nxt[0]["element_index"] is None
+
+
+def test_stream_is_capped_but_counters_keep_counting(r):
+    dlq = DeadLetters(r, maxlen=10)
+    for start in range(0, 300, 50):
+        dlq.add([entry(i, reason="too_deep") for i in range(start, start + 50)], now_ms=T0)
+    assert dlq.count() < 300  # MAXLEN ~ trims in whole nodes, so "about" 10
+    assert dlq.counts()[("SCHEDULE-DEVICE-METER", "too_deep")] == 300
+
+
+def test_seen_index_expires_with_retention(r):
+    dlq = DeadLetters(r, maxlen=1000, seen_retention_s=10)
+    dlq.add([entry(1)], now_ms=T0)
+    assert dlq.add([entry(1)], now_ms=T0 + 5_000) == [None]
+    assert dlq.add([entry(1)], now_ms=T0 + 20_000)[0] is not None  # past retention: a new entry
+    assert r.pttl(Keys().dlq_seen) > 0
+
+
+def test_counters_helpers(r):
+    c = Counters(r)
+    pipe = r.pipeline(transaction=False)
+    c.incr(pipe, "runs", "ok", 3)
+    c.incr(pipe, "runs", "failed:timeout")
+    c.incr(pipe, "runs", "zero", 0)
+    c.incr_many(pipe, {("dlq", "T:bad_json"): 2})
+    pipe.execute()
+    assert c.get("runs") == {"ok": 3, "failed:timeout": 1}
+    assert c.groups() == ["dlq", "runs"]
+    assert r.hget("sf:counters:runs", "ok") == b"3"  # plain text for redis-cli
