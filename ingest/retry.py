@@ -36,10 +36,9 @@ def is_kafka_outage(exc: BaseException) -> bool:
     """True for a retriable Kafka client failure (broker gone, coordinator moving, timeouts)."""
     from kafka import errors as ke
 
-    if isinstance(exc, ke.KafkaTimeoutError | ke.NoBrokersAvailable | ke.KafkaConnectionError
-                  | ke.NodeNotReadyError | ke.RequestTimedOutError):
+    if isinstance(exc, ke.KafkaConnectionError | ke.KafkaTimeoutError | ke.NodeNotReadyError):
         return True
-    return bool(getattr(exc, "retriable", False))
+    return isinstance(exc, ke.KafkaError) and bool(getattr(exc, "retriable", False))
 
 
 @dataclass
