@@ -101,7 +101,7 @@ GLOBAL_KEYS: tuple[Key, ...] = (
 
 REDIS_KEYS: tuple[Key, ...] = (
     Key("url", "str", "redis://127.0.0.1:6379/0",
-        "redis://, rediss:// (TLS), unix:// or redis+sentinel://host:port[,host:port]/service/db"),
+        "redis://, rediss:// (TLS), unix:// or redis+sentinel://[user:pw@]host:port[,host:port]/service/db"),
     Key("username", "str", None, "ACL user name (or put it in the URL)", nullable=True, example="stationflow"),
     Key("password", "str", None, "password (or put it in the URL); masked in all output",
         secret=True, nullable=True, example="change-me"),
@@ -512,20 +512,22 @@ class RedisSettings:
     sentinel_service: str | None = None
 
     def connection_url(self) -> str:
-        """The URL to connect with: `url`, or a redis+sentinel:// URL built from `sentinels`
-        (keeping the database number and credentials of `url`)."""
+        """The URL to connect with: `url`, or a (redis|rediss)+sentinel:// URL built from
+        `sentinels` and `sentinel_service`, keeping the credentials, TLS and db of `url`."""
         if not self.sentinels:
             return self.url
-        m = re.match(r"^[a-z+]+://(?:([^@/]*)@)?[^/]*(?:/(\d+))?", self.url)
-        auth = f"{m.group(1)}@" if m and m.group(1) else ""
-        db = m.group(2) if m and m.group(2) else "0"
-        return f"redis+sentinel://{auth}{','.join(self.sentinels)}/{self.sentinel_service}/{db}"
+        m = re.match(r"^([a-z+]+)://(?:([^@/]*)@)?[^/]*(?:/(\d+))?", self.url)
+        tls = bool(m and m.group(1).startswith("rediss"))
+        auth = f"{m.group(2)}@" if m and m.group(2) else ""
+        db = m.group(3) if m and m.group(3) else "0"
+        scheme = "rediss+sentinel" if tls else "redis+sentinel"
+        return f"{scheme}://{auth}{','.join(self.sentinels)}/{self.sentinel_service}/{db}"
 
     def connect_options(self) -> dict[str, Any]:
-        """Keyword options for store.connection.connect() (redis-py names)."""
+        """Keyword options for `store.connection.connect()` (its parameter names)."""
         opts: dict[str, Any] = {
             "socket_timeout": self.socket_timeout,
-            "socket_connect_timeout": self.connect_timeout,
+            "connect_timeout": self.connect_timeout,
             "health_check_interval": self.health_check_interval,
         }
         if self.username is not None:
@@ -534,11 +536,12 @@ class RedisSettings:
             opts["password"] = self.password
         return opts
 
-    def connect(self) -> Any:
-        """A redis.Redis for this configuration (store.connection does the URL parsing)."""
+    def connect(self, **kw: Any) -> Any:
+        """A checked redis.Redis for this configuration (`store.connection.connect`; `kw`
+        such as decode_responses or check=False pass through)."""
         from store.connection import connect
 
-        return connect(self.connection_url(), **self.connect_options())
+        return connect(self.connection_url(), **{**self.connect_options(), **kw})
 
     def to_dict(self, masked: bool = True) -> dict[str, Any]:
         d = {k.name: getattr(self, k.name) for k in REDIS_KEYS}
@@ -805,7 +808,7 @@ def module_to_dict(m: ModuleSpec) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------
 
 
-_REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel")
+_REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", "sentinel")
 
 
 def _redis(raw: Any) -> RedisSettings:

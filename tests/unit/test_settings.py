@@ -295,8 +295,11 @@ def test_redis_url_sentinels_and_options() -> None:
     r = Settings.from_dict({"redis": {"url": "redis://:pw@ignored:6379/3", "sentinels": ["s1:26379", "s2:26380"],
                                       "sentinel_service": "mymaster", "socket_timeout": 2}}).redis
     assert r.connection_url() == "redis+sentinel://:pw@s1:26379,s2:26380/mymaster/3"
-    assert r.connect_options() == {"socket_timeout": 2.0, "socket_connect_timeout": 5.0,
+    assert r.connect_options() == {"socket_timeout": 2.0, "connect_timeout": 5.0,
                                    "health_check_interval": 30.0}
+    tls = Settings.from_dict({"redis": {"url": "rediss://h:6380", "sentinels": ["s1:26379"],
+                                        "sentinel_service": "m"}}).redis
+    assert tls.connection_url() == "rediss+sentinel://s1:26379/m/0"
     plain = Settings.from_dict({"redis": {"url": "rediss://h:6380/1", "username": "u", "password": "p"}}).redis
     assert plain.connection_url() == "rediss://h:6380/1"
     assert (plain.connect_options()["username"], plain.connect_options()["password"]) == ("u", "p")
