@@ -12,6 +12,7 @@ import atexit
 import contextlib
 import importlib.util
 import os
+import re
 import shutil
 import signal
 import socket
@@ -56,11 +57,13 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05,
+             fatal: tuple[type[BaseException], ...] = ()) -> Any:
     """Poll `predicate` until it returns a truthy value; raise TimeoutError naming `what`.
 
     Exceptions from the predicate count as "not yet" (a server that is still starting
-    refuses connections); the last one is chained to the TimeoutError.
+    refuses connections) unless they are `fatal`, which propagate at once; the last
+    non-fatal one is chained to the TimeoutError.
     """
     deadline = time.monotonic() + timeout
     last_exc: BaseException | None = None
@@ -69,7 +72,9 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
             value = predicate()
             if value:
                 return value
-        except Exception as exc:  # any failure means "not ready yet"
+        except fatal:
+            raise
+        except Exception as exc:  # any other failure means "not ready yet"
             last_exc = exc
         if time.monotonic() >= deadline:
             detail = f" (last error: {last_exc!r})" if last_exc else ""
@@ -83,9 +88,12 @@ def _port_open(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
 def _tail(path: Path, lines: int = 20) -> str:
     try:
-        text = path.read_text(errors="replace")
+        text = _ANSI.sub("", path.read_text(errors="replace"))
     except OSError:
         return "(no log)"
     return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
@@ -150,6 +158,9 @@ class _Process:
         """Start (or start again, on the same port and data dir) and wait until it answers."""
         if self.running:
             return
+        if _port_open(self.host, self.port):
+            raise LocalServerError(f"cannot start {self._name()}: {self.host}:{self.port} is already in use "
+                                   "(Address already in use); pick another port or leave port=None")
         log = open(self.log_path, "ab")  # handed to the child; closed below
         try:
             self._popen = subprocess.Popen(
@@ -169,7 +180,8 @@ class _Process:
             return self._ready()
 
         try:
-            wait_for(ready, timeout, f"{self._name()} on {self.host}:{self.port}", interval=0.05)
+            wait_for(ready, timeout, f"{self._name()} on {self.host}:{self.port}", interval=0.05,
+                     fatal=(LocalServerError,))
         except LocalServerError:
             self.stop()
             raise
@@ -272,9 +284,11 @@ class RedisServer(_Process):
 
     def _ready(self) -> bool:
         import redis  # lazy: keep importing this module cheap
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
         client = redis.Redis(host=self.host, port=self.port, password=self.password,
-                             socket_connect_timeout=0.5, socket_timeout=1.0)
+                             socket_connect_timeout=0.5, socket_timeout=1.0, retry=Retry(NoBackoff(), 0))
         try:
             return bool(client.ping())
         finally:
@@ -371,9 +385,13 @@ class Broker(_Process):
                if k not in ("CLUSTER_ID", "LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE",
                             "SCHEMA_REGISTRY", "OTEL_EXPORTER_OTLP_ENDPOINT")}
         env.setdefault("RUST_LOG", "warn")
+        env["NO_COLOR"] = "1"
         return env
 
     def _ready(self) -> bool:
+        if "panicked" in _tail(self.log_path, 200):
+            # Tansu can panic in a worker thread (e.g. address in use) and keep running
+            raise LocalServerError(f"tansu on port {self.port} failed; log {self.log_path}:\n{_tail(self.log_path)}")
         if not _port_open(self.host, self.port):
             return False
         from kafka import KafkaAdminClient  # lazy: kafka-python is heavy to import

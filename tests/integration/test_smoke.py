@@ -211,3 +211,21 @@ def test_persistent_redis_keeps_data_across_restart(tmp_path: Path) -> None:
     finally:
         server.close()
     assert tmp_path.exists(), "a caller-provided dir is never deleted"
+
+
+@pytest.mark.parametrize("listening", [True, False], ids=["listening", "bound-only"])
+@pytest.mark.parametrize("which", ["redis", "broker"])
+def test_starting_on_a_taken_port_fails_with_the_reason(which: str, listening: bool) -> None:
+    """A clash is reported as such (from our pre-check or the server's own log), never as a hang."""
+    import socket
+
+    from stationflow.local import LocalServerError, start_broker
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        if listening:
+            taken.listen()
+        port = taken.getsockname()[1]
+        start = start_redis if which == "redis" else start_broker
+        with pytest.raises(LocalServerError, match=rf"(?s){port}.*(Address already in use|AddrInUse)"):
+            start(port=port, timeout=20)

@@ -34,6 +34,18 @@ def test_wait_for_treats_exceptions_as_not_ready_and_names_the_wait() -> None:
     assert isinstance(info.value.__cause__, ConnectionRefusedError)
 
 
+def test_wait_for_fatal_errors_propagate_at_once() -> None:
+    calls: list[int] = []
+
+    def broken() -> bool:
+        calls.append(1)
+        raise LocalServerError("exited")
+
+    with pytest.raises(LocalServerError, match="exited"):
+        wait_for(broken, timeout=30, what="x", interval=0.001, fatal=(LocalServerError,))
+    assert len(calls) == 1
+
+
 def test_missing_redis_server_error_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(local.shutil, "which", lambda name: None)
     monkeypatch.setattr(local, "REDIS_SEARCH_DIRS", ("/nonexistent-sf",))
