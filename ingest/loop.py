@@ -321,7 +321,11 @@ class Ingester:
         lag = self.lag()
         if self.on_lag is not None:
             self.on_lag(lag)
-        lag_text = ", ".join(f"{tp.topic}[{tp.partition}]={n}" for tp, n in sorted(lag.items())) or "none"
+        behind = sorted(((n, tp) for tp, n in lag.items() if n), reverse=True)
+        lag_text = f"{sum(lag.values())} over {len(lag)} partitions"
+        if behind:
+            lag_text += " (" + ", ".join(f"{tp.topic}[{tp.partition}]={n}" for n, tp in behind[:5]) + \
+                (", ..." if len(behind) > 5 else "") + ")"
         log.info("ingest: %.1f records/s, %d dead letters (+%d), %d triggers fired, queue depth %s, "
                  "lag %s%s", rate, dead, dead - self._summary_base[1],
                  self.stats.total("ingest", "triggers_fired"),

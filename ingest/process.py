@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +46,7 @@ class InFlight:
     applied: Any = None  # the store's ApplyResult
     plan: Plan | None = None
     scheduled: bool = False
+    coalesced: Any = None  # module -> runs the scheduler absorbed into already pending runs
     counted: bool = False
 
     @property
@@ -158,13 +160,13 @@ class Processor:
             fl.plan = self._plan(triggers)
         if not fl.scheduled:
             if fl.plan.runs:
-                self.schedule(fl.plan.runs)
+                fl.coalesced = getattr(self.schedule(fl.plan.runs), "absorbed", None)
             fl.scheduled = True
         if not fl.counted:
             fl.counted = True
             self.stats.add_many(fl.counts)
             self._count_apply(fl.applied)
-            self._count_plan(fl.plan)
+            self._count_plan(fl.plan, fl.coalesced)
             self.stats.add("ingest", "polls")
 
     # ---- order seconds closed by the clock ----------------------------------------------
@@ -183,11 +185,10 @@ class Processor:
                     return 0
             self._pending_plan = self._plan(self._pending_triggers)
         plan = self._pending_plan
-        if plan.runs:
-            self.schedule(plan.runs)
+        coalesced = getattr(self.schedule(plan.runs), "absorbed", None) if plan.runs else None
         n = len(self._pending_triggers)
         self.stats.add("ingest", "orders_closed_by_timer", n)
-        self._count_plan(plan)
+        self._count_plan(plan, coalesced)
         self._pending_triggers = []
         self._pending_plan = None
         return n
@@ -197,9 +198,15 @@ class Processor:
         return plan_runs(triggers, self.catalogue, self.store.present, self.store.stations,
                          modules=self.modules)
 
-    def _count_plan(self, plan: Plan) -> None:
+    def _count_plan(self, plan: Plan, coalesced: Any = None) -> None:
+        """fired = runs that really went to the queue; absorbed = triggers folded into a run of
+        an earlier message of this poll or into a run already pending in Redis."""
         st = self.stats
-        for outcome, ctr in (("fired", plan.fired), ("absorbed", plan.absorbed), ("not_ready", plan.not_ready)):
+        fired, absorbed = Counter(plan.fired), Counter(plan.absorbed)
+        for module, n in (coalesced or {}).items():
+            fired[module] -= n
+            absorbed[module] += n
+        for outcome, ctr in (("fired", fired), ("absorbed", absorbed), ("not_ready", plan.not_ready)):
             for module, n in ctr.items():
                 st.add("triggers", f"{module}:{outcome}", n)
                 st.add("ingest", f"triggers_{outcome}", n)

@@ -24,20 +24,20 @@ def _split(value: str | None) -> list[str] | None:
 
 def scheduler(settings: Any) -> Any:
     """`schedule(r, runs)` backed by workers.scheduling (coalescing, batches, enqueue)."""
-    from workers import scheduling
+    from workers.scheduling import schedule_with
 
     def schedule(r: Any, runs: Any) -> Any:
-        return scheduling.schedule(r, settings.catalogue, settings, runs)
+        return schedule_with(r, settings, runs)
 
     return schedule
 
 
 def queue_depth(settings: Any) -> Any:
     """`depth(r)`: jobs waiting in the station-job queue (one LLEN)."""
-    from rq import Queue
+    from workers.scheduling import station_queue
 
     def depth(r: Any) -> int:
-        return Queue(settings.queue.name, connection=r).count
+        return station_queue(r, settings.queue.name).count
 
     return depth
 
