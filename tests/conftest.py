@@ -135,3 +135,30 @@ def kafka_bootstrap() -> Iterator[str]:
     finally:
         broker.close()
 
+
+
+# ---- private servers for fault tests (stop/kill/restart without disturbing the shared ones)
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[object]:
+    """A RedisServer of this test only, persisting (AOF) in tmp_path: `.stop()`/`.kill()` then
+    `.start()` brings it back on the same port with its data."""
+    try:
+        find_redis_server()
+    except LocalServerError as exc:
+        pytest.skip(str(exc))
+    server = start_redis(dir=tmp_path / "redis", appendonly=True)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def private_broker() -> Iterator[object]:
+    """A Tansu Broker of this test only (in-memory: `.restart()` loses every topic and message)."""
+    broker = start_broker()
+    try:
+        yield broker
+    finally:
+        broker.close()

@@ -227,3 +227,30 @@ def test_starting_on_a_taken_port_fails_with_the_reason(which: str, listening: b
         start = start_redis if which == "redis" else start_broker
         with pytest.raises(LocalServerError, match=rf"(?s){port}.*(Address already in use|AddrInUse)"):
             start(port=port, timeout=20)
+
+
+def test_private_redis_survives_a_crash_with_its_data(private_redis) -> None:
+    c = private_redis.client()
+    c.hset("sf:{S1}:meta", mapping={"SCHEDULE-DEVICE-METER:0": 41})
+    c.hset("sf:{S1}:meta", "SCHEDULE-DEVICE-METER:1", 7)
+    c.close()
+    port = private_redis.port
+    private_redis.kill()
+    assert not private_redis.running
+    private_redis.start()
+    c = private_redis.client()
+    assert private_redis.port == port
+    assert c.hgetall("sf:{S1}:meta") == {b"SCHEDULE-DEVICE-METER:0": b"41", b"SCHEDULE-DEVICE-METER:1": b"7"}
+    c.close()
+
+
+def test_private_broker_restart_keeps_the_port_and_loses_the_data(private_broker) -> None:
+    topic = f"smoke-restart-{unique_suffix()}"
+    create_topics(private_broker.bootstrap, [topic], partitions=1)
+    assert produce(private_broker.bootstrap, topic, [b"before"]) == [(0, 0)]
+    bootstrap = private_broker.bootstrap
+    private_broker.restart()
+    assert private_broker.bootstrap == bootstrap and private_broker.running
+    create_topics(private_broker.bootstrap, [topic], partitions=1)
+    assert produce(private_broker.bootstrap, topic, [b"after"]) == [(0, 0)]
+    assert [r.value for r in consume_all(private_broker.bootstrap, topic, min_count=1)] == [b"after"]
