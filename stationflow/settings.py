@@ -20,6 +20,14 @@ file at all is fine), then the environment variables in `ENV_OVERRIDES`:
     STATIONFLOW_QUEUE_NAME               queue.name
     STATIONFLOW_QUEUE_HIGH_WATER         queue.high_water
     STATIONFLOW_QUEUE_LOW_WATER          queue.low_water
+    STATIONFLOW_HOOKS_RESULT_HANDLER     hooks.result_handler
+    STATIONFLOW_HOOKS_BATCH_UPLOAD_HANDLER  hooks.batch_upload_handler
+    STATIONFLOW_MODULES                  [modules.<name>] keys, as a JSON object
+                                         {"<module>": {"<key>": value, ...}, ...}
+
+STATIONFLOW_MODULES exists so a parent process (stationflow.App) can hand the algorithms
+registered in code to the ingesters and workers it starts without writing files; its keys
+are merged over the TOML's [modules.<name>] tables key by key and validated like them.
 
 An environment override of a [kafka] key also replaces the same key in [kafka.consumer] and
 [kafka.producer], so the environment always wins. Empty variables are ignored.
@@ -273,6 +281,10 @@ ENV_OVERRIDES: tuple[EnvOverride, ...] = (
     EnvOverride("STATIONFLOW_QUEUE_NAME", ("queue", "name"), "RQ queue name"),
     EnvOverride("STATIONFLOW_QUEUE_HIGH_WATER", ("queue", "high_water"), "queue depth that pauses fetching"),
     EnvOverride("STATIONFLOW_QUEUE_LOW_WATER", ("queue", "low_water"), "queue depth that resumes fetching"),
+    EnvOverride("STATIONFLOW_HOOKS_RESULT_HANDLER", ("hooks", "result_handler"), "result hook, \"pkg.mod:fn\""),
+    EnvOverride("STATIONFLOW_HOOKS_BATCH_UPLOAD_HANDLER", ("hooks", "batch_upload_handler"),
+                "batch upload hook, \"pkg.mod:fn\""),
+    EnvOverride("STATIONFLOW_MODULES", ("modules",), "module keys as JSON: {\"<module>\": {\"<key>\": value}}"),
 )
 
 
@@ -962,11 +974,16 @@ def _catalogue(topics_raw: Any, modules_raw: Any
 
 def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> tuple[str, ...]:
     """Write the environment overrides into the parsed TOML; returns the variables used."""
-    all_keys = {"": GLOBAL_KEYS, "redis": REDIS_KEYS, "kafka": KAFKA_SHARED_KEYS, "queue": QUEUE_KEYS}
+    all_keys = {"": GLOBAL_KEYS, "redis": REDIS_KEYS, "kafka": KAFKA_SHARED_KEYS, "queue": QUEUE_KEYS,
+                "hooks": HOOKS_KEYS}
     applied = []
     for ov in ENV_OVERRIDES:
         text = env.get(ov.var)
         if text is None or text == "":
+            continue
+        if ov.path == ("modules",):
+            _apply_modules_env(raw, ov.var, text)
+            applied.append(ov.var)
             continue
         table_name = ov.path[0] if len(ov.path) == 2 else ""
         key = next(k for k in all_keys[table_name] if k.name == ov.path[-1])
@@ -989,6 +1006,28 @@ def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> tuple[str, ...]:
             raw[key.name] = value
         applied.append(ov.var)
     return tuple(applied)
+
+
+def _apply_modules_env(raw: dict[str, Any], var: str, text: str) -> None:
+    """Merge a JSON {module: {key: value}} over the TOML's [modules] tables, key by key
+    (the values are validated later with the TOML's, under modules.<name>.<key>)."""
+    import json
+
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise ConfigError(f"{var}: invalid JSON: {e}") from None
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise ConfigError(f"{var}: expected a JSON object of objects, such as "
+                          '{"load_prediction": {"algorithm": "pkg.mod:fn"}}')
+    modules = raw.setdefault("modules", {})
+    if not isinstance(modules, dict):
+        raise ConfigError(f"modules: expected a table, got {_tname(modules)}")
+    for name, keys in value.items():
+        table = modules.setdefault(name, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"modules.{name}: expected a table, got {_tname(table)}")
+        table.update(keys)
 
 
 # ---------------------------------------------------------------------------------------

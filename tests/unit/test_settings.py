@@ -494,3 +494,40 @@ def test_import_has_no_side_effects() -> None:
                          timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_env_modules_json_and_hooks_win_over_the_file(tmp_path: Path) -> None:
+    p = write(tmp_path, """
+[modules.load_prediction]
+algorithm = "file.algos:load"
+run_timeout_s = 7
+[hooks]
+result_handler = "file.hooks:on_result"
+""")
+    s = Settings.load(p, env={
+        "STATIONFLOW_MODULES": '{"load_prediction": {"algorithm": "code.algos:load"},'
+                               ' "SOH_model": {"layout": "flat"}}',
+        "STATIONFLOW_HOOKS_RESULT_HANDLER": "code.hooks:on_result",
+        "STATIONFLOW_HOOKS_BATCH_UPLOAD_HANDLER": "code.hooks:on_batch",
+    })
+    lp = s.catalogue.module("load_prediction")
+    assert lp.algorithm == "code.algos:load"
+    assert lp.run_timeout_s == 7.0  # keys the variable does not name keep the file's value
+    assert s.catalogue.module("SOH_model").layout == "flat"
+    assert s.hooks.result_handler == "code.hooks:on_result"
+    assert s.hooks.batch_upload_handler == "code.hooks:on_batch"
+    assert set(s.env_applied) == {"STATIONFLOW_MODULES", "STATIONFLOW_HOOKS_RESULT_HANDLER",
+                                  "STATIONFLOW_HOOKS_BATCH_UPLOAD_HANDLER"}
+
+
+def test_env_modules_json_errors_name_the_variable_or_key() -> None:
+    with pytest.raises(ConfigError, match="STATIONFLOW_MODULES: invalid JSON"):
+        Settings.load(env={"STATIONFLOW_MODULES": "{load_prediction"})
+    with pytest.raises(ConfigError, match="STATIONFLOW_MODULES: expected a JSON object of objects"):
+        Settings.load(env={"STATIONFLOW_MODULES": '{"load_prediction": "pkg:fn"}'})
+    with pytest.raises(ConfigError, match="modules.load_predictoin: unknown module"):
+        Settings.load(env={"STATIONFLOW_MODULES": '{"load_predictoin": {"algorithm": "a:b"}}'})
+    with pytest.raises(ConfigError, match="modules.load_prediction.algorithm: 'not a path'"):
+        Settings.load(env={"STATIONFLOW_MODULES": '{"load_prediction": {"algorithm": "not a path"}}'})
+    with pytest.raises(ConfigError, match="hooks.result_handler: 'x y'"):
+        Settings.load(env={"STATIONFLOW_HOOKS_RESULT_HANDLER": "x y"})
