@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime
+from functools import lru_cache
 from typing import Any
 
 from parsers.fees import FEE_CODES, FEE_SLOT_FIELDS
@@ -84,22 +85,50 @@ def is_num(v: Any) -> bool:
     return type(v) is int or type(v) is float
 
 
+def _is_str(v: Any) -> bool:
+    return type(v) is str
+
+
+def _is_bit(v: Any) -> bool:
+    return (type(v) is int and (v == 0 or v == 1)) or type(v) is bool
+
+
+def _is_obj(v: Any) -> bool:
+    return type(v) is dict
+
+
+def _is_str_list(v: Any) -> bool:
+    return type(v) is list and all(type(x) is str for x in v)
+
+
+def _is_num_list(v: Any) -> bool:
+    return type(v) is list and all(x is None or type(x) is int or type(x) is float for x in v)
+
+
+_CHECKERS = {STR: _is_str, NUM: is_num, BIT: _is_bit, OBJ: _is_obj, LSTR: _is_str_list, LNUM: _is_num_list}
+
+
 def type_ok(tag: str, v: Any) -> bool:
     """Whether a present (non-null) value has the type `tag`."""
-    t = type(v)
-    if tag == STR:
-        return t is str
-    if tag == NUM:
-        return t is int or t is float
-    if tag == BIT:
-        return (t is int and (v == 0 or v == 1)) or t is bool
-    if tag == OBJ:
-        return t is dict
-    if tag == LSTR:
-        return t is list and all(type(x) is str for x in v)
-    if tag == LNUM:
-        return t is list and all(x is None or type(x) is int or type(x) is float for x in v)
-    raise ValueError(f"unknown field type tag {tag!r}")
+    try:
+        return _CHECKERS[tag](v)
+    except KeyError:
+        raise ValueError(f"unknown field type tag {tag!r}") from None
+
+
+def _compile(types: dict[str, str]) -> dict[str, tuple[str, Any, dict[str, tuple[str, Any]]]]:
+    """{field: (tag, checker, {nested field: (tag, checker)})} for one alias's FIELD_TYPES."""
+    out: dict[str, tuple[str, Any, dict[str, tuple[str, Any]]]] = {}
+    for f, tag in types.items():
+        if "." in f:
+            head, tail = f.split(".", 1)
+            out[head][2][tail] = (tag, _CHECKERS[tag])
+        else:
+            out[f] = (tag, _CHECKERS[tag], {})
+    return out
+
+
+_COMPILED = {alias: _compile(types) for alias, types in FIELD_TYPES.items()}
 
 
 def check_station_id(v: Any, field: str = "stationId") -> str:
@@ -113,6 +142,7 @@ def check_station_id(v: Any, field: str = "stationId") -> str:
     return v
 
 
+@lru_cache(maxsize=8192)
 def valid_send_time(s: str) -> bool:
     m = _SEND_TIME.fullmatch(s)
     if m is None:
@@ -124,6 +154,7 @@ def valid_send_time(s: str) -> bool:
     return True
 
 
+@lru_cache(maxsize=4096)
 def valid_date(s: str) -> bool:
     m = _DATE.fullmatch(s)
     if m is None:
@@ -135,26 +166,25 @@ def valid_date(s: str) -> bool:
     return True
 
 
-def _get(obj: dict, path: str) -> Any:
-    if "." not in path:
-        return obj.get(path)
-    head, tail = path.split(".", 1)
-    inner = obj.get(head)
-    return inner.get(tail) if type(inner) is dict else None
-
-
 def check_fields(alias: str, obj: dict, required: tuple[str, ...]) -> None:
     """Raise ElementError for the first missing required field, wrong type or bad value."""
     for f in required:
         if obj.get(f) is None:
             raise ElementError("missing_field", f"required field {f!r} is missing")
-    types = FIELD_TYPES.get(alias)
-    if types is None:
+    checks = _COMPILED.get(alias)
+    if checks is None:
         return
-    for f, tag in types.items():
-        v = _get(obj, f)
-        if v is not None and not type_ok(tag, v):
+    for f, v in obj.items():
+        c = checks.get(f)
+        if c is None or v is None:
+            continue
+        tag, ok, nested = c
+        if not ok(v):
             raise ElementError("bad_field_type", f"field {f!r} must be {tag}, got {_describe(v)}")
+        for sub, (sub_tag, sub_ok) in nested.items():
+            sv = v.get(sub)
+            if sv is not None and not sub_ok(sv):
+                raise ElementError("bad_field_type", f"field '{f}.{sub}' must be {sub_tag}, got {_describe(sv)}")
     _check_values(alias, obj)
 
 

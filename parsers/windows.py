@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 Item = dict[str, Any]
@@ -48,12 +49,14 @@ def hour_of(send_time: str) -> str:
     return send_time[:13] + ":00:00"
 
 
+@lru_cache(maxsize=16384)
 def hour_index(hour: str) -> int:
     """Hours since 1970-01-01 00:00 of a naive hour key: used for gaps and window arithmetic."""
     dt = datetime(int(hour[0:4]), int(hour[5:7]), int(hour[8:10]), int(hour[11:13]))
     return int((dt - _EPOCH).total_seconds()) // 3600
 
 
+@lru_cache(maxsize=16384)
 def hour_key(index: int) -> str:
     return (_EPOCH + timedelta(hours=index)).strftime(HOUR_FORMAT)
 
