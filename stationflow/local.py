@@ -19,7 +19,6 @@ import socket
 import subprocess
 import tempfile
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -101,14 +100,18 @@ def _tail(path: Path, lines: int = 20) -> str:
 
 # ---- process bookkeeping -----------------------------------------------------------------
 
-_LIVE: weakref.WeakSet[_Process] = weakref.WeakSet()
+#: running servers, held strongly: a server runs until stop()/close() or interpreter exit,
+#: even if the caller dropped its reference
+_LIVE: set[_Process] = set()
 _ATEXIT_REGISTERED = False
 
 
 def _stop_all_at_exit() -> None:
     for proc in list(_LIVE):
+        if proc.owner_pid != os.getpid():
+            continue  # a forked child exiting must not stop its parent's servers
         with contextlib.suppress(Exception):
-            proc.stop()
+            proc.close()
 
 
 def _register(proc: _Process) -> None:
@@ -132,6 +135,7 @@ class _Process:
         self._owns_workdir = owns_workdir
         self.log_path = workdir / f"{self._name()}-{self.port}.log"
         self._popen: subprocess.Popen[bytes] | None = None
+        self.owner_pid = os.getpid()
 
     # subclasses
     def _name(self) -> str:
@@ -227,11 +231,6 @@ class _Process:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):
-            if self._popen is not None and self._popen.poll() is None:
-                os.killpg(self._popen.pid, signal.SIGKILL)
 
 
 # ---- redis-server ------------------------------------------------------------------------

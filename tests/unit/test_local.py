@@ -161,3 +161,25 @@ def test_stop_ends_the_whole_process_group() -> None:
             time.sleep(0.05)
         else:
             pytest.fail(f"child {child} of the stopped server is still running")
+
+
+def test_a_forked_child_exiting_does_not_stop_the_parents_servers() -> None:
+    class Sleeper(local._Process):
+        def _name(self) -> str:
+            return "sleeper"
+
+        def _argv(self) -> list[str]:
+            return ["/bin/sh", "-c", "exec sleep 60"]
+
+        def _ready(self) -> bool:
+            return True
+
+    with Sleeper(free_port(), Path(local.tempfile.mkdtemp()), True) as proc:
+        proc.start(timeout=5)
+        pid = os.fork()
+        if pid == 0:  # child: run the exit hook as interpreter exit would, then leave
+            local._stop_all_at_exit()
+            os._exit(0)
+        os.waitpid(pid, 0)
+        assert proc.running and proc in local._LIVE
+    assert not proc.running and proc not in local._LIVE
