@@ -59,20 +59,19 @@ def decode_value(value: bytes | None, spec: TopicSpec, max_depth: int = DEFAULT_
     n = len(value)
     if n > spec.max_bytes:
         raise ParseError("too_large", f"{spec.topic}: value of {n} bytes exceeds max_bytes {spec.max_bytes}")
-    data = bytes(value)
+    data = value if type(value) is bytes else bytes(value)
     if data.startswith(_BOM):
         data = data[3:]
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ParseError("bad_utf8", f"{spec.topic}: invalid UTF-8 at byte {e.start}: {e.reason}") from None
+    # orjson validates UTF-8 itself, so the explicit check only runs when a later check fails
+    # (the reasons must still come out in the normative order)
     if (depth := _depth_over(data, max_depth)) is not None:
+        _utf8(data, spec)
         raise ParseError("too_deep", f"{spec.topic}: nesting depth {depth} exceeds max_depth {max_depth}")
     try:
         return orjson.loads(data)
-    except orjson.JSONDecodeError as e:
-        first_error = str(e)
-    return _fallback(text, spec, first_error)
+    except orjson.JSONDecodeError:
+        pass
+    return _fallback(_utf8(data, spec), spec)
 
 
 def _depth_over(data: bytes, max_depth: int) -> int | None:
@@ -82,7 +81,14 @@ def _depth_over(data: bytes, max_depth: int) -> int | None:
     return depth if depth > max_depth else None
 
 
-def _fallback(text: str, spec: TopicSpec, orjson_error: str) -> Any:
+def _utf8(data: bytes, spec: TopicSpec) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ParseError("bad_utf8", f"{spec.topic}: invalid UTF-8 at byte {e.start}: {e.reason}") from None
+
+
+def _fallback(text: str, spec: TopicSpec) -> Any:
     """orjson refused: find out whether it was NaN/Infinity, an overflow, or plain bad JSON.
 
     Depth is already bounded, so the recursive stdlib decoder is safe here.
