@@ -5,10 +5,12 @@
 station) (spec §6.5): a trigger that finds its module pending is absorbed. A trigger that
 finds no `_job` starts a new job; every later trigger joins that job until it starts.
 
-`sf:{S}:running` (hash) — module -> space-separated batch ids the current job took, plus
-`_started` (ms) and `_job`. A job that dies leaves it behind: the next attempt of the job
-(RQ retry) runs those modules again, and the sweeper reports them `lost` once they are older
-than the job timeout. `sf:running` (zset) indexes stations with a running marker by start.
+`sf:{S}:running:<job id>` (hash) — module -> space-separated batch ids that job took, plus
+`_started` (ms). One marker per job, so two jobs of a station running at once (the second
+enqueued after the first took its runs) never see each other's runs. A job that dies
+leaves its marker behind: its RQ retry (same job id) runs those modules again, and the
+sweeper reports them `lost` once they are older than the job timeout. `sf:running` (zset)
+indexes the markers ("<station> <job id>", stations hold no whitespace) by start time.
 
 Both scripts touch only keys tagged `{S}`, so they are Redis-Cluster safe; the global
 `sf:running` index is written in the same pipeline, outside the script.
@@ -56,9 +58,9 @@ return out
 """
 
 _TAKE = """
--- KEYS[1] pending, KEYS[2] running; ARGV: now_ms, job id
--- Moves every pending run to running (merged with runs a failed attempt left there) and
--- returns the merged module -> batch ids list.
+-- KEYS[1] pending, KEYS[2] this job's running marker; ARGV: now_ms
+-- Moves every pending run to the marker (merged with runs a failed attempt of the same job
+-- left there) and returns the merged module -> batch ids list.
 local runs = {}
 local order = {}
 local function add(m, batches)
@@ -84,7 +86,7 @@ if #order == 0 then
   redis.call('DEL', KEYS[2])
   return out
 end
-local args = {'_started', ARGV[1], '_job', ARGV[2]}
+local args = {'_started', ARGV[1]}
 for _, m in ipairs(order) do
   args[#args + 1] = m
   args[#args + 1] = runs[m]
@@ -137,8 +139,12 @@ class PendingRuns:
         self._take = r.register_script(_TAKE)
         self._reclaim = r.register_script(_RECLAIM)
 
-    def running_key(self, station: str) -> str:
-        return f"{self.keys.station_base(station)}running"
+    def running_key(self, station: str, job_id: str) -> str:
+        return f"{self.keys.station_base(station)}running:{job_id}"
+
+    @staticmethod
+    def _member(station: str, job_id: str) -> str:
+        return f"{station} {job_id}"
 
     def mark(self, runs: Mapping[str, Sequence[tuple[str, str]]], job_ids: Mapping[str, str]) -> list[Marked]:
         """Mark runs pending, one script per station, one round trip.
@@ -160,48 +166,63 @@ class PendingRuns:
         return out
 
     def take(self, station: str, job_id: str, now_ms: int) -> dict[str, list[str]]:
-        """Atomically move the station's pending runs (and any left by a failed attempt) to its
-        running marker; module -> batch ids."""
+        """Atomically move the station's pending runs (and any a failed attempt of this same
+        job left) to the job's running marker; module -> batch ids."""
         pipe = self.r.pipeline(transaction=False)
-        self._take(keys=[self.keys.pending(station), self.running_key(station)], args=[now_ms, job_id],
+        self._take(keys=[self.keys.pending(station), self.running_key(station, job_id)], args=[now_ms],
                    client=pipe)
-        pipe.zadd(self.running_index, {station: now_ms})
+        pipe.zadd(self.running_index, {self._member(station, job_id): now_ms})
         reply = pipe.execute()[0]
         runs = {_text(reply[i]): _text(reply[i + 1]).split() for i in range(0, len(reply), 2)}
         if not runs:
-            self.r.zrem(self.running_index, station)
+            self.r.zrem(self.running_index, self._member(station, job_id))
         return runs
 
-    def queue_done(self, pipe: Any, station: str) -> None:
-        """Queue the removal of the station's running marker (every taken run was reported)."""
-        pipe.delete(self.running_key(station))
-        pipe.zrem(self.running_index, station)
+    def queue_done(self, pipe: Any, station: str, job_id: str) -> None:
+        """Queue the removal of the job's running marker (every taken run was reported)."""
+        pipe.delete(self.running_key(station, job_id))
+        pipe.zrem(self.running_index, self._member(station, job_id))
 
-    def running(self, station: str) -> dict[str, str]:
-        return {_text(k): _text(v) for k, v in self.r.hgetall(self.running_key(station)).items()}
+    def release(self, station: str, job_id: str) -> dict[str, list[str]]:
+        """Take back the runs a job still holds (its failure callback reports them failed)."""
+        return self._reclaim_one(station, job_id, cutoff_ms=2**62)
+
+    def running(self, station: str, job_id: str) -> dict[str, str]:
+        return {_text(k): _text(v) for k, v in self.r.hgetall(self.running_key(station, job_id)).items()}
 
     def pending(self, station: str) -> dict[str, str]:
         return {_text(k): _text(v) for k, v in self.r.hgetall(self.keys.pending(station)).items()}
 
-    def reclaim_lost(self, cutoff_ms: int, limit: int = 100) -> dict[str, dict[str, list[str]]]:
-        """Take the runs of jobs that started before `cutoff_ms` and never finished:
-        station -> module -> batch ids. Safe with many sweepers (the script decides)."""
-        stations = [_text(s) for s in self.r.zrangebyscore(self.running_index, "-inf", cutoff_ms, start=0, num=limit)]
-        if not stations:
-            return {}
+    def _reclaim_one(self, station: str, job_id: str, cutoff_ms: int) -> dict[str, list[str]]:
         pipe = self.r.pipeline(transaction=False)
-        for s in stations:
-            self._reclaim(keys=[self.running_key(s)], args=[cutoff_ms], client=pipe)
+        self._reclaim(keys=[self.running_key(station, job_id)], args=[cutoff_ms], client=pipe)
+        pipe.zrem(self.running_index, self._member(station, job_id))
+        reply = pipe.execute()[0]
+        if not reply or _text(reply[0]) != "lost":
+            return {}
+        return {_text(reply[i]): _text(reply[i + 1]).split() for i in range(1, len(reply), 2)}
+
+    def reclaim_lost(self, cutoff_ms: int, limit: int = 100) -> dict[tuple[str, str], dict[str, list[str]]]:
+        """Take the runs of jobs that started before `cutoff_ms` and never finished:
+        (station, job id) -> module -> batch ids. Safe with many sweepers (the script decides)."""
+        members = [_text(m) for m in self.r.zrangebyscore(self.running_index, "-inf", cutoff_ms, start=0, num=limit)]
+        if not members:
+            return {}
+        pairs = [tuple(m.rsplit(" ", 1)) for m in members]
+        pipe = self.r.pipeline(transaction=False)
+        for station, job_id in pairs:
+            self._reclaim(keys=[self.running_key(station, job_id)], args=[cutoff_ms], client=pipe)
         replies = pipe.execute()
-        out: dict[str, dict[str, list[str]]] = {}
+        out: dict[tuple[str, str], dict[str, list[str]]] = {}
         post = self.r.pipeline(transaction=False)
-        for s, reply in zip(stations, replies, strict=True):
-            if not reply or _text(reply[0]) == "lost":
-                post.zrem(self.running_index, s)
-            if reply and _text(reply[0]) == "lost":
+        for member, (station, job_id), reply in zip(members, pairs, replies, strict=True):
+            status = _text(reply[0]) if reply else ""
+            if status != "live":
+                post.zrem(self.running_index, member)
+            if status == "lost":
                 runs = {_text(reply[i]): _text(reply[i + 1]).split() for i in range(1, len(reply), 2)}
                 if runs:
-                    out[s] = runs
+                    out[(station, job_id)] = runs
         if len(post):
             post.execute()
         return out

@@ -80,6 +80,24 @@ class StationWindows(dict):
         return out
 
 
+class _Call:
+    """One apply.lua call being assembled: one station (or one global alias) of a poll."""
+
+    __slots__ = ("station", "meta", "meta_ret", "aidx", "aliases", "header", "pidx", "parts", "recs", "srcs")
+
+    def __init__(self, station: str | None, meta: str, meta_ret: str) -> None:
+        self.station = station
+        self.meta = meta
+        self.meta_ret = meta_ret
+        self.aidx: dict[str, int] = {}
+        self.aliases: list[TopicSpec] = []
+        self.header: list[Any] = []
+        self.pidx: dict[str, int] = {}
+        self.parts: list[str] = []
+        self.recs: list[Any] = []
+        self.srcs: list[Source] = []
+
+
 @functools.lru_cache(maxsize=4096)
 def hour_cutoff(hour: str, window_size: int) -> str:
     """The oldest hour kept when `hour` is the newest stored one."""
@@ -139,100 +157,110 @@ class WindowStore:
         }
 
     # ---- writing -----------------------------------------------------------------------
-    def _row(self, spec: TopicSpec, station: str | None, src: Source, rec: Record) -> list[Any]:
-        kind = "output" if spec.is_module_output else spec.kind
+    def _alias_header(self, spec: TopicSpec, station: str | None) -> list[Any]:
+        """The 7 per-alias fields of apply.lua: alias kind wkey retention cap x1 x2."""
         k = self.keys
-        key = rec.key if rec.key is not None else ""
-        cap = spec.window_size
-        x1: str = ""
-        x2: str = ""
+        kind = "output" if spec.is_module_output else spec.kind
+        cap, x1, x2 = spec.window_size, "", ""
         if kind == "global":
             wkey = k.global_window(spec.alias)
         elif station is None:
-            raise StoreError(f"record of {spec.topic} (offset {src.offset}) has no station id")
+            raise StoreError(f"a record of {spec.topic} has no station id")
         elif kind in ("latest", "append"):
             wkey = k.latest(station, spec.alias)
         elif kind == "output":
-            wkey = k.output(station, spec.alias)
-            cap = self.outputs_keep
+            wkey, cap = k.output(station, spec.alias), self.outputs_keep
         elif kind == "hourly":
             wkey = k.hourly(station, spec.alias)
-            x1 = hour_cutoff(key, spec.window_size)
         elif kind == "devices":
-            wkey = k.devices(station, spec.alias)
-            x1 = _ms(spec.ttl_s)
-            if not key:
-                raise StoreError(f"device record of station {station}, {src.coords()} has no device key")
+            wkey, x1 = k.devices(station, spec.alias), _ms(spec.ttl_s)
         elif kind == "orders":
             wkey = k.orders_closed(station, spec.alias)
-            key = str(src.timestamp_ms // 1000)
-            x1 = str(int(spec.order_close_s * 1000))
-            x2 = self._order_modules.get(spec.alias, "")
+            x1, x2 = str(int(spec.order_close_s * 1000)), self._order_modules.get(spec.alias, "")
         else:  # pragma: no cover - the catalogue validates kinds
             raise StoreError(f"unknown window kind {kind!r}")
-        if kind == "global" and not key:
-            raise StoreError(f"global record of {src.coords()} has no key")
-        return [
-            f"hwm:{src.topic}:{src.partition}", src.offset, spec.alias, kind, wkey, key,
-            encode_item(src.timestamp_ms, src.coords(), rec.payload), src.timestamp_ms,
-            _ms(spec.retention_s), cap, x1, x2, src.coords(),
-        ]
+        return [spec.alias, kind, wkey, _ms(spec.retention_s), cap, x1, x2]
+
+    @staticmethod
+    def _record_key(spec: TopicSpec, rec: Record, src: Source) -> str:
+        kind = spec.kind
+        if kind == "orders":
+            return str(src.timestamp_ms // 1000)
+        if kind == "hourly":
+            if not rec.key:
+                raise StoreError(f"hourly record of station {rec.station_id}, {src.coords()} has no hour")
+            return f"{rec.key}|{hour_cutoff(rec.key, spec.window_size)}"
+        if kind in ("devices", "global") and not rec.key:
+            raise StoreError(f"{kind} record of station {rec.station_id}, {src.coords()} has no key")
+        return rec.key or ""
 
     def apply(self, messages: Sequence[tuple[Source, list[Record]]], now_ms: int) -> ApplyResult:
         """Write every record of one poll; see the module docstring for the guarantees."""
         now_ms = int(now_ms)
         result = ApplyResult()
-        stations: dict[str, list[Any]] = defaultdict(list)
-        station_src: dict[str, list[tuple[Source, TopicSpec, Record]]] = defaultdict(list)
-        globals_: dict[str, list[Any]] = defaultdict(list)
-        global_src: dict[str, list[tuple[Source, TopicSpec, Record]]] = defaultdict(list)
+        calls: dict[Any, _Call] = {}
         due: dict[str, dict[str, int]] = defaultdict(dict)
         seen: set[tuple[str | None, str, str]] = set()
+        by_alias = self.catalogue.by_alias
+        triggers = result.triggers
         for src, records in messages:
+            part = f"{src.topic}:{src.partition}"
+            coords = f"{part}:{src.offset}"
+            ts = src.timestamp_ms
             for rec in records:
-                spec = self.catalogue.by_alias.get(rec.alias)
+                spec = by_alias.get(rec.alias)
                 if spec is None:
-                    raise StoreError(f"unknown alias {rec.alias!r} in {src.coords()}")
-                row = self._row(spec, rec.station_id, src, rec)
-                if spec.kind == "global":
-                    globals_[spec.alias].extend(row)
-                    global_src[spec.alias].append((src, spec, rec))
+                    raise StoreError(f"unknown alias {rec.alias!r} in {coords}")
+                is_global = spec.kind == "global"
+                sid = None if is_global else rec.station_id
+                ck = ("g", spec.alias) if is_global else sid
+                call = calls.get(ck)
+                if call is None:
+                    if sid is None and not is_global:
+                        raise StoreError(f"record of {coords} ({spec.alias}) has no station id")
+                    meta = self.keys.global_meta(spec.alias) if is_global else self.keys.meta(sid)  # type: ignore[arg-type]
+                    call = calls[ck] = _Call(sid, meta, "" if is_global else self.meta_retention)
+                ai = call.aidx.get(spec.alias)
+                if ai is None:
+                    ai = call.aidx[spec.alias] = len(call.aidx) + 1
+                    call.aliases.append(spec)
+                    call.header.extend(self._alias_header(spec, sid))
+                pi = call.pidx.get(part)
+                if pi is None:
+                    pi = call.pidx[part] = len(call.pidx) + 1
+                    call.parts.append(part)
+                key = self._record_key(spec, rec, src)
+                call.recs += (ai, pi, src.offset, key, encode_item(ts, coords, rec.payload), ts)
+                call.srcs.append(src)
+                if spec.kind == "orders":
+                    due[spec.alias].setdefault(f"{sid}|{key}", now_ms + int(spec.order_close_s * 1000))
                 else:
-                    sid = rec.station_id
-                    assert sid is not None
-                    stations[sid].extend(row)
-                    station_src[sid].append((src, spec, rec))
-                    if spec.kind == "orders":
-                        member = f"{sid}|{row[5]}"
-                        due[spec.alias].setdefault(member, now_ms + int(spec.order_close_s * 1000))
-                if spec.kind != "orders":
-                    t = (rec.station_id, spec.alias, src.coords())
+                    t = (sid, spec.alias, coords)
                     if t not in seen:
                         seen.add(t)
-                        result.triggers.append(Trigger(rec.station_id, spec.alias, src))
-        calls: list[tuple[str | None, str | None, list[tuple[Source, TopicSpec, Record]], list[Any]]] = []
+                        triggers.append(Trigger(sid, spec.alias, src))
         pipe = self.r.pipeline(transaction=False)
         flushed = self._flush_into(pipe)
         n_flush = len(flushed)
         sha = self.scripts.sha["apply.lua"]
-        for sid, args in stations.items():
-            pipe.evalsha(sha, 1, self.keys.meta(sid), now_ms, self.meta_retention, *args)
-            calls.append((sid, None, station_src[sid], [self.keys.meta(sid), now_ms, self.meta_retention, *args]))
-        for alias, args in globals_.items():
-            meta = self.keys.global_meta(alias)
-            pipe.evalsha(sha, 1, meta, now_ms, "", *args)
-            calls.append((None, alias, global_src[alias], [meta, now_ms, "", *args]))
+        args_list = []
+        for call in calls.values():
+            args = [call.meta, now_ms, call.meta_ret, len(call.aliases), *call.header,
+                    len(call.parts), *call.parts, *call.recs]
+            args_list.append(args)
+            pipe.evalsha(sha, 1, *args)
+        stations = [c.station for c in calls.values() if c.station is not None]
         if stations:
             pipe.zadd(self.keys.stations, {s: now_ms for s in stations}, gt=True)
         for alias, members in due.items():
             pipe.zadd(self.keys.orders_due(alias), members, nx=True)
         try:
-            replies = self._execute(pipe, "apply.lua", [c[3] for c in calls], first=n_flush)
+            replies = self._execute(pipe, "apply.lua", args_list, first=n_flush)
         except Exception:
             self.tally.restore(flushed)  # the caller retries the poll; keep the counts for then
             raise
-        for (sid, _alias, srcs, _), reply in zip(calls, replies, strict=True):
-            self._account(result, sid, srcs, reply)
+        for call, reply in zip(calls.values(), replies, strict=True):
+            self._account(result, call, reply)
         return result
 
     def _execute(self, pipe: Any, script: str, script_args: list[list[Any]], first: int) -> list[Any]:
@@ -245,8 +273,7 @@ class WindowStore:
             self.scripts.load()
             p2 = self.r.pipeline(transaction=False)
             for i in missing:
-                a = script_args[i]
-                p2.evalsha(self.scripts.sha[script], 1, a[0], *a[1:])
+                p2.evalsha(self.scripts.sha[script], 1, *script_args[i])
             for i, x in zip(missing, p2.execute(raise_on_error=False), strict=True):
                 out[i] = x
         for x in replies[:first] + out + replies[first + len(script_args):]:
@@ -254,39 +281,47 @@ class WindowStore:
                 raise x
         return out
 
-    def _account(self, result: ApplyResult, sid: str | None,
-                 srcs: list[tuple[Source, TopicSpec, Record]], reply: list[Any]) -> None:
+    def _account(self, result: ApplyResult, call: _Call, reply: list[Any]) -> None:
         status, closes, evicted = reply
         status = status.decode() if isinstance(status, bytes) else status
-        fields = {"a": "records_applied", "s": "records_superseded", "r": "replays_skipped",
-                  "i": "hours_ignored", "l": "late_orders"}
-        for (src, spec, _rec), st in zip(srcs, status, strict=True):
-            if st == "i" and spec.kind == "global":
-                self.tally.add(f"topic:{src.topic}", "keys_ignored")
-                continue
-            self.tally.add(f"topic:{src.topic}", fields[st])
+        tally = self.tally
+        specs = call.aliases
+        recs = call.recs
+        for i, st in enumerate(status):
+            src = call.srcs[i]
+            spec = specs[recs[6 * i] - 1]
+            group = f"topic:{src.topic}"
             if st == "a":
                 result.applied += 1
+                tally.add(group, "records_applied")
             elif st == "s":
                 result.superseded += 1
+                tally.add(group, "records_superseded")
             elif st == "r":
                 result.replays_skipped += 1
+                tally.add(group, "replays_skipped")
             elif st == "i":
-                result.hours_ignored += 1
+                if spec.kind == "global":
+                    tally.add(group, "keys_ignored")
+                else:
+                    result.hours_ignored += 1
+                    tally.add(group, "hours_ignored")
             elif st == "l":
                 result.late_orders += 1
                 result.applied += 1
-                self.tally.add(f"topic:{src.topic}", "records_applied")
+                tally.add(group, "late_orders")
+                tally.add(group, "records_applied")
         for j in range(0, len(evicted), 2):
-            src, spec, _ = srcs[int(evicted[j]) - 1]
+            spec = specs[int(evicted[j]) - 1]
             n = int(evicted[j + 1])
             result.seconds_evicted += n
-            self.tally.add(f"topic:{src.topic}", "seconds_evicted", n)
+            tally.add(f"topic:{spec.topic}", "seconds_evicted", n)
         for j in range(0, len(closes), 6):
             idx, _seq, _sec, _late, osrc, ots = closes[j:j + 6]
-            _, spec, _ = srcs[int(idx) - 1]
+            i = int(idx) - 1
+            spec = specs[recs[6 * i] - 1]
             o = osrc.decode() if isinstance(osrc, bytes) else osrc
-            result.triggers.append(Trigger(sid, spec.alias, source_from(o, int(ots))))
+            result.triggers.append(Trigger(call.station, spec.alias, source_from(o, int(ots))))
 
     def flush_counters(self) -> None:
         """Write counters gathered by the last calls (each apply also flushes the previous one's)."""

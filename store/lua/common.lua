@@ -9,50 +9,37 @@ local function csv(s)
   return out
 end
 
--- Close the open second of an orders window: give it the next sequence number, store it as
--- one zset member 'seq|second|late|src|ts|cause|' .. items, remember which message closed it.
-local function close_second(zkey, st, second, late, blob, src, ts, cause)
-  local seq = redis.call('HINCRBY', st, 'seq', 1)
-  local member = seq .. '|' .. second .. '|' .. late .. '|' .. src .. '|' .. ts .. '|' .. cause .. '|' .. blob
-  redis.call('ZADD', zkey, seq, member)
-  if cause ~= '' then
-    local f = 'cb:' .. cause
-    local prev = redis.call('HGET', st, f)
-    if prev then redis.call('HSET', st, f, prev .. ',' .. seq) else redis.call('HSET', st, f, seq) end
-  end
-  if late == '0' then
-    local lc = tonumber(redis.call('HGET', st, 'last_closed'))
-    if lc == nil or tonumber(second) > lc then redis.call('HSET', st, 'last_closed', second) end
-  end
-  return seq
+-- A closed order second is one zset member of `wkey` scored by its sequence number:
+-- 'seq|second|late|src|ts|cause|' .. the concatenated msgpack items. `src`/`ts` are the last
+-- order included (the trigger source), `cause` the message whose arrival closed it ('' for
+-- the timer). `wkey:cb` maps a closing message to the first sequence number it closed, so a
+-- replay of that message can report the same triggers.
+local function closed_member(seq, second, late, src, ts, cause, blob)
+  return seq .. '|' .. second .. '|' .. late .. '|' .. src .. '|' .. ts .. '|' .. cause .. '|' .. blob
 end
 
-local function close_open(zkey, st, okey, cause)
-  local f = redis.call('HMGET', st, 'open', 'open_src', 'open_ts')
-  local blob = table.concat(redis.call('LRANGE', okey, 0, -1))
-  local seq = close_second(zkey, st, f[1], '0', blob, f[2], f[3], cause)
-  redis.call('DEL', okey)
-  redis.call('HDEL', st, 'open', 'deadline', 'open_src', 'open_ts')
-  return {seq, f[1], '0', f[2], f[3]}
-end
-
--- Keep the newest `cap` closed seconds; return how many evicted ones some module had not
--- yet received (its cursor is below the second's sequence number).
-local function evict_seconds(zkey, st, cap, mods)
-  local n = redis.call('ZCARD', zkey)
-  if n <= cap then return 0 end
-  local gone = redis.call('ZRANGE', zkey, 0, n - cap - 1, 'WITHSCORES')
+-- Keep the newest `cap` closed seconds; returns how many evicted ones some module had not
+-- received yet (its cursor, `cur:<module>` in the state hash, is below the sequence number).
+local function evict_seconds(wkey, st, card, cap, mods)
+  if card <= cap then return 0 end
+  local k = card - cap
+  local gone = redis.call('ZRANGE', wkey, 0, k - 1, 'WITHSCORES')
   local curs = {}
-  for i, m in ipairs(mods) do curs[i] = tonumber(redis.call('HGET', st, 'cur:' .. m) or '0') end
-  local undelivered = 0
+  if #mods > 0 then
+    local names = {}
+    for i, m in ipairs(mods) do names[i] = 'cur:' .. m end
+    local raw = redis.call('HMGET', st, unpack(names))
+    for i = 1, #mods do curs[i] = tonumber(raw[i]) or 0 end
+  end
+  local undelivered, top = 0, 0
   for i = 1, #gone, 2 do
     local seq = tonumber(gone[i + 1])
+    if seq > top then top = seq end
     for _, c in ipairs(curs) do
       if c < seq then undelivered = undelivered + 1; break end
     end
-    local cause = string.match(gone[i], '^[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|([^|]*)|')
-    if cause and cause ~= '' then redis.call('HDEL', st, 'cb:' .. cause) end
   end
-  redis.call('ZREMRANGEBYRANK', zkey, 0, n - cap - 1)
+  redis.call('ZREMRANGEBYRANK', wkey, 0, k - 1)
+  redis.call('ZREMRANGEBYSCORE', wkey .. ':cb', '-inf', top)
   return undelivered
 end
