@@ -1,0 +1,102 @@
+"""Everything a station job needs, built once per worker process.
+
+RQ calls `workers.jobs.run_station(station_id)` with nothing else, so the job finds its
+Redis connection, catalogue, store, tracker, algorithms and uploader here. By default they
+come from `Settings.load()` (file + STATIONFLOW_* environment), so plain
+`rq worker --serializer rq.serializers.JSONSerializer --worker-class rq.worker.SimpleWorker stationflow`
+works. Tests, the bench and `stationflow worker` install a context explicitly with `install`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from parsers.catalogue import Catalogue
+from store.pending import PendingRuns
+from store.tracker import BatchTracker
+from store.windows import WindowStore
+from workers.algorithms import Algorithm, load_all, resolve
+from workers.scheduling import job_timeout_s
+from workers.upload import Uploader
+
+ResultHandler = Callable[[str, Any, Any], Any]
+
+
+@dataclass
+class WorkerContext:
+    r: redis.Redis
+    catalogue: Catalogue
+    prefix: str = "sf"
+    outputs_keep: int = 10
+    algorithms: dict[str, Algorithm] = field(default_factory=dict)
+    uploader: Uploader | None = None
+    result_handler: ResultHandler | None = None
+    queue: str = "stationflow"
+    sweep_interval_s: float = 1.0
+    #: a running marker older than this belongs to a dead job: its runs are reported `lost`
+    lost_after_s: float = 0.0
+    settings: Any = None
+    store: WindowStore = field(init=False)
+    tracker: BatchTracker = field(init=False)
+    pending: PendingRuns = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.store = WindowStore(self.r, self.catalogue, self.prefix, outputs_keep=self.outputs_keep)
+        self.tracker = BatchTracker(self.r, self.prefix)
+        self.pending = PendingRuns(self.r, self.prefix)
+        if not self.algorithms:
+            self.algorithms = load_all(self.catalogue)
+        if not self.lost_after_s:
+            self.lost_after_s = float(job_timeout_s(self.catalogue)) + 60.0
+
+    @classmethod
+    def build(cls, r: redis.Redis, catalogue: Catalogue, *, prefix: str = "sf",
+              producer_config: Mapping[str, Any] | None = None, producer: Any = None,
+              algorithms: Mapping[str, Algorithm] | None = None, **kw: Any) -> WorkerContext:
+        """A context with the reference (or configured) algorithms, `algorithms` overriding."""
+        batch_handler = kw.pop("batch_handler", None)
+        ctx = cls(r, catalogue, prefix, algorithms=load_all(catalogue, dict(algorithms or {})), **kw)
+        ctx.uploader = Uploader(catalogue, ctx.tracker, dict(producer_config or {}), producer=producer,
+                                batch_handler=batch_handler)
+        return ctx
+
+    @classmethod
+    def from_settings(cls, settings: Any, r: redis.Redis | None = None) -> WorkerContext:
+        r = r if r is not None else settings.redis.connect()
+        hooks = settings.hooks
+        ctx = cls(
+            r, settings.catalogue, settings.prefix, outputs_keep=settings.outputs_keep,
+            result_handler=resolve(hooks.result_handler, "hooks.result_handler") if hooks.result_handler else None,
+            queue=settings.queue.name, sweep_interval_s=settings.batch.sweep_interval_s, settings=settings,
+        )
+        handler = resolve(hooks.batch_upload_handler, "hooks.batch_upload_handler") \
+            if hooks.batch_upload_handler else None
+        ctx.uploader = Uploader(settings.catalogue, ctx.tracker, settings.kafka.producer_config(),
+                                batch_handler=handler)
+        return ctx
+
+
+_CTX: WorkerContext | None = None
+_LOCK = threading.Lock()
+
+
+def install(ctx: WorkerContext | None) -> None:
+    """Make `ctx` the process's context (None: rebuild from settings at the next job)."""
+    global _CTX
+    _CTX = ctx
+
+
+def current() -> WorkerContext:
+    global _CTX
+    if _CTX is None:
+        with _LOCK:
+            if _CTX is None:
+                from stationflow.settings import Settings
+
+                _CTX = WorkerContext.from_settings(Settings.load())
+    return _CTX

@@ -1,0 +1,279 @@
+"""The station job: run every pending module of one station, in dependency order, in one job.
+
+Round trips per job, whatever the number of modules: take the pending runs (1), check which
+batches already hold this station's report (1, makes a replayed run a no-op), read every
+window the modules need (1), store each ok output (1 per ok module), advance order cursors
+(1 per module that received closed seconds), report every run (1) and clear the running
+marker with the counters (1). The batch completed by a report is uploaded by this job.
+
+Per-module timeout: the algorithm runs on a long-lived daemon thread ("lane") and the job
+waits for it at most `run_timeout_s`. A signal timer is not used because RQ already owns
+SIGALRM for its job timeout in the worker's main thread. A timed-out algorithm cannot be
+killed: its lane is abandoned (daemon, so it never blocks the process exit) and a fresh lane
+serves the next run; the job timeout of RQ remains the last resort.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from parsers.inputs import build_input
+from parsers.readiness import missing_required
+from stationflow import metrics as m
+from store.tracker import Report, UnserialisableResult, normalise_result
+from workers import context as wctx
+from workers.algorithms import Algorithm, is_async
+from workers.upload import observe_batch
+
+log = logging.getLogger(__name__)
+
+RUNS_GROUP = "runs"
+
+
+class AlgorithmTimeout(Exception):
+    pass
+
+
+class _Box:
+    __slots__ = ("done", "value", "error")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+
+class _Lane:
+    """One daemon thread that runs algorithm calls one at a time."""
+
+    def __init__(self) -> None:
+        self.inbox: queue.SimpleQueue[tuple[Algorithm, str, Any, _Box]] = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._loop, name="stationflow-algorithm", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            fn, station, inp, box = self.inbox.get()
+            try:
+                if is_async(fn):
+                    box.value = asyncio.run(fn(station, inp))
+                else:
+                    box.value = fn(station, inp)
+            except BaseException as e:  # noqa: BLE001 - handed to the job, which reports it
+                box.error = e
+            box.done.set()
+
+
+_lane: _Lane | None = None
+_lane_lock = threading.Lock()
+
+
+def call_with_timeout(fn: Algorithm, station: str, inp: Any, timeout_s: float) -> Any:
+    """fn(station, inp) on the lane; AlgorithmTimeout after `timeout_s` (the lane is replaced)."""
+    global _lane
+    with _lane_lock:
+        if _lane is None:
+            _lane = _Lane()
+        lane = _lane
+    box = _Box()
+    lane.inbox.put((fn, station, inp, box))
+    if not box.done.wait(timeout_s if timeout_s and timeout_s > 0 else None):
+        with _lane_lock:
+            if _lane is lane:
+                _lane = None
+        raise AlgorithmTimeout(f"no result after {timeout_s} s")
+    if box.error is not None:
+        raise box.error
+    return box.value
+
+
+@dataclass
+class RunOutcome:
+    module: str
+    outcome: str  # ok | none | failed
+    reason: str | None = None
+    seconds: float = 0.0
+    batches: list[str] = field(default_factory=list)
+
+
+@dataclass
+class JobSummary:
+    station: str
+    runs: list[RunOutcome] = field(default_factory=list)
+    skipped_replays: int = 0
+    uploaded: list[str] = field(default_factory=list)
+    statuses: Counter[str] = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"station": self.station,
+                "runs": {r.module: r.outcome if r.reason is None else f"failed:{r.reason}" for r in self.runs},
+                "skipped_replays": self.skipped_replays, "uploaded": self.uploaded}
+
+
+def run_station(station_id: str) -> dict[str, Any]:
+    """The RQ job function (enqueued by `workers.scheduling.schedule`)."""
+    from rq import get_current_job
+
+    job = get_current_job()
+    return execute(wctx.current(), station_id, job.id if job is not None else "direct").as_dict()
+
+
+def execute(ctx: wctx.WorkerContext, station: str, job_id: str, now_ms: int | None = None) -> JobSummary:
+    t0 = time.perf_counter()
+    summary = JobSummary(station)
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    taken = ctx.pending.take(station, job_id, now_ms)
+    if not taken:
+        m.JOBS.inc(outcome="empty")
+        return summary
+    cat = ctx.catalogue
+
+    # a replayed run whose every batch already holds this station's report is not run again
+    batches = [(mod, b) for mod, bs in taken.items() for b in bs]
+    pipe = ctx.r.pipeline(transaction=False)
+    for _, b in batches:
+        pipe.hget(ctx.tracker.keys.batch(b), f"e:{station}")
+    done = {b for (_, b), v in zip(batches, pipe.execute(), strict=True) if v not in (None, b"-", "-")}
+    todo: dict[str, list[str]] = {}
+    for mod, bs in taken.items():
+        open_bs = [b for b in bs if b not in done]
+        if open_bs:
+            todo[mod] = open_bs
+        else:
+            summary.skipped_replays += 1
+    unknown = [mod for mod in todo if mod not in cat.by_module or cat.by_module[mod].runs != "local"]
+    order = cat.sort_modules(mod for mod in todo if mod not in unknown)
+
+    windows = ctx.store.read_station(station, order, now_ms) if order else None
+    fresh: dict[str, dict[str, Any]] = {}
+    not_ok: set[str] = set()
+    reports: list[Report] = []
+    counts: Counter[str] = Counter()
+    for mod in unknown:  # configuration changed under a queued job: nothing to run it with
+        _fail_all(reports, summary, mod, todo[mod], station, "not_ready")
+    for mod in order:
+        spec = cat.by_module[mod]
+        started = time.perf_counter()
+        reason: str | None = None
+        norm = None
+        try:
+            w = windows.windows_for(mod)  # type: ignore[union-attr]
+            for dep in spec.deps:
+                if dep in fresh:
+                    w[dep] = fresh[dep]
+            inp = build_input(cat, mod, station, w, now_ms)
+            missing = missing_required(spec, inp["_data_quality"]["available_topics"])
+            if missing:
+                reason = "upstream_failed" if any(x in not_ok for x in missing) else "not_ready"
+            else:
+                try:
+                    result = call_with_timeout(ctx.algorithms[mod], station, inp, spec.run_timeout_s)
+                except AlgorithmTimeout:
+                    reason = "timeout"
+                except Exception as e:  # noqa: BLE001 - an algorithm's failure is a reported outcome
+                    log.warning("station %s module %s: algorithm raised %s: %s", station, mod, type(e).__name__, e)
+                    reason = "exception"
+                else:
+                    _advance_cursors(ctx, station, mod, w)
+                    if result is not None:
+                        try:
+                            norm = normalise_result(station, result)
+                        except UnserialisableResult as e:
+                            log.warning("%s", e)
+                            reason = "unserialisable"
+        except Exception as e:  # noqa: BLE001 - building the input failed: report, keep going
+            log.exception("station %s module %s: input could not be built: %s", station, mod, e)
+            reason = "exception"
+        seconds = time.perf_counter() - started
+        if reason is not None:
+            outcome = "failed"
+        elif norm is None:
+            outcome = "none"
+        else:
+            outcome = "ok"
+        if outcome == "ok":
+            item = {"ts": now_ms, "src": "local", "payload": norm.value}
+            ctx.store.store_output(station, mod, norm.value, now_ms)
+            fresh[mod] = item
+            if ctx.result_handler is not None:
+                _hook(ctx.result_handler, station, inp, norm.value)
+        else:
+            not_ok.add(mod)
+        label = outcome if reason is None else f"failed:{reason}"
+        counts[f"{mod}:{label}"] += 1
+        counts[f"{mod}:us"] += int(seconds * 1e6)
+        m.RUNS.inc(module=mod, outcome=label)
+        m.ALGORITHM_SECONDS.observe(seconds, module=mod)
+        summary.runs.append(RunOutcome(mod, outcome, reason, seconds, todo[mod]))
+        for b in todo[mod]:
+            reports.append(Report(b, station, outcome, norm.json if norm is not None else None, reason,
+                                  norm.nonfinite if norm else 0, bool(norm and norm.mismatch),
+                                  bool(norm and norm.wrapped)))
+
+    rep = ctx.tracker.report(reports, int(time.time() * 1000))
+    summary.statuses.update(rep.statuses)
+    if rep.claimed and ctx.uploader is not None:
+        ok = ctx.uploader.upload(rep.claimed)
+        summary.uploaded = [b.batch_id for b, good in zip(rep.claimed, ok, strict=True) if good]
+    for bid in rep.skipped:
+        m.BATCHES.inc(module=bid.split(":", 1)[0], outcome="skipped")
+    pipe = ctx.r.pipeline(transaction=False)
+    ctx.pending.queue_done(pipe, station, job_id)
+    for k, n in counts.items():
+        pipe.hincrby(ctx.tracker.keys.counters(RUNS_GROUP), k, n)
+    pipe.execute()
+    m.JOBS.inc(outcome="ok")
+    m.JOB_SECONDS.observe(time.perf_counter() - t0)
+    return summary
+
+
+def _fail_all(reports: list[Report], summary: JobSummary, mod: str, batches: list[str], station: str,
+              reason: str) -> None:
+    summary.runs.append(RunOutcome(mod, "failed", reason, 0.0, batches))
+    m.RUNS.inc(module=mod, outcome=f"failed:{reason}")
+    for b in batches:
+        reports.append(Report(b, station, "failed", None, reason))
+
+
+def _advance_cursors(ctx: wctx.WorkerContext, station: str, module: str, w: dict[str, Any]) -> None:
+    """The module received the closed order seconds after its cursor: move the cursor."""
+    for alias in ctx.catalogue.by_module[module].inputs:
+        spec = ctx.catalogue.by_alias[alias]
+        if spec.kind == "orders":
+            seconds = w.get(alias) or []
+            if seconds:
+                ctx.store.advance_cursor(station, module, alias, max(s["seq"] for s in seconds))
+
+
+def _hook(fn: Any, station: str, inp: Any, result: Any) -> None:
+    try:
+        fn(station, inp, result)
+    except Exception:  # noqa: BLE001 - a hook never fails a run
+        log.exception("result_handler failed for station %s", station)
+
+
+def on_job_failure(job: Any, connection: Any, *exc_info: Any) -> None:
+    """RQ failure callback: once no retry is left, every run the job still holds is reported
+    failed (exception) so its batches complete instead of waiting for their deadline."""
+    if job.retries_left:
+        return
+    station = job.args[0]
+    ctx = wctx.current()
+    runs = ctx.pending.release(station, job.id)
+    reports = [Report(b, station, "failed", None, "exception") for mod, bs in runs.items() for b in bs]
+    for mod in runs:
+        m.RUNS.inc(module=mod, outcome="failed:exception")
+    rep = ctx.tracker.report(reports, int(time.time() * 1000))
+    if rep.claimed and ctx.uploader is not None:
+        ctx.uploader.upload(rep.claimed)
+    m.JOBS.inc(outcome="failed")
+
+
+__all__ = ["run_station", "execute", "on_job_failure", "call_with_timeout", "AlgorithmTimeout", "observe_batch"]

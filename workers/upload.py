@@ -1,0 +1,135 @@
+"""Sending claimed batches to their MODULE-OUTPUT topic (spec §3.5, §6.6).
+
+Only the caller that won the tracker's open -> uploading move gets here. The envelope is sent
+keyed by the batch id and the send is acknowledged (acks=all) before the batch is marked
+uploaded. If Kafka is down the batch stays `uploading`; the sweeper re-claims it after
+`reclaim_after_s` and sends again. Our code thus sends a batch twice only when an uploader
+died between the broker's ack and the tracker's mark, and the duplicate carries the same key.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from parsers.catalogue import Catalogue
+from stationflow import metrics as m
+from store.tracker import Batch, BatchTracker, envelope
+
+log = logging.getLogger(__name__)
+
+BatchHandler = Callable[[str, list[dict[str, Any]]], Any]
+
+
+class UploadError(Exception):
+    """A batch the broker did not acknowledge in time; it stays claimed for the sweeper."""
+
+
+def make_producer(config: dict[str, Any]) -> Any:
+    """A KafkaProducer from settings kwargs; idempotence is dropped when the broker (or the
+    client) cannot do it, since the batch key already makes duplicates harmless."""
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaError
+
+    cfg = dict(config)
+    try:
+        return KafkaProducer(**cfg)
+    except (KafkaError, ValueError, AssertionError) as e:
+        if not cfg.get("enable_idempotence"):
+            raise
+        log.warning("Kafka producer without idempotence (%s)", e)
+        cfg["enable_idempotence"] = False
+        return KafkaProducer(**cfg)
+
+
+class Uploader:
+    """Thread-safe; one per process. The producer is created at the first upload."""
+
+    def __init__(self, catalogue: Catalogue, tracker: BatchTracker, producer_config: dict[str, Any] | None = None,
+                 *, producer: Any = None, send_timeout_s: float = 10.0,
+                 batch_handler: BatchHandler | None = None) -> None:
+        self.catalogue = catalogue
+        self.tracker = tracker
+        self.config = dict(producer_config or {})
+        self._producer = producer
+        self.send_timeout_s = send_timeout_s
+        self.batch_handler = batch_handler
+        self._lock = threading.Lock()
+
+    @property
+    def producer(self) -> Any:
+        if self._producer is None:
+            with self._lock:
+                if self._producer is None:
+                    self._producer = make_producer(self.config)
+        return self._producer
+
+    def upload(self, batches: Sequence[Batch], now_ms: int | None = None) -> list[bool]:
+        """Send every batch, wait for the acks, mark the acknowledged ones uploaded.
+        Returns per batch whether it was sent and acknowledged (False: left for the sweeper)."""
+        if not batches:
+            return []
+        ts = time.time()
+        futures = []
+        for b in batches:
+            topic = self.catalogue.by_module[b.module].output_topic if b.module in self.catalogue.by_module \
+                else None
+            if topic is None:
+                futures.append(None)
+                log.error("batch %s: module %r is not in the catalogue; not uploaded", b.batch_id, b.module)
+                continue
+            try:
+                futures.append(self.producer.send(topic, key=b.batch_id.encode(), value=envelope(b, ts)))
+            except Exception as e:  # noqa: BLE001 - any client error leaves the batch for the sweeper
+                log.warning("batch %s: send to %s failed: %s", b.batch_id, topic, e)
+                m.UPLOAD_ERRORS.inc(module=b.module)
+                futures.append(None)
+        ok: list[bool] = []
+        for b, fut in zip(batches, futures, strict=True):
+            if fut is None:
+                ok.append(False)
+                continue
+            try:
+                fut.get(timeout=self.send_timeout_s)
+                ok.append(True)
+            except Exception as e:  # noqa: BLE001
+                log.warning("batch %s: no acknowledgement from Kafka: %s", b.batch_id, e)
+                m.UPLOAD_ERRORS.inc(module=b.module)
+                ok.append(False)
+        done = [b for b, good in zip(batches, ok, strict=True) if good]
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        won = self.tracker.finish([b.batch_id for b in done], now_ms)
+        for b, first in zip(done, won, strict=True):
+            if first:
+                observe_batch(b, "uploaded", now_ms)
+                if self.batch_handler is not None:
+                    self._call_handler(b)
+        return ok
+
+    def _call_handler(self, b: Batch) -> None:
+        import orjson
+
+        try:
+            self.batch_handler(b.batch_id, [orjson.loads(v) for _, v in b.results])  # type: ignore[misc]
+        except Exception:  # noqa: BLE001 - a hook never breaks the pipeline
+            log.exception("batch_upload_handler failed for batch %s", b.batch_id)
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.close(timeout=5)
+            self._producer = None
+
+
+def observe_batch(b: Batch, outcome: str, now_ms: int) -> None:
+    """Per-process metrics of a finished batch (the Redis counters are the tracker's)."""
+    m.BATCHES.inc(module=b.module, outcome=outcome)
+    for status in ("ok", "none", "failed", "timed_out", "late"):
+        n = b.count(status)
+        if n:
+            m.BATCH_STATIONS.inc(n, module=b.module, status=status)
+    end = b.completed_ms or now_ms
+    if b.created_ms:
+        m.BATCH_SECONDS.observe(max(0.0, (end - b.created_ms) / 1000), module=b.module)
