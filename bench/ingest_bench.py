@@ -1,0 +1,200 @@
+"""Ingester throughput against a bare kafka-python consumer, and end-to-end lag under load.
+
+    python -m bench.ingest_bench [--stations 200] [--messages 20000] [--partitions 4]
+                                 [--rate 400] [--seconds 15]
+
+One private broker (Tansu, or $STATIONFLOW_KAFKA) and one private redis-server, one run:
+
+1. produce `--messages` realistic messages (all 13 input topics, `stationflow.traffic`);
+2. bare: a KafkaConsumer with exactly the ingester's client settings (settings.kafka
+   .consumer_config(), manual commit) polls them all and does nothing else;
+3. ingester: one `stationflow ingest` (in process) consumes the same records: parse, window
+   writes, dead letters, trigger planning, scheduling (batches + RQ enqueue), commits.
+   Both rates are counted from the first record received, so group joins are excluded;
+4. lag: a producer sends fresh traffic at `--rate` msg/s for `--seconds` while the ingester
+   runs; lag = time the poll's work finished (before its commit) minus the record timestamp.
+
+No RQ worker drains the queue here, so after the first trigger a station's runs stay pending
+and later triggers are absorbed (cheaper than a steady state where workers keep up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import threading
+import time
+import uuid
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+
+from ingest.service import build
+from parsers.catalogue import Catalogue
+from stationflow.commands.ingest_cmd import queue_depth, scheduler
+from stationflow.local import start_broker, start_redis
+from stationflow.settings import Settings
+from stationflow.traffic import Traffic
+
+
+def _catalogue(suffix: str) -> Catalogue:
+    base = Catalogue.build()
+    return Catalogue.build(topic_names={t.alias: f"{t.topic}-{suffix}" for t in base.topics})
+
+
+def _settings(cat: Catalogue, bootstrap: str, redis_url: str, group: str) -> Settings:
+    return Settings.from_dict({
+        "redis": {"url": redis_url},
+        "kafka": {"bootstrap_servers": bootstrap, "group_id": group,
+                  "consumer": {"session_timeout_ms": 10000, "heartbeat_interval_ms": 1000}},
+        "topics": {t.alias: {"topic": t.topic} for t in cat.topics},
+        "queue": {"high_water": 10**9, "low_water": 10**9 - 1},
+        "ingest": {"summary_interval_s": 0},
+    })
+
+
+def _produce(bootstrap: str, msgs: list[Any], rate: float | None = None, seconds: float | None = None,
+             traffic: Traffic | None = None) -> int:
+    p = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_request_size=64 << 20)
+    sent = 0
+    try:
+        if rate is None:
+            for m in msgs:
+                p.send(m.topic, value=m.value, timestamp_ms=m.timestamp_ms)
+                sent += 1
+        else:
+            assert traffic is not None and seconds is not None
+            start = time.monotonic()
+            it = traffic.messages()
+            while (elapsed := time.monotonic() - start) < seconds:
+                due = int(elapsed * rate) - sent
+                for _ in range(due):
+                    m = next(it)
+                    p.send(m.topic, value=m.value)  # broker timestamp = now: lag is real
+                    sent += 1
+                time.sleep(0.005)
+        p.flush(60)
+    finally:
+        p.close(timeout=10)
+    return sent
+
+
+def bare_rate(settings: Settings, topics: list[str], n: int) -> float:
+    cfg = settings.kafka.consumer_config()
+    cfg["group_id"] = f"bare-{uuid.uuid4().hex[:8]}"
+    c = KafkaConsumer(**cfg)
+    c.subscribe(topics)
+    got, first = 0, None
+    deadline = time.monotonic() + 300
+    try:
+        while got < n and time.monotonic() < deadline:
+            batch = c.poll(timeout_ms=500, max_records=cfg.get("max_poll_records", 2000))
+            k = sum(len(v) for v in batch.values())
+            if k and first is None:
+                first = time.perf_counter()
+            got += k
+        end = time.perf_counter()
+    finally:
+        c.close(autocommit=False)
+    if got < n or first is None:
+        raise RuntimeError(f"bare consumer got {got} of {n} records")
+    return got / (end - first)
+
+
+class Probe:
+    """Wraps the processor: first-record time, completion time, per-record lag."""
+
+    def __init__(self, svc: Any) -> None:
+        self.first: float | None = None
+        self.lags_ms: list[float] = []
+        self.done = 0
+        proc = svc.ingester.processor
+        inner = proc.execute
+
+        def execute(fl: Any) -> None:
+            if self.first is None:
+                self.first = time.perf_counter()
+            inner(fl)
+            now_ms = time.time() * 1000
+            self.lags_ms.extend(now_ms - r.timestamp for r in fl.records)
+            self.done += len(fl.records)
+            self.last = time.perf_counter()
+
+        proc.execute = execute
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--stations", type=int, default=200)
+    ap.add_argument("--messages", type=int, default=20000)
+    ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--rate", type=float, default=400.0, help="msg/s of the lag phase")
+    ap.add_argument("--seconds", type=float, default=15.0, help="duration of the lag phase")
+    a = ap.parse_args()
+
+    external = os.environ.get("STATIONFLOW_KAFKA")
+    broker = None if external else start_broker()
+    bootstrap = external or broker.bootstrap  # type: ignore[union-attr]
+    redis = start_redis()
+    try:
+        suffix = uuid.uuid4().hex[:8]
+        cat = _catalogue(suffix)
+        topics = [t.topic for t in cat.input_topics]
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+        admin.create_topics([NewTopic(t, a.partitions, 1) for t in topics])
+        admin.close()
+        traffic = Traffic(stations=a.stations, seed=1, catalogue=cat, start_ms=int(time.time() * 1000) - 3_600_000)
+        msgs = traffic.take(a.messages)
+        size = sum(len(m.value) for m in msgs)
+        mix: dict[str, int] = {}
+        for m in msgs:
+            alias = cat.by_topic[m.topic].alias
+            mix[alias] = mix.get(alias, 0) + 1
+        t0 = time.perf_counter()
+        _produce(bootstrap, msgs)
+        print(f"produced {len(msgs)} messages ({size / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f} s; mix: "
+              + ", ".join(f"{k}={v}" for k, v in sorted(mix.items(), key=lambda kv: -kv[1])))
+
+        settings = _settings(cat, bootstrap, redis.url, f"ing-{suffix}")
+        bare = bare_rate(settings, topics, len(msgs))
+
+        svc = build(settings, scheduler(settings), queue_depth=queue_depth(settings))
+        probe = Probe(svc)
+        th = threading.Thread(target=svc.ingester.run, daemon=True)
+        th.start()
+        deadline = time.monotonic() + 600
+        while probe.done < len(msgs) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        ing = probe.done / (probe.last - probe.first)  # type: ignore[operator]
+        st = svc.stats
+        print(f"\nthroughput, {len(msgs)} records, {a.partitions} partitions/topic, {a.stations} stations:")
+        print(f"  bare kafka-python consume : {bare:10.0f} records/s")
+        print(f"  stationflow ingest        : {ing:10.0f} records/s   ({ing / bare:.2f} x bare)")
+        print(f"  fanned-out records {st.total('ingest', 'records')}, dead letters {st.total('ingest', 'dead_letters')}, "
+              f"runs planned {st.total('ingest', 'runs_planned')}, triggers fired/absorbed/not ready "
+              f"{st.total('ingest', 'triggers_fired')}/{st.total('ingest', 'triggers_absorbed')}/"
+              f"{st.total('ingest', 'triggers_not_ready')}, polls {st.total('ingest', 'polls')}")
+
+        probe.lags_ms.clear()
+        sent = _produce(bootstrap, [], rate=a.rate, seconds=a.seconds, traffic=traffic)
+        deadline = time.monotonic() + 60
+        target = len(msgs) + sent
+        while probe.done < target and time.monotonic() < deadline:
+            time.sleep(0.05)
+        svc.ingester.stop()
+        th.join(timeout=30)
+        lags = sorted(probe.lags_ms)
+        q = statistics.quantiles(lags, n=100) if len(lags) > 1 else lags * 99
+        print(f"\nend-to-end lag at {a.rate:.0f} msg/s for {a.seconds:.0f} s ({len(lags)} records; produce -> "
+              f"window written + runs scheduled):")
+        print(f"  p50 {q[49]:.0f} ms   p95 {q[94]:.0f} ms   p99 {q[98]:.0f} ms   max {lags[-1]:.0f} ms")
+    finally:
+        redis.stop()
+        if broker is not None:
+            broker.stop()
+
+
+if __name__ == "__main__":
+    main()
