@@ -321,3 +321,35 @@ def test_rejection_detail_names_topic_index_and_station() -> None:
     res = parse("station_realtime_data", {"realTimeData": [hour(S, "bad")]})
     d = res.rejections[0].detail
     assert "SCHEDULE-STATION-REALTIME-DATA" in d and "element 0" in d and S in d
+
+
+def test_unexpected_errors_are_reported_as_parse_errors(monkeypatch) -> None:
+    from parsers import envelopes
+
+    def boom(spec, obj):
+        raise KeyError("parser bug")
+
+    monkeypatch.setitem(envelopes._ENVELOPES, "single", boom)
+    with pytest.raises(ParseError) as ei:
+        parse("device_meter", {"stationId": S})
+    assert ei.value.reason == "bad_envelope"
+    assert "KeyError" in ei.value.detail and "SCHEDULE-DEVICE-METER" in ei.value.detail
+
+
+def test_parse_value_skips_decoding() -> None:
+    from parsers.envelopes import parse_value
+
+    res = parse_value(CAT.topic("device_pv"), {"stationId": S, "pvPreDcPower": [1.0]})
+    assert [(r.station_id, r.payload["pvPreDcPower"]) for r in res.records] == [(S, [1.0])]
+
+
+def test_overridden_kind_changes_record_op() -> None:
+    from parsers.catalogue import Catalogue
+
+    cat = Catalogue.build(topic_overrides={"device_meter": {"kind": "append", "window_size": 10},
+                                           "car_price": {"kind": "append", "window_size": 5}})
+    res = parse_message(cat.topic("device_meter"), enc({"stationId": S, "meterPower": 1.0}))
+    assert [(r.op, r.key) for r in res.records] == [("append", None)]
+    res = parse_message(cat.topic("car_price"), enc({"fee": [{"stationId": S, "dialNo": "a"},
+                                                             {"stationId": S, "dialNo": "b"}]}))
+    assert [(r.op, r.payload["dialNo"], r.element_index) for r in res.records] == [("append", "a", 0), ("append", "b", 1)]
