@@ -1,0 +1,191 @@
+"""Station job outcomes against a real redis-server (no Kafka: uploads are not the point here)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from parsers.catalogue import Catalogue
+from parsers.envelopes import parse_message
+from parsers.records import Source
+from store.tracker import BatchTracker
+from workers import jobs
+from workers.context import WorkerContext
+from workers.scheduling import PlannedRun, schedule
+from workers.sweeper import sweep
+
+SAMPLES = Path("/work/shared/samples")
+S = "4000000000000000001"
+
+
+def _ctx(r, cat: Catalogue | None = None, **algorithms) -> WorkerContext:
+    cat = cat or Catalogue.build()
+    ctx = WorkerContext.build(r, cat, algorithms=algorithms)
+    ctx.uploader = None  # completed batches stay `uploading`: enough to read their counts
+    return ctx
+
+
+def _write(ctx: WorkerContext, alias: str, value, offset: int) -> None:
+    spec = ctx.catalogue.topic(alias)
+    now = int(time.time() * 1000)
+    ctx.store.apply([(Source(spec.topic, 0, offset, now - 1000), parse_message(spec, orjson.dumps(value)).records)], now)
+
+
+def _load_ready(ctx: WorkerContext) -> None:
+    param = json.loads((SAMPLES / "SCHEDULE-STATION-PARAM.json").read_text())[0]
+    _write(ctx, "station_param", [{**param, "stationId": S}], 1)
+    _write(ctx, "environment_calendar", json.loads((SAMPLES / "SCHEDULE-ENVIRONMENT-CALENDAR.json").read_text()), 2)
+    _write(ctx, "station_realtime_data", {"realTimeData": [
+        {"stationId": S, "sendTime": "2025-11-19 08:00:00", "outputPowerPerStationAvg": 42.0,
+         "gunPower": {"gunNo": ["01"], "outputPowerPerGunAvg": [42.0], "outputPowerPerGunMax": [80.0]}}]}, 3)
+
+
+def _run(ctx, runs, job_id="job-1"):
+    schedule(ctx.r, ctx.catalogue, runs)
+    return jobs.execute(ctx, S, job_id)
+
+
+def test_timeout_exception_none_and_unserialisable_outcomes(redis_client):
+    def slow(station, inp):
+        time.sleep(2)
+        return {"too": "late"}
+
+    def boom(station, inp):
+        raise ValueError("bad model")
+
+    cat = Catalogue.build(module_overrides={"load_prediction": {"run_timeout_s": 0.2}})
+    ctx = _ctx(redis_client, cat, load_prediction=slow, SOH_model=boom,
+               evaluation_model=lambda s, i: None, customer_mining=lambda s, i: {"odd": {1, 2}})
+    _load_ready(ctx)
+    runs = [PlannedRun(S, "load_prediction", "load_prediction:T:0:1"), PlannedRun(S, "SOH_model", "SOH_model:T:0:1"),
+            PlannedRun(S, "customer_mining", "customer_mining:heartbeat:0:1")]
+    summary = _run(ctx, runs)
+    got = {r.module: (r.outcome, r.reason) for r in summary.runs}
+    assert got == {"load_prediction": ("failed", "timeout"), "SOH_model": ("failed", "exception"),
+                   "customer_mining": ("failed", "unserialisable")}
+    tr = BatchTracker(redis_client)
+    assert tr.get("load_prediction:T:0:1")["f:timeout"] == "1"
+    assert tr.get("customer_mining:heartbeat:0:1")["state"] == "skipped"
+    runs_counters = {k.decode(): int(v) for k, v in redis_client.hgetall("sf:counters:runs").items()}
+    assert runs_counters["load_prediction:failed:timeout"] == 1 and runs_counters["SOH_model:failed:exception"] == 1
+
+
+def test_async_algorithm_is_awaited_and_result_normalised(redis_client):
+    async def predict(station, inp):
+        await asyncio.sleep(0.01)
+        return [inp["stationId"], inp["topics"]["station_realtime_data"]["outputPowerPerStationAvg"][-1]]
+
+    ctx = _ctx(redis_client, load_prediction=predict)
+    _load_ready(ctx)
+    summary = _run(ctx, [PlannedRun(S, "load_prediction", "load_prediction:T:0:1")])
+    assert [(r.outcome, r.reason) for r in summary.runs] == [("ok", None)]
+    stored = ctx.store.read_output(S, "load_prediction")[0]["payload"]
+    assert stored == {"station_id": S, "value": [S, 42.0]}
+    b = BatchTracker(redis_client).get("load_prediction:T:0:1")
+    assert b["state"] == "uploading" and b["wrapped"] == "1" and orjson.loads(b[f"r:{S}"]) == stored
+
+
+def test_not_ready_and_upstream_failed(redis_client):
+    def boom(station, inp):
+        raise RuntimeError("pv model down")
+
+    ctx = _ctx(redis_client, load_prediction=boom)
+    _load_ready(ctx)
+    # station_guidance needs load_prediction (fails here) and evaluation_model (never stored)
+    runs = [PlannedRun(S, "load_prediction", "load_prediction:T:0:1"),
+            PlannedRun(S, "station_guidance", "station_guidance:T:0:1"),
+            PlannedRun(S, "pv_prediction", "pv_prediction:T:0:1")]
+    summary = _run(ctx, runs)
+    got = {r.module: (r.outcome, r.reason) for r in summary.runs}
+    assert got["load_prediction"] == ("failed", "exception")
+    assert got["station_guidance"] == ("failed", "upstream_failed")
+    assert got["pv_prediction"] == ("failed", "not_ready")  # no device_pv, no weather stored
+
+
+def test_replayed_run_is_not_run_twice(redis_client):
+    calls = []
+
+    def count(station, inp):
+        calls.append(station)
+        return {"n": len(calls)}
+
+    ctx = _ctx(redis_client, load_prediction=count)
+    _load_ready(ctx)
+    run = [PlannedRun(S, "load_prediction", "load_prediction:T:0:1")]
+    _run(ctx, run, "job-a")
+    again = _run(ctx, run, "job-b")  # the same message scheduled again after the job took it
+    assert calls == [S] and again.skipped_replays == 1 and again.runs == []
+
+
+def test_dead_job_is_reported_lost_by_the_sweeper(redis_client):
+    ctx = _ctx(redis_client)
+    ctx.lost_after_s = 1.0
+    _load_ready(ctx)
+    schedule(redis_client, ctx.catalogue, [PlannedRun(S, "load_prediction", "load_prediction:T:0:1"),
+                                           PlannedRun(S, "SOH_model", "SOH_model:T:0:1")])
+    started = int(time.time() * 1000)
+    taken = ctx.pending.take(S, "job-dies", started)  # the job took its runs, then its process died
+    assert set(taken) == {"load_prediction", "SOH_model"}
+    assert not sweep(ctx, now_ms=started + 500).lost_runs  # not yet: it might be working
+    res = sweep(ctx, now_ms=started + 1500)
+    assert res.lost_runs == 2 and res.skipped == 2  # no ok result: skipped, not uploaded
+    b = BatchTracker(redis_client).get("SOH_model:T:0:1")
+    assert b["f:lost"] == "1" and b["state"] == "skipped"
+    assert not sweep(ctx, now_ms=started + 3000).lost_runs
+
+
+def test_failure_callback_reports_held_runs_once_retries_are_exhausted(redis_client):
+    from workers import context as wctx
+
+    ctx = _ctx(redis_client)
+    wctx.install(ctx)
+    try:
+        schedule(redis_client, ctx.catalogue, [PlannedRun(S, "load_prediction", "load_prediction:T:0:9")])
+        ctx.pending.take(S, "job-x", int(time.time() * 1000))
+
+        class FakeJob:  # the two attributes RQ's callback contract gives us
+            id = "job-x"
+            args = (S,)
+            retries_left = 1
+
+        jobs.on_job_failure(FakeJob, redis_client, RuntimeError, RuntimeError("redis hiccup"), None)
+        assert BatchTracker(redis_client).get("load_prediction:T:0:9")["reported"] == "0"  # a retry follows
+        FakeJob.retries_left = 0
+        jobs.on_job_failure(FakeJob, redis_client, RuntimeError, RuntimeError("redis hiccup"), None)
+        b = BatchTracker(redis_client).get("load_prediction:T:0:9")
+        assert b["f:exception"] == "1" and b["state"] == "skipped"
+    finally:
+        wctx.install(None)
+
+
+def test_retry_of_the_same_job_runs_what_its_first_attempt_held(redis_client):
+    ctx = _ctx(redis_client)
+    _load_ready(ctx)
+    schedule(redis_client, ctx.catalogue, [PlannedRun(S, "load_prediction", "load_prediction:T:0:1")])
+    ctx.pending.take(S, "job-r", int(time.time() * 1000))  # attempt 1 died after taking
+    schedule(redis_client, ctx.catalogue, [PlannedRun(S, "SOH_model", "SOH_model:T:0:2")])
+    other = jobs.execute(ctx, S, "job-other")  # another job of the station never takes job-r's runs
+    assert [r.module for r in other.runs] == ["SOH_model"]
+    retry = jobs.execute(ctx, S, "job-r")
+    assert [(r.module, r.outcome) for r in retry.runs] == [("load_prediction", "ok")]
+    assert ctx.pending.running(S, "job-r") == {}
+
+
+@pytest.mark.parametrize("layout", ["flat"])
+def test_flat_layout_input_reaches_the_algorithm(redis_client, layout):
+    seen = {}
+
+    def grab(station, inp):
+        seen.update(inp)
+        return {"ok": True}
+
+    cat = Catalogue.build(module_overrides={"load_prediction": {"layout": layout}})
+    ctx = _ctx(redis_client, cat, load_prediction=grab)
+    _load_ready(ctx)
+    _run(ctx, [PlannedRun(S, "load_prediction", "load_prediction:T:0:1")])
+    assert seen["stationId"] == S and seen["outputPowerPerStationAvg"][-1] == 42.0
