@@ -1,0 +1,318 @@
+"""`stationflow dlq`: list, show and replay dead letters (the `<prefix>:dlq` stream).
+
+Replay sends an entry's raw bytes back to its original topic, where the ingesters parse it
+again: useful once the cause was fixed on our side (a configuration such as `max_bytes`, a
+parser bug) or the entry was dead-lettered by mistake. An element of a multi-station message
+was stored alone, so it is re-wrapped in its topic's envelope first. Each sent message
+carries the headers `stationflow-replay-of` (the entry id) and `stationflow-replay-source`
+(topic:partition:offset[:element]), and the entry's replay count is kept in the plain-text
+hash `<prefix>:counters:dlq_replayed` (entry id -> times replayed).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import click
+
+from parsers.catalogue import Catalogue, TopicSpec
+
+REPLAYED_GROUP = "dlq_replayed"
+HEADER_OF = "stationflow-replay-of"
+HEADER_SOURCE = "stationflow-replay-source"
+
+
+class NotReplayable(ValueError):
+    """An entry whose original value cannot be rebuilt; the message says why."""
+
+
+# ---- pure helpers ---------------------------------------------------------------------------
+
+def replay_value(spec: TopicSpec | None, entry: Mapping[str, Any]) -> bytes:
+    """The value to send for `entry`: its raw bytes, or the rejected element re-wrapped in the
+    topic's envelope (spec §3), without re-encoding the element itself."""
+    topic = entry["topic"]
+    where = f"{topic}:{entry['partition']}:{entry['offset']}"
+    raw: bytes = entry["raw"]
+    if spec is None:
+        raise NotReplayable(f"{where}: topic {topic} is not in the catalogue")
+    if entry["raw_len"] > len(raw):
+        raise NotReplayable(f"{where}: only {len(raw)} of {entry['raw_len']} bytes were kept "
+                            "(dlq_raw_max_bytes); replay it from the source instead")
+    if entry["element_index"] is None:
+        return raw
+    if spec.envelope == "station_array":
+        return b"[" + raw + b"]"
+    if spec.envelope in ("wrapper", "global_wrapper") and spec.wrapper_key:
+        return b'{"' + spec.wrapper_key.encode() + b'":[' + raw + b"]}"
+    raise NotReplayable(f"{where}: element {entry['element_index']} of a {spec.envelope} message cannot be "
+                        "sent alone")
+
+
+def source_of(entry: Mapping[str, Any]) -> str:
+    ei = entry["element_index"]
+    return f"{entry['topic']}:{entry['partition']}:{entry['offset']}" + ("" if ei is None else f":{ei}")
+
+
+def matches(entry: Mapping[str, Any], reason: str | None, topic: str | None) -> bool:
+    return (reason is None or entry["reason"] == reason) and (topic is None or entry["topic"] == topic)
+
+
+def preview(raw: bytes, limit: int = 300) -> str:
+    """The raw value as text, control bytes escaped, cut at `limit` characters."""
+    text = raw.decode("utf-8", "backslashreplace")
+    text = "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text) - limit} more characters)"
+
+
+def hexdump(raw: bytes, limit: int = 256) -> str:
+    lines = []
+    for off in range(0, min(len(raw), limit), 16):
+        chunk = raw[off:off + 16]
+        hx = " ".join(f"{b:02x}" for b in chunk)
+        asc = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
+        lines.append(f"{off:08x}  {hx:<47}  {asc}")
+    if len(raw) > limit:
+        lines.append(f"... {len(raw) - limit} more bytes")
+    return "\n".join(lines)
+
+
+def entry_json(entry: Mapping[str, Any], replayed: int = 0, full: bool = False) -> dict[str, Any]:
+    d = {k: v for k, v in entry.items() if k != "raw"}
+    d["replayed"] = replayed
+    d["raw_kept"] = len(entry["raw"])
+    d["raw_preview"] = preview(entry["raw"], 120 if not full else 2000)
+    if full:
+        d["raw_base64"] = base64.b64encode(entry["raw"]).decode()
+    return d
+
+
+# ---- store access -------------------------------------------------------------------------------
+
+def iter_entries(dl: Any, newest_first: bool = True, page: int = 500) -> Iterator[dict[str, Any]]:
+    """Every entry of the stream, paging through it."""
+    from store.dlq import _decode
+
+    key = dl.keys.dlq
+    cursor = "+" if newest_first else "-"
+    while True:
+        if newest_first:
+            got = dl.r.xrevrange(key, cursor, "-", count=page)
+        else:
+            got = dl.r.xrange(key, cursor, "+", count=page)
+        if not got:
+            return
+        for i, f in got:
+            yield _decode(i, f)
+        last = got[-1][0]
+        last = last.decode() if isinstance(last, bytes) else last
+        cursor = f"({last}"
+        if len(got) < page:
+            return
+
+
+def replay_counts(r: Any, prefix: str, ids: list[str]) -> dict[str, int]:
+    from store.keys import Keys
+
+    if not ids:
+        return {}
+    vals = r.hmget(Keys(prefix).counters(REPLAYED_GROUP), ids)
+    return {i: int(v) if v else 0 for i, v in zip(ids, vals, strict=True)}
+
+
+def _context(ctx: click.Context) -> tuple[Any, Any, Any]:
+    from stationflow.cli import get_settings
+    from store.connection import StoreUnavailable
+    from store.dlq import DeadLetters
+
+    settings = get_settings(ctx)
+    try:
+        r = settings.redis.connect(retries=1)
+    except StoreUnavailable as e:
+        raise click.ClickException(f"cannot reach Redis: {e}") from None
+    return settings, r, DeadLetters(r, settings.prefix, settings.dlq_maxlen, settings.dlq_raw_max_bytes)
+
+
+def _topic_name(cat: Catalogue, topic: str | None) -> str | None:
+    if topic is None:
+        return None
+    try:
+        return cat.topic(topic).topic
+    except Exception:  # noqa: BLE001 - a topic outside the catalogue may still have entries
+        return topic
+
+
+# ---- commands -----------------------------------------------------------------------------------
+
+@click.group("dlq")
+def dlq() -> None:
+    """Dead letters: bad input kept with its reason, raw bytes and origin."""
+
+
+@dlq.command("list")
+@click.option("--count", "-n", default=20, show_default=True, type=click.IntRange(min=1), help="Newest N entries.")
+@click.option("--reason", help="Only this reason (e.g. bad_json, missing_station_id).")
+@click.option("--topic", help="Only this topic (name or alias).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.pass_context
+def list_cmd(ctx: click.Context, count: int, reason: str | None, topic: str | None, as_json: bool) -> None:
+    """The newest dead letters, newest first, with totals by reason."""
+    settings, r, dl = _context(ctx)
+    topic = _topic_name(settings.catalogue, topic)
+    picked = []
+    for e in iter_entries(dl):
+        if matches(e, reason, topic):
+            picked.append(e)
+            if len(picked) >= count:
+                break
+    replayed = replay_counts(r, settings.prefix, [e["id"] for e in picked])
+    if as_json:
+        for e in picked:
+            click.echo(json.dumps(entry_json(e, replayed[e["id"]])))
+        return
+    totals: dict[str, int] = {}
+    for (t, rs), n in dl.counts().items():
+        if topic is None or t == topic:
+            totals[rs] = totals.get(rs, 0) + n
+    click.echo(f"{dl.count()} entries in the stream; ever added by reason: "
+               + (", ".join(f"{k} {v}" for k, v in sorted(totals.items())) or "none"))
+    if not picked:
+        click.echo("no matching entries")
+        return
+    click.echo(f"{'id':<17} {'topic:partition:offset[:element]':<44} {'reason':<18} {'bytes':>7}  detail")
+    for e in picked:
+        mark = f" [replayed {replayed[e['id']]}x]" if replayed[e["id"]] else ""
+        detail = e["detail"] if len(e["detail"]) <= 70 else e["detail"][:67] + "..."
+        click.echo(f"{e['id']:<17} {source_of(e):<44} {e['reason']:<18} {e['raw_len']:>7}  {detail}{mark}")
+
+
+@dlq.command("show")
+@click.argument("entry_id")
+@click.option("--json", "as_json", is_flag=True, help="JSON, raw bytes as base64.")
+@click.pass_context
+def show_cmd(ctx: click.Context, entry_id: str, as_json: bool) -> None:
+    """One entry: origin, reason, detail, times, and the raw bytes (text preview and hex)."""
+    from datetime import UTC, datetime
+
+    settings, r, dl = _context(ctx)
+    e = dl.get(entry_id)
+    if e is None:
+        raise click.ClickException(f"no dead letter {entry_id} (ids come from `stationflow dlq list`)")
+    n = replay_counts(r, settings.prefix, [entry_id])[entry_id]
+    if as_json:
+        click.echo(json.dumps(entry_json(e, n, full=True), indent=2))
+        return
+
+    def when(ms: int) -> str:
+        return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
+
+    spec = settings.catalogue.by_topic.get(e["topic"])
+    rows = [("id", e["id"]), ("topic", e["topic"] + (f" ({spec.alias})" if spec else " (not in the catalogue)")),
+            ("partition", e["partition"]), ("offset", e["offset"]),
+            ("element", "whole message" if e["element_index"] is None else e["element_index"]),
+            ("reason", e["reason"]), ("detail", e["detail"]), ("record time", when(e["ts"])),
+            ("dead-lettered", when(e["dead_at"])),
+            ("raw", f"{e['raw_len']} bytes" + ("" if len(e["raw"]) >= e["raw_len"] else f", {len(e['raw'])} kept")),
+            ("replayed", f"{n} time(s)")]
+    for k, v in rows:
+        click.echo(f"{k:>14}: {v}")
+    click.echo("\ntext:\n" + preview(e["raw"], 2000))
+    click.echo("\nhex:\n" + hexdump(e["raw"]))
+
+
+@dlq.command("replay")
+@click.argument("entry_ids", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="Every entry in the stream (with --reason/--topic: every match).")
+@click.option("--reason", help="Entries with this reason.")
+@click.option("--topic", help="Entries of this topic (name or alias).")
+@click.option("--dry-run", is_flag=True, help="Show what would be sent; send nothing.")
+@click.option("--bootstrap", help="Kafka bootstrap servers (default: settings / STATIONFLOW_KAFKA).")
+@click.pass_context
+def replay_cmd(ctx: click.Context, entry_ids: tuple[str, ...], all_: bool, reason: str | None,
+               topic: str | None, dry_run: bool, bootstrap: str | None) -> None:
+    """Send dead letters back to their original topic (after the cause was fixed).
+
+    \b
+    stationflow dlq replay 1763524804417-0
+    stationflow dlq replay --reason too_large --dry-run
+    stationflow dlq replay --all --topic car_price
+    """
+    settings, r, dl = _context(ctx)
+    topic = _topic_name(settings.catalogue, topic)
+    if entry_ids and (all_ or reason or topic):
+        raise click.UsageError("give entry ids, or --all / --reason / --topic, not both")
+    if not entry_ids and not (all_ or reason or topic):
+        raise click.UsageError("nothing selected: give entry ids, --all, --reason R or --topic T")
+    if entry_ids:
+        entries = []
+        for i in entry_ids:
+            e = dl.get(i)
+            if e is None:
+                raise click.ClickException(f"no dead letter {i}")
+            entries.append(e)
+    else:
+        entries = [e for e in iter_entries(dl, newest_first=False) if matches(e, reason, topic)]
+    plan: list[tuple[dict[str, Any], bytes]] = []
+    refused = []
+    for e in entries:
+        try:
+            plan.append((e, replay_value(settings.catalogue.by_topic.get(e["topic"]), e)))
+        except NotReplayable as why:
+            refused.append((e, str(why)))
+    for e, why in refused:
+        click.echo(f"skip {e['id']}: {why}", err=True)
+    if dry_run:
+        for e, value in plan:
+            click.echo(f"would send {e['id']} ({source_of(e)}, {e['reason']}) -> {e['topic']}: "
+                       f"{len(value)} bytes {preview(value, 80)}")
+        click.echo(f"dry run: {len(plan)} to send, {len(refused)} skipped")
+        return
+    sent = send(settings, plan, bootstrap)
+    if sent:
+        from store.keys import Keys
+
+        pipe = r.pipeline(transaction=False)
+        for e, _, _ in sent:
+            pipe.hincrby(Keys(settings.prefix).counters(REPLAYED_GROUP), e["id"], 1)
+        pipe.execute()
+    for e, p, o in sent:
+        click.echo(f"replayed {e['id']} -> {e['topic']}[{p}] offset {o}")
+    click.echo(f"{len(sent)} replayed, {len(refused)} skipped")
+    if len(sent) < len(plan):
+        raise click.ClickException(f"{len(plan) - len(sent)} message(s) failed to send")
+
+
+def send(settings: Any, plan: list[tuple[dict[str, Any], bytes]], bootstrap: str | None
+         ) -> list[tuple[dict[str, Any], int, int]]:
+    """Send every planned value (acknowledged); returns (entry, partition, offset) of those sent."""
+    import logging
+
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaError
+
+    if not plan:
+        return []
+    cfg = settings.kafka.producer_config()
+    if bootstrap:
+        cfg["bootstrap_servers"] = bootstrap
+    cfg["max_request_size"] = max(int(cfg.get("max_request_size", 1 << 20)), max(len(v) for _, v in plan) + 1024)
+    producer = KafkaProducer(**cfg)
+    out = []
+    try:
+        futures = [(e, producer.send(e["topic"], value=v, headers=[(HEADER_OF, e["id"].encode()),
+                                                                      (HEADER_SOURCE, source_of(e).encode())]))
+                   for e, v in plan]
+        producer.flush(30)
+        for e, f in futures:
+            try:
+                md = f.get(timeout=30)
+            except KafkaError as exc:
+                logging.getLogger("stationflow.dlq").error("replay of %s to %s failed: %s", e["id"], e["topic"], exc)
+                continue
+            out.append((e, md.partition, md.offset))
+    finally:
+        producer.close(timeout=10)
+    return out

@@ -1,0 +1,69 @@
+"""`stationflow status`: cluster-wide figures from Redis (counters, queues, batches, workers)
+and Kafka (consumer lag of the ingesters' group)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import click
+
+
+def snapshot(settings: Any, r: Any, *, lag: bool = True) -> Any:
+    """One status snapshot; a Kafka that cannot be reached only blanks the lag."""
+    from stationflow.status import consumer_lag, gather
+
+    snap = gather(r, settings.prefix, settings.queue.name)
+    if lag:
+        topics = [t.topic for t in settings.catalogue.consumed_topics()]
+        try:
+            snap.lag = consumer_lag(settings.kafka.admin_config(), settings.kafka.group_id, topics)
+        except Exception as e:  # noqa: BLE001 - status must still show the Redis side
+            snap.lag_error = f"{type(e).__name__}: {e}"
+    return snap
+
+
+@click.command("status")
+@click.option("--watch", type=click.FloatRange(min=0.5), metavar="SECONDS",
+              help="Refresh every SECONDS (rates from counter deltas) until Ctrl-C.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (one object per refresh).")
+@click.option("--no-lag", is_flag=True, help="Skip the Kafka consumer-lag lookup.")
+@click.pass_context
+def status(ctx: click.Context, watch: float | None, as_json: bool, no_lag: bool) -> None:
+    """Stations known, records ingested (and records/s with --watch), dead letters by reason,
+    queue depths, RQ workers, open/uploaded/expired batches, runs per module and consumer lag
+    per partition (committed vs end offsets of the group)."""
+    import logging
+
+    from stationflow.cli import get_settings
+    from stationflow.status import rates, render
+    from store.connection import StoreUnavailable
+
+    settings = get_settings(ctx)
+    logging.getLogger("kafka").setLevel(logging.ERROR)  # an unreachable broker is reported once, below
+    try:
+        r = settings.redis.connect(retries=1)
+    except StoreUnavailable as e:
+        raise click.ClickException(f"cannot reach Redis: {e}") from None
+    prev = None
+    try:
+        while True:
+            snap = snapshot(settings, r, lag=not no_lag)
+            if as_json:
+                d = snap.to_dict()
+                if prev is not None:
+                    d["rates"] = rates(prev, snap)
+                click.echo(json.dumps(d, default=str))
+            else:
+                if watch and prev is not None:
+                    click.echo("")
+                click.echo(render(snap, prev))
+            if not watch:
+                return
+            prev = snap
+            time.sleep(watch)
+    except KeyboardInterrupt:
+        return
+    except StoreUnavailable as e:
+        raise click.ClickException(f"cannot reach Redis: {e}") from None
