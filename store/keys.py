@@ -44,8 +44,9 @@ class Keys:
     def orders_closed(self, station: str, alias: str) -> str:
         return f"{self.station_base(station)}o:{alias}"
 
-    def orders_open(self, station: str, alias: str) -> str:
-        return f"{self.station_base(station)}o:{alias}:open"
+    def orders_closers(self, station: str, alias: str) -> str:
+        """Closing message coords -> first sequence number it closed (replays re-report triggers)."""
+        return f"{self.station_base(station)}o:{alias}:cb"
 
     def orders_state(self, station: str, alias: str) -> str:
         return f"{self.station_base(station)}o:{alias}:st"
@@ -104,7 +105,7 @@ class Keys:
         return [
             (f"{p}:{s}:meta", "hash",
              "per station: hwm:<topic>:<partition> applied-offset high-water marks, ts:<alias> newest "
-             "record ms, hn:/hc:<alias> newest stored hour and window cutoff",
+             "record ms, hn:/hc:<alias> newest stored hour and window cutoff, x:<alias> last TTL refresh",
              f"HGETALL '{p}:{{1053405539402387456}}:meta'"),
             (f"{p}:{s}:w:<alias>", "string (latest) / list (append)",
              "latest: one msgpack item {ts, src, payload}; append: items oldest first, capped",
@@ -118,13 +119,14 @@ class Keys:
             (f"{p}:{s}:d:<alias>:ts", "zset", "devices: device key scored by record ms (cap and TTL eviction)",
              f"ZRANGE '{p}:{{1053405539402387456}}:d:device_host_dcdc:ts' 0 -1 WITHSCORES"),
             (f"{p}:{s}:o:<alias>", "zset",
-             "orders: closed seconds scored by sequence number; member = 'seq|second|late|src|ts|' + msgpack items",
+             "orders: closed seconds scored by sequence number; member = 'seq|second|late|src|ts|cause|' "
+             "+ msgpack items",
              f"ZRANGE '{p}:{{1053405539402387456}}:o:car_order' -3 -1 WITHSCORES"),
-            (f"{p}:{s}:o:<alias>:open", "list", "orders: msgpack items of the open second",
-             f"LRANGE '{p}:{{1053405539402387456}}:o:car_order:open' 0 -1"),
+            (f"{p}:{s}:o:<alias>:cb", "zset", "orders: closing message topic:partition:offset scored by the "
+             "first sequence number it closed", f"ZRANGE '{p}:{{1053405539402387456}}:o:car_order:cb' -5 -1 WITHSCORES"),
             (f"{p}:{s}:o:<alias>:st", "hash",
-             "orders: open second, deadline_ms, last_closed, seq, cur:<module> delivery cursors, "
-             "cb:<topic:partition:offset> seqs closed by that message",
+             "orders: open second, deadline, open_items (msgpack items), open_src/open_ts (last order of "
+             "it), last_closed, seq, cur:<module> delivery cursors",
              f"HGETALL '{p}:{{1053405539402387456}}:o:car_order:st'"),
             (f"{p}:{s}:out:<module>", "list", "module outputs (local or external), newest first, msgpack items",
              f"LINDEX '{p}:{{1053405539402387456}}:out:load_prediction' 0"),

@@ -1,11 +1,12 @@
 -- Apply one poll's records of ONE station (or one global alias) atomically.
 -- KEYS[1] meta hash: hwm:<topic>:<partition> offset high-water marks, ts:<alias> newest record
---         ms, hn:/hc:<alias> newest stored hour and the oldest hour kept.
+--         ms, hn:/hc:<alias> newest stored hour and the oldest hour kept, x:<alias> when the
+--         alias's keys last had their TTL set (refreshed every retention/64, or on creation).
 -- ARGV: now_ms, meta_retention_ms ('' = never), n_aliases, then per alias 7 fields
 --   (alias kind wkey retention_ms cap x1 x2), n_partitions, then per partition 'topic:partition',
 --   then per record, in offset order, 6 fields: alias_index partition_index offset key item ts.
--- x1/x2: hourly x1 = the oldest hour kept for this call's newest hour per record is sent as key
---   suffix (see below); devices x1 = ttl ms; orders x1 = close ms, x2 = modules csv.
+-- x1/x2: devices x1 = ttl ms; orders x1 = close ms, x2 = modules csv. Hourly keys are
+--   'hour|oldest hour kept when this hour is the newest'.
 -- Returns {status, closes, evicted}: status has one char per record (a applied, s superseded by
 -- newer data, r replay skipped, i outside the window, l late order); closes is flat
 -- {record_index, seq, second, late, src, ts} per closed order second; evicted is flat
@@ -31,6 +32,22 @@ local status, closes, evicted = {}, {}, {}
 local hwm, applying = {}, {}
 local meta_out = {}
 
+-- every meta field this call may need, in one read
+local mnames = {}
+for i = 1, np do mnames[#mnames + 1] = 'hwm:' .. P[i] end
+for _, a in ipairs(A) do
+  mnames[#mnames + 1] = 'ts:' .. a.alias
+  mnames[#mnames + 1] = 'x:' .. a.alias
+  if a.kind == 'hourly' then
+    mnames[#mnames + 1] = 'hn:' .. a.alias
+    mnames[#mnames + 1] = 'hc:' .. a.alias
+  end
+end
+local M = {}
+local mvals = redis.call('HMGET', meta, unpack(mnames))
+for i, f in ipairs(mnames) do M[f] = mvals[i] end
+for i = 1, np do hwm['hwm:' .. P[i]] = tonumber(M['hwm:' .. P[i]]) or -1 end
+
 local function add_close(idx, seq, sec, late, src, ts)
   local c = closes
   c[#c + 1] = idx; c[#c + 1] = seq; c[#c + 1] = sec; c[#c + 1] = late; c[#c + 1] = src; c[#c + 1] = ts
@@ -41,12 +58,13 @@ local function init(a)
   if a.loaded then return a end
   a.loaded = true
   local k = a.kind
-  local raw_ts = redis.call('HGET', meta, 'ts:' .. a.alias)
-  a.ts = tonumber(raw_ts)
+  a.ts = tonumber(M['ts:' .. a.alias])
+  local stamp = tonumber(M['x:' .. a.alias])
+  a.refresh = a.ret ~= '' and (stamp == nil or now - stamp >= tonumber(a.ret) / 64)
   if k == 'hourly' then
-    local cur = redis.call('HMGET', meta, 'hn:' .. a.alias, 'hc:' .. a.alias)
-    if redis.call('EXISTS', a.wkey) == 1 then a.hn, a.hc = cur[1], cur[2] end
     a.tkey = a.wkey .. ':ts'
+    if redis.call('EXISTS', a.wkey) == 1 then a.hn, a.hc = M['hn:' .. a.alias], M['hc:' .. a.alias]
+    else a.created = true end
   elseif k == 'devices' then
     a.tkey = a.wkey .. ':ts'
     if a.x1 ~= '' then
@@ -59,19 +77,29 @@ local function init(a)
       end
     end
     a.card = redis.call('ZCARD', a.tkey)
+    if a.card == 0 then a.created = true end
   elseif k == 'global' then
     a.tkey = a.wkey .. ':ts'
-  elseif k == 'append' then
+    a.created = true
+  elseif k == 'append' or k == 'output' then
     a.items = {}
+    a.created = true
   elseif k == 'orders' then
-    a.st, a.okey, a.cbkey = a.wkey .. ':st', a.wkey .. ':open', a.wkey .. ':cb'
-    local f = redis.call('HMGET', a.st, 'open', 'deadline', 'last_closed', 'seq', 'open_src', 'open_ts')
+    a.st, a.cbkey = a.wkey .. ':st', a.wkey .. ':cb'
+    a.mods = csv(a.x2)
+    local names = {'open', 'deadline', 'last_closed', 'seq', 'open_src', 'open_ts', 'open_items'}
+    for _, m in ipairs(a.mods) do names[#names + 1] = 'cur:' .. m end
+    local f = redis.call('HMGET', a.st, unpack(names))
     a.open, a.deadline, a.last_closed = tonumber(f[1]), tonumber(f[2]), tonumber(f[3])
     a.open_s, a.deadline_s, a.last_closed_s = f[1], f[2], f[3]
+    a.had_open = f[1] and true or false
     a.seq = tonumber(f[4]) or 0
-    a.open_src, a.open_ts = f[5], f[6]
-    a.card = redis.call('ZCARD', a.wkey)
+    a.open_src, a.open_ts, a.open_blob = f[5], f[6], f[7] or ''
+    a.cursors = {}
+    for i = 1, #a.mods do a.cursors[i] = tonumber(f[7 + i]) or 0 end
     a.cb_seen = {}
+    a.card = redis.call('ZCARD', a.wkey)
+    if a.card == 0 or a.seq == 0 then a.created = true end
     a.close_ms = tonumber(a.x1)
   end
   return a
@@ -97,11 +125,8 @@ local function close_bucket(a, idx, sec, late, blob, src, ts, cause)
 end
 
 local function close_open(a, idx, cause)
-  local items = a.open_items
-  if items == nil then items = redis.call('LRANGE', a.okey, 0, -1) end
-  close_bucket(a, idx, a.open_s, '0', table.concat(items), a.open_src, a.open_ts, cause)
-  a.open, a.open_s, a.open_items = nil, nil, nil
-  a.list_reset = true
+  close_bucket(a, idx, a.open_s, '0', a.open_blob, a.open_src, a.open_ts, cause)
+  a.open, a.open_s, a.open_blob = nil, nil, ''
 end
 
 local function apply_order(a, idx, sec_s, item, ts, src)
@@ -110,8 +135,7 @@ local function apply_order(a, idx, sec_s, item, ts, src)
   local late = false
   if a.open then
     if sec == a.open then
-      if a.open_items then a.open_items[#a.open_items + 1] = item
-      else redis.call('RPUSH', a.okey, item) end
+      a.open_blob = a.open_blob .. item
       a.open_src, a.open_ts = src, ts
       a.dirty = true
       return false
@@ -130,9 +154,8 @@ local function apply_order(a, idx, sec_s, item, ts, src)
   a.open, a.open_s, a.deadline = sec, sec_s, now + a.close_ms
   a.deadline_s = tostring(a.deadline)
   if math.floor(a.deadline) == a.deadline then a.deadline_s = string.format('%d', a.deadline) end
-  a.open_items = {item}
+  a.open_blob = item
   a.open_src, a.open_ts = src, ts
-  a.list_reset = true
   a.dirty = true
   return false
 end
@@ -156,10 +179,6 @@ for i = 0, n - 1 do
   local idx = i + 1
   local field = 'hwm:' .. part
   local h = hwm[field]
-  if h == nil then
-    h = tonumber(redis.call('HGET', meta, field)) or -1
-    hwm[field] = h
-  end
   if offset <= h and applying[field] ~= offset then
     status[idx] = 'r'
     if a.kind == 'orders' then replay_closes(a, idx, part .. ':' .. off_s) end
@@ -174,13 +193,13 @@ for i = 0, n - 1 do
     if k == 'latest' or k == 'output' then
       if a.ts == nil or nts >= a.ts or redis.call('EXISTS', a.wkey) == 0 then
         if k == 'latest' then
-          redis.call('SET', a.wkey, item)
+          if a.ret ~= '' then redis.call('SET', a.wkey, item, 'PX', a.ret)
+          else redis.call('SET', a.wkey, item) end
         else
-          redis.call('LPUSH', a.wkey, item)
-          a.trim = true
+          a.items[#a.items + 1] = item
+          a.touched = true
         end
         a.ts, a.ts_s = nts, ts
-        a.touched = true
       else
         st = 's'
       end
@@ -215,10 +234,10 @@ for i = 0, n - 1 do
       if a.cutoff and nts < a.cutoff then
         st = 's'  -- already older than the TTL: it would be removed by this very write
       else
-        local old = tonumber(redis.call('ZSCORE', a.tkey, key))
-        if old == nil or nts >= old then
-          redis.call('HSET', a.wkey, key, item)
-          a.card = a.card + redis.call('ZADD', a.tkey, ts, key)
+        local won = redis.call('ZADD', a.tkey, 'GT', 'CH', ts, key) == 1
+        if not won then won = tonumber(redis.call('ZSCORE', a.tkey, key)) == nts end  -- a tie: later wins
+        if won then
+          a.card = a.card + redis.call('HSET', a.wkey, key, item)
           if a.card > a.cap then
             local drop = redis.call('ZRANGE', a.tkey, 0, a.card - a.cap - 1)
             redis.call('HDEL', a.wkey, unpack(drop))
@@ -264,7 +283,10 @@ for _, a in ipairs(A) do
   if a.loaded then
     local k = a.kind
     if a.ts_s then meta_out['ts:' .. a.alias] = a.ts_s end
-    if k == 'output' and a.trim then redis.call('LTRIM', a.wkey, 0, a.cap - 1) end
+    if k == 'output' and #a.items > 0 then
+      redis.call('LPUSH', a.wkey, unpack(a.items))
+      redis.call('LTRIM', a.wkey, 0, a.cap - 1)
+    end
     if k == 'append' and #a.items > 0 then
       redis.call('RPUSH', a.wkey, unpack(a.items))
       redis.call('LTRIM', a.wkey, -a.cap, -1)
@@ -274,31 +296,29 @@ for _, a in ipairs(A) do
       meta_out['hc:' .. a.alias] = a.hc
     end
     if k == 'orders' and a.dirty then
-      if a.list_reset then
-        redis.call('DEL', a.okey)
-        if a.open_items and #a.open_items > 0 then redis.call('RPUSH', a.okey, unpack(a.open_items)) end
-      end
       local f = {'seq', a.seq}
       if a.last_closed_s then f[#f + 1] = 'last_closed'; f[#f + 1] = a.last_closed_s end
       if a.open then
-        for _, v in ipairs({'open', a.open_s, 'deadline', a.deadline_s, 'open_src', a.open_src, 'open_ts', a.open_ts}) do
+        for _, v in ipairs({'open', a.open_s, 'deadline', a.deadline_s, 'open_src', a.open_src, 'open_ts', a.open_ts,
+                            'open_items', a.open_blob}) do
           f[#f + 1] = v
         end
-      else
-        redis.call('HDEL', a.st, 'open', 'deadline', 'open_src', 'open_ts')
+      elseif a.had_open then
+        redis.call('HDEL', a.st, 'open', 'deadline', 'open_src', 'open_ts', 'open_items')
       end
       redis.call('HSET', a.st, unpack(f))
-      local ev = evict_seconds(a.wkey, a.st, a.card, a.cap, csv(a.x2))
+      local ev = evict_seconds(a.wkey, a.seq, a.card, a.cap, a.cursors)
+      if a.card > a.cap then redis.call('ZREMRANGEBYSCORE', a.cbkey, '-inf', a.seq - a.cap) end
       if ev > 0 then evicted[#evicted + 1] = a.idx; evicted[#evicted + 1] = ev end
     end
-    if a.touched and a.ret ~= '' then
+    if a.touched and a.ret ~= '' and (a.created or a.refresh) then
       redis.call('PEXPIRE', a.wkey, a.ret)
       if a.tkey then redis.call('PEXPIRE', a.tkey, a.ret) end
       if k == 'orders' then
         redis.call('PEXPIRE', a.st, a.ret)
-        redis.call('PEXPIRE', a.okey, a.ret)
         redis.call('PEXPIRE', a.cbkey, a.ret)
       end
+      if a.refresh then meta_out['x:' .. a.alias] = ARGV[1] end
     end
   end
 end
