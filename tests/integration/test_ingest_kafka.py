@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafkautil import CONSUMER_GROUP_TEST_SETTINGS, create_topics, produce, unique_catalogue
+from kafkautil import CONSUMER_GROUP_TEST_SETTINGS, consume_all, create_topics, produce, unique_catalogue
 
 from ingest.service import Service, build
 from parsers.catalogue import Catalogue
@@ -160,6 +160,24 @@ def test_fan_out_enqueues_one_job_per_station_and_coalesces(kafka_bootstrap: str
     trig = {k.decode(): int(v) for k, v in redis_client.hgetall("sf:counters:triggers").items()}
     assert trig["load_prediction:fired"] == 3  # one run per station, the rest absorbed
     assert trig["load_prediction:absorbed"] >= 40
+
+    # an RQ worker in burst mode runs the three jobs; their batches upload every station once
+    from rq import SimpleWorker
+    from rq.serializers import JSONSerializer
+
+    from workers import context as wctx
+
+    wctx.install(wctx.WorkerContext.from_settings(settings, redis_client))
+    try:
+        q = station_queue(redis_client, settings.queue.name)
+        SimpleWorker([q], connection=redis_client, serializer=JSONSerializer).work(burst=True)
+    finally:
+        wctx.install(None)
+    assert q.count == 0
+    envs = [json.loads(r.value) for r in consume_all(
+        kafka_bootstrap, t["load_prediction"].topic, 1, timeout_s=15)]
+    uploaded = sorted(res["station_id"] for e in envs for res in e["results"])
+    assert uploaded == three
 
 
 def _windows(store: WindowStore, cat: Catalogue, stations: list[str]) -> dict[str, Any]:

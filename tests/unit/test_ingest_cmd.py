@@ -1,0 +1,37 @@
+"""`stationflow ingest` argument handling that needs no server: bad selections exit 2."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from ingest.service import IngestConfigError, select_modules, select_topics
+from parsers.catalogue import Catalogue, default_catalogue
+from stationflow.cli import main
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--topics", "SCHEDULE-DEVICE-METRE"], "did you mean 'SCHEDULE-DEVICE-METER'"),
+    (["--modules", "soh_model"], "unknown module"),
+    (["--topics", "MODULE-OUTPUT-LOAD_PREDICTION"], "not consumed"),
+])
+def test_bad_selection_is_a_config_error(args: list[str], message: str) -> None:
+    res = CliRunner().invoke(main, ["ingest", *args], env={"STATIONFLOW_REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert res.exit_code == 2
+    assert "config error" in res.output and message in res.output
+
+
+def test_single_topic_and_aliases_select_the_same_spec() -> None:
+    cat = default_catalogue()
+    assert [s.topic for s in select_topics(cat, ["device_meter", "SCHEDULE-DEVICE-METER"])] == ["SCHEDULE-DEVICE-METER"]
+    assert len(select_topics(cat, None)) == 13
+    ext = Catalogue.build(module_overrides={"load_prediction": {"runs": "external"}})
+    assert "MODULE-OUTPUT-LOAD_PREDICTION" in [s.topic for s in select_topics(ext, None)]
+
+
+def test_module_selection_only_local_modules() -> None:
+    cat = Catalogue.build(module_overrides={"load_prediction": {"runs": "external"}})
+    assert select_modules(cat, ["SOH_model"]) == {"SOH_model"}
+    assert select_modules(cat, None) is None
+    with pytest.raises(IngestConfigError, match="external"):
+        select_modules(cat, ["load_prediction"])
