@@ -8,8 +8,9 @@ order, levels) are computed from it, so an override in the settings changes them
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -36,6 +37,14 @@ DEFAULT_OPTIONAL = frozenset({"device_storage", "car_order", "device_error", "pv
 SLOW_ALIASES = frozenset(
     {"station_param", "car_price", "environment_calendar", "device_pv", "environment_weather"}
 )
+
+
+#: kinds that upsert by a key, and which payload field usually holds it
+_KEYED_KINDS = {
+    "hourly": "e.g. key_field = \"sendTime\"",
+    "devices": "e.g. key_field = \"hostCode\"",
+    "global": "e.g. key_field = \"date\"",
+}
 
 
 class CatalogueError(ValueError):
@@ -243,6 +252,10 @@ class Catalogue:
                 raise CatalogueError(f"duplicate alias {t.alias!r} ({by_alias[t.alias].topic} and {t.topic})")
             if t.window_size < 1:
                 raise CatalogueError(f"topic {t.topic}: window_size must be >= 1")
+            if t.kind in _KEYED_KINDS and not t.key_field:
+                raise CatalogueError(
+                    f"topics.{t.alias}.key_field: required for kind {t.kind!r} ({_KEYED_KINDS[t.kind]})"
+                )
             by_topic[t.topic] = t
             by_alias[t.alias] = t
         by_module: dict[str, ModuleSpec] = {}
@@ -283,7 +296,7 @@ class Catalogue:
         topic_overrides: Mapping[str, Mapping[str, Any]] | None = None,
         module_overrides: Mapping[str, Mapping[str, Any]] | None = None,
         topic_names: Mapping[str, str] | None = None,
-    ) -> "Catalogue":
+    ) -> Catalogue:
         """The default catalogue with configuration overrides applied and validated.
 
         `topic_overrides` is keyed by alias, `module_overrides` by module name, `topic_names`

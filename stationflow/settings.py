@@ -962,9 +962,6 @@ def _catalogue(topics_raw: Any, modules_raw: Any
         cat = Catalogue.build(topics_raw, modules_raw, topic_names)
     except CatalogueError as e:
         raise ConfigError(str(e)) from None
-    for t in cat.topics:
-        if t.kind in ("devices", "hourly", "global") and not t.key_field:
-            raise ConfigError(f"topics.{t.alias}.key_field: required for kind {t.kind!r}")
 
     def freeze(d: dict[str, dict[str, Any]]) -> Mapping[str, Mapping[str, Any]]:
         return MappingProxyType({k: MappingProxyType(v) for k, v in d.items()})
