@@ -535,3 +535,17 @@ def test_items_are_msgpack_with_source_coordinates(ws, r):
     ws.apply([msg(P_PARAM, 42, T0, rec(S1, "station_param", {"x": [1, 2]}), partition=3)], T0)
     item = decode_item(r.get(Keys().latest(S1, "station_param")))
     assert item == {"ts": T0, "src": f"{P_PARAM}:3:42", "payload": {"x": [1, 2]}}
+
+
+def test_ttl_refreshed_on_creation_and_every_retention_64th(ws, r):
+    k = Keys().devices(S1, "device_host_dcdc")
+    week = 7 * 86_400_000
+    ws.apply([dev(S1, "H1", 1, T0)], T0)
+    assert week - 5_000 < r.pttl(k) <= week
+    r.pexpire(k, 600_000)
+    ws.apply([dev(S1, "H1", 2, T0 + 60_000)], T0 + 60_000)  # within week/64 of the last refresh
+    assert r.pttl(k) <= 600_000
+    later = T0 + week // 64 + 1
+    ws.apply([dev(S1, "H1", 3, later)], later)
+    assert week - 5_000 < r.pttl(k) <= week
+    assert week - 5_000 < r.pttl(Keys().devices_ts(S1, "device_host_dcdc")) <= week
