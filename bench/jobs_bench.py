@@ -1,0 +1,166 @@
+"""Station jobs per second of one worker process against bare RQ, and batch completion latency.
+
+    python -m bench.jobs_bench [--stations 500] [--batch 50] [--repeat 3]
+
+On a private redis-server, in one process, same worker class (SimpleWorker), same JSON
+serializer:
+- `bare RQ`: trivial jobs (a function returning None) enqueued with enqueue_many, drained by
+  `SimpleWorker.work(burst=True)`: RQ's own per-job cost on this machine;
+- `station jobs`: `workers.scheduling.schedule` of two modules per station (load_prediction
+  and SOH_model, real windows, the algorithms stubbed to no-ops so only our overhead is
+  measured: take, replay check, one windows read, input build, store output, report), drained
+  the same way; uploads are off (no broker) so completed batches stay `uploading`.
+- latency: a feeder thread schedules one batch of `--batch` stations every `--interval-ms`
+  while the worker serves them; batch completion latency = completed - created (ms), p50/p99.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import threading
+import time
+
+import orjson
+from rq import Queue, SimpleWorker
+from rq.serializers import JSONSerializer
+
+from parsers.catalogue import default_catalogue
+from parsers.envelopes import parse_message
+from parsers.records import Source
+from stationflow.local import start_redis
+from store.tracker import BatchTracker
+from workers import context as wctx
+from workers.scheduling import PlannedRun, schedule
+
+MODULES = ("load_prediction", "SOH_model")
+
+
+def trivial() -> None:
+    return None
+
+
+def noop(station: str, inp: object) -> dict:
+    return {}
+
+
+def _stations(n: int) -> list[str]:
+    return [f"{5_000_000_000_000_000_000 + i}" for i in range(n)]
+
+
+def seed_windows(ctx: wctx.WorkerContext, stations: list[str]) -> None:
+    cat = ctx.catalogue
+    now = int(time.time() * 1000)
+    rt = {"realTimeData": [
+        {"stationId": s, "sendTime": f"2025-11-19 {h:02d}:00:00", "outputPowerPerStationAvg": 40.0 + h,
+         "gunPower": {"gunNo": ["01", "02"], "outputPowerPerGunAvg": [20.0, 20.0 + h],
+                      "outputPowerPerGunMax": [60.0, 60.0]}}
+        for s in stations for h in range(24)]}
+    msgs = [
+        ("station_param", [{"stationId": s, "gunNum": 2, "hostCode": ["52000000000088"]} for s in stations]),
+        ("environment_calendar", {"calendar": [{"date": f"2025-11-{d:02d}", "isHoliday": 0, "isWeekend": 0}
+                                               for d in range(1, 29)]}),
+        ("station_realtime_data", rt),
+    ]
+    batch = []
+    for i, (alias, value) in enumerate(msgs):
+        spec = cat.topic(alias)
+        batch.append((Source(spec.topic, 0, i, now - 1000), parse_message(spec, orjson.dumps(value)).records))
+    ctx.store.apply(batch, now)
+
+
+def bench_bare(r, n: int) -> float:
+    q = Queue("bare", connection=r, serializer=JSONSerializer)
+    q.enqueue_many([Queue.prepare_data("bench.jobs_bench.trivial", result_ttl=60) for _ in range(n)])
+    w = SimpleWorker([q], connection=r, serializer=JSONSerializer)
+    t0 = time.perf_counter()
+    w.work(burst=True, logging_level="WARNING")
+    return n / (time.perf_counter() - t0)
+
+
+def bench_station_jobs(ctx: wctx.WorkerContext, stations: list[str], batch: int, seq: int) -> float:
+    runs = [PlannedRun(s, m, f"{m}:BENCH:{seq}:{i // batch}") for i, s in enumerate(stations) for m in MODULES]
+    schedule(ctx.r, ctx.catalogue, runs, queue="bench")
+    q = Queue("bench", connection=ctx.r, serializer=JSONSerializer)
+    w = SimpleWorker([q], connection=ctx.r, serializer=JSONSerializer)
+    t0 = time.perf_counter()
+    w.work(burst=True, logging_level="WARNING")
+    dt = time.perf_counter() - t0
+    done = sum(1 for i in range(0, len(stations), batch)
+               if BatchTracker(ctx.r).get(f"load_prediction:BENCH:{seq}:{i // batch}").get("state") == "uploading")
+    assert done == (len(stations) + batch - 1) // batch, "every batch must complete"
+    return len(stations) / dt
+
+
+def bench_latency(ctx: wctx.WorkerContext, stations: list[str], batch: int, batches: int,
+                  interval_ms: float) -> list[float]:
+    ids = []
+
+    def feed() -> None:
+        for k in range(batches):
+            part = [stations[(k * batch + j) % len(stations)] for j in range(batch)]
+            runs = [PlannedRun(s, m, f"{m}:LAT:0:{k}") for s in part for m in MODULES]
+            schedule(ctx.r, ctx.catalogue, runs, queue="lat")
+            ids.append(f"load_prediction:LAT:0:{k}")
+            time.sleep(interval_ms / 1000)
+
+    q = Queue("lat", connection=ctx.r, serializer=JSONSerializer)
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    w = SimpleWorker([q], connection=ctx.r, serializer=JSONSerializer)
+    # one long-running worker (as in production); it stops after 1 s without work
+    w.work(max_idle_time=1, logging_level="WARNING")
+    feeder.join()
+    tr = BatchTracker(ctx.r)
+    lat = []
+    for bid in ids:
+        b = tr.get(bid)
+        if b.get("completed"):
+            lat.append(int(b["completed"]) - int(b["created"]))
+    return lat
+
+
+def pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--stations", type=int, default=500)
+    ap.add_argument("--batch", type=int, default=50, help="stations per batch")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--latency-batches", type=int, default=40)
+    ap.add_argument("--interval-ms", type=float, default=250.0)
+    args = ap.parse_args()
+
+    server = start_redis()
+    try:
+        import redis
+
+        r = redis.Redis.from_url(server.url)
+        cat = default_catalogue()
+        ctx = wctx.WorkerContext.build(r, cat, algorithms={m: noop for m in cat.local_modules()})
+        ctx.uploader = None
+        wctx.install(ctx)
+        stations = _stations(args.stations)
+        seed_windows(ctx, stations)
+        bare, ours = [], []
+        for i in range(args.repeat):
+            bare.append(bench_bare(r, args.stations))
+            ours.append(bench_station_jobs(ctx, stations, args.batch, i))
+        b, o = statistics.median(bare), statistics.median(ours)
+        print(f"worker class SimpleWorker, JSON serializer, {args.stations} jobs x {args.repeat} runs (median)")
+        print(f"  bare RQ trivial jobs:  {b:8.0f} jobs/s")
+        print(f"  station jobs ({len(MODULES)} modules, no-op algorithms): {o:8.0f} jobs/s"
+              f"  = {o / b:.2f} x bare RQ  ({o * len(MODULES):.0f} module runs/s)")
+        lat = bench_latency(ctx, stations, args.batch, args.latency_batches, args.interval_ms)
+        print(f"batch completion latency ({len(lat)} batches of {args.batch} stations, one every "
+              f"{args.interval_ms:.0f} ms, one worker): p50 {pct(lat, 50):.0f} ms, p99 {pct(lat, 99):.0f} ms, "
+              f"max {max(lat):.0f} ms")
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
