@@ -80,10 +80,14 @@ def plan_runs(
     stations = list(per_station)
     presence = present(stations, names) if names else {}
     for s in stations:
-        have = set(presence.get(s, ()))
+        have = frozenset(presence.get(s, ()))
         planned: set[str] = set()
+        decisions: dict[tuple[str, int], Any] = {}  # a station's repeated triggers decide alike
         for alias, source in per_station[s]:
-            decided = readiness_plan(catalogue, (alias,), have | planned)
+            key = (alias, len(planned))  # `planned` only grows: its size identifies it
+            decided = decisions.get(key)
+            if decided is None:
+                decided = decisions[key] = readiness_plan(catalogue, (alias,), have | planned)
             for m in decided.not_ready:
                 if m in allowed:
                     plan.not_ready[m] += 1
