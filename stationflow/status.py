@@ -121,7 +121,7 @@ def consumer_lag(admin_config: Mapping[str, Any], group: str, topics: Iterable[s
     try:
         wanted = set(topics)
         meta = admin.describe_topics(sorted(wanted))
-        tps = [TopicPartition(t["topic"], p["partition"]) for t in meta if not t.get("error_code")
+        tps = [TopicPartition(t["name"], p["partition_index"]) for t in meta if not t.get("error_code")
                for p in t.get("partitions") or []]
         ends = admin.list_partition_offsets({tp: OffsetSpec.LATEST for tp in tps}) if tps else {}
         committed = admin.list_group_offsets({group: tps}).get(group, {}) if tps else {}

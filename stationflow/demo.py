@@ -1,0 +1,578 @@
+"""`stationflow demo`: the whole system on one machine, started and stopped by one command.
+
+A private redis-server and the bundled broker on free ports (unless given), every topic
+created, N `stationflow ingest` and M `stationflow worker` subprocesses pointed at them, the
+traffic generator in a thread of this process, a progress line every ~2 s, then a drain
+(bounded), a summary, and a stop of everything this run started. Each child runs in its own
+process group and is stopped by group, also on Ctrl-C, SIGTERM and errors.
+
+customer_mining has no inputs, so only a heartbeat runs it (spec §6.5). The demo configures
+`heartbeat_s` for it and, as no long-running process ticks heartbeats yet, ticks them here:
+every `heartbeat_s` it schedules one run per known station in the batch
+`customer_mining:heartbeat:0:<tick epoch seconds>`, through the same scheduler the
+ingesters use (coalescing, batches, one job per station).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stationflow import status as st
+
+#: failure reasons a demo run may show without anything being wrong: a station whose data
+#: has not all arrived yet is `not_ready` (and its dependents `upstream_failed`)
+EXPECTED_FAILURES = frozenset({"not_ready", "upstream_failed"})
+#: log lines of a child that mean something went wrong
+_ALARMS = ("Traceback (most recent call last)", " CRITICAL ")
+
+
+class DemoError(RuntimeError):
+    """Something the demo cannot go on with; the message says what and how to fix it."""
+
+
+@dataclass
+class DemoOptions:
+    stations: int = 20
+    duration_s: float = 30.0
+    ingesters: int = 1
+    workers: int = 2
+    speed: float = 5.0
+    redis_url: str | None = None
+    kafka: str | None = None
+    seed: int = 0
+    partitions: int = 2
+    bad_rate: float = 0.002
+    heartbeat_s: float = 5.0
+    drain_timeout_s: float = 40.0
+    progress_s: float = 2.0
+    samples: int = 3
+    log_dir: str | None = None
+    json_summary: str | None = None
+
+
+@dataclass
+class Child:
+    role: str
+    index: int
+    argv: list[str]
+    log_path: Path
+    popen: subprocess.Popen[bytes] | None = None
+    exit_code: int | None = None
+    expected_stop: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"{self.role}-{self.index}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.popen.pid if self.popen else None
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def alarms(self) -> list[str]:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return []
+        return [line for line in text.splitlines() if any(a in line for a in _ALARMS)]
+
+
+@dataclass
+class Run:
+    """What this run started (stopped in reverse) and what it saw."""
+
+    opts: DemoOptions
+    echo: Callable[[str], None]
+    log_dir: Path = field(init=False)
+    redis: Any = None
+    broker: Any = None
+    redis_url: str = ""
+    bootstrap: str = ""
+    children: list[Child] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    produced: dict[str, Any] = field(default_factory=dict)
+    server_pids: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.log_dir = Path(self.opts.log_dir or tempfile.mkdtemp(prefix="sf-demo-"))
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+
+
+# ---- servers and processes ----------------------------------------------------------------------
+
+def start_servers(run: Run) -> None:
+    from stationflow.local import LocalServerError, start_broker, start_redis
+
+    o = run.opts
+    try:
+        if o.redis_url:
+            run.redis_url = o.redis_url
+        else:
+            run.redis = start_redis(dir=run.log_dir / "redis")
+            run.redis_url = run.redis.url
+            run.server_pids["redis-server"] = run.redis.pid
+            run.echo(f"redis-server on {run.redis_url} (pid {run.redis.pid})")
+        if o.kafka:
+            run.bootstrap = o.kafka
+        else:
+            run.broker = start_broker()
+            run.bootstrap = run.broker.bootstrap
+            run.server_pids["broker"] = run.broker.pid
+            run.echo(f"broker (Tansu) on {run.bootstrap} (pid {run.broker.pid})")
+    except LocalServerError as e:
+        raise DemoError(str(e)) from None
+
+
+#: a local broker gives a new group its partitions only after the session timeout of the
+#: members it waits for; short group timeouts make the ingesters start in seconds, not ~25 s
+DEMO_CONFIG = """\
+# written by `stationflow demo`: short consumer-group timeouts for a one-machine run
+[kafka.consumer]
+session_timeout_ms = 6000
+heartbeat_interval_ms = 1000
+"""
+
+
+def child_env(run: Run) -> dict[str, str]:
+    """The environment of every child: our servers, a group of its own, quiet logs, and the
+    demo's configuration file unless the caller named one (STATIONFLOW_CONFIG)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STATIONFLOW_") or k == "STATIONFLOW_CONFIG"}
+    if not env.get("STATIONFLOW_CONFIG"):
+        cfg = run.log_dir / "demo.toml"
+        cfg.write_text(DEMO_CONFIG)
+        env["STATIONFLOW_CONFIG"] = str(cfg)
+    env.update({
+        "STATIONFLOW_REDIS_URL": run.redis_url,
+        "STATIONFLOW_KAFKA": run.bootstrap,
+        "STATIONFLOW_GROUP_ID": f"stationflow-demo-{os.getpid()}",
+        "STATIONFLOW_LOG_LEVEL": "WARNING",
+        "STATIONFLOW_MODULES": json.dumps({"customer_mining": {"heartbeat_s": run.opts.heartbeat_s}}),
+        "PYTHONUNBUFFERED": "1",
+    })
+    return env
+
+
+def stationflow_argv(*args: str) -> list[str]:
+    """The `stationflow` command of this interpreter (works without the console script on PATH)."""
+    return [sys.executable, "-c", "import sys; from stationflow.cli import main; sys.exit(main())", *args]
+
+
+def spawn(run: Run, role: str, index: int, args: list[str], env: dict[str, str]) -> Child:
+    c = Child(role, index, stationflow_argv(*args), run.log_dir / f"{role}-{index}.log")
+    log = open(c.log_path, "ab")
+    try:
+        c.popen = subprocess.Popen(c.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   env=env, start_new_session=True)
+    finally:
+        log.close()
+    run.children.append(c)
+    return c
+
+
+def stop_child(c: Child, grace_s: float = 15.0) -> None:
+    """SIGTERM the child's process group (an ingester commits, a worker ends its job), then SIGKILL."""
+    p = c.popen
+    if p is None:
+        return
+    c.expected_stop = True
+    if p.poll() is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(p.pid, signal.SIGTERM)
+        try:
+            p.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait(5)
+    # the group may still hold grandchildren (a worker pool): make sure none outlives us
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(p.pid, signal.SIGKILL)
+    c.exit_code = p.returncode
+
+
+def stop_all(run: Run) -> None:
+    for c in reversed(run.children):
+        with contextlib.suppress(Exception):
+            stop_child(c)
+    for server in (run.broker, run.redis):
+        if server is not None:
+            with contextlib.suppress(Exception):
+                server.close()
+
+
+def check_children(run: Run) -> None:
+    for c in run.children:
+        if not c.expected_stop and c.popen is not None and c.popen.poll() is not None:
+            c.exit_code = c.popen.returncode
+            raise DemoError(f"{c.name} (pid {c.pid}) exited with code {c.exit_code}; log {c.log_path}:\n"
+                            f"{c.log_tail()}")
+
+
+# ---- Kafka ----------------------------------------------------------------------------------------
+
+def create_topics(settings: Any, bootstrap: str, partitions: int) -> list[str]:
+    from stationflow.commands.produce_cmd import create_input_topics
+
+    admin = {**settings.kafka.admin_config(), "bootstrap_servers": bootstrap}
+    names = [t.topic for t in settings.catalogue.topics]
+    create_input_topics(admin, names, partitions)
+    from kafka.admin import KafkaAdminClient
+
+    from stationflow.local import wait_for
+
+    client = KafkaAdminClient(**admin)
+    try:
+        def all_there() -> bool:
+            meta = client.describe_topics(names)
+            return len(meta) == len(names) and all(not m.get("error_code") and m.get("partitions") for m in meta)
+
+        wait_for(all_there, 30.0, f"{len(names)} topics in the broker's metadata", interval=0.2)
+    finally:
+        client.close()
+    return names
+
+
+def output_counts(settings: Any, bootstrap: str) -> dict[str, int]:
+    """Messages on each module's output topic (end offsets): the batches uploaded per module."""
+    from kafka import TopicPartition
+    from kafka.admin import KafkaAdminClient, OffsetSpec
+
+    admin = KafkaAdminClient(**{**settings.kafka.admin_config(), "bootstrap_servers": bootstrap})
+    try:
+        outs = {m.output_topic: m.name for m in settings.catalogue.modules if m.runs == "local"}
+        meta = admin.describe_topics(list(outs))
+        tps = [TopicPartition(t["name"], p["partition_index"]) for t in meta for p in t.get("partitions") or []]
+        ends = admin.list_partition_offsets({tp: OffsetSpec.LATEST for tp in tps})
+    finally:
+        admin.close()
+    counts = {m: 0 for m in outs.values()}
+    for tp, o in ends.items():
+        counts[outs[tp.topic]] += max(0, int(o.offset))
+    return counts
+
+
+class Producer(threading.Thread):
+    """The traffic generator, paced by its simulated clock, until the duration or `stop()`."""
+
+    def __init__(self, settings: Any, bootstrap: str, opts: DemoOptions) -> None:
+        super().__init__(name="stationflow-demo-producer", daemon=True)
+        self.settings, self.bootstrap, self.opts = settings, bootstrap, opts
+        self.halt = threading.Event()
+        self.summary: Any = None
+        self.error: BaseException | None = None
+        self.bad = 0
+
+    def stop(self) -> None:
+        self.halt.set()
+
+    def _messages(self, source: Iterator[Any]) -> Iterator[Any]:
+        for m in source:
+            if self.halt.is_set():
+                return
+            self.bad += m.reason is not None
+            yield m
+
+    def run(self) -> None:
+        from kafka import KafkaProducer
+
+        from stationflow.commands.produce_cmd import send_traffic
+        from stationflow.traffic import SimClock, Traffic
+
+        try:
+            o = self.opts
+            traffic = Traffic(stations=o.stations, seed=o.seed, catalogue=self.settings.catalogue, bad_rate=o.bad_rate)
+            producer = KafkaProducer(**{**self.settings.kafka.producer_config(), "bootstrap_servers": self.bootstrap})
+            try:
+                self.summary = send_traffic(self._messages(traffic.messages()), producer,
+                                            SimClock(traffic.start_ms, o.speed), duration_s=o.duration_s,
+                                            progress_s=3600, echo=lambda _s: None)
+            finally:
+                producer.close(timeout=10)
+        except BaseException as e:  # noqa: BLE001 - reported by the main thread
+            self.error = e
+
+
+class Heartbeat(threading.Thread):
+    """Schedules the heartbeat modules (heartbeat_s set) for every ready known station."""
+
+    def __init__(self, settings: Any, r: Any) -> None:
+        super().__init__(name="stationflow-demo-heartbeat", daemon=True)
+        self.settings, self.r = settings, r
+        self.halt = threading.Event()
+        self.ticks = 0
+        self.runs = 0
+        self.error: BaseException | None = None
+        self.modules = [m for m in settings.catalogue.modules if m.runs == "local" and m.heartbeat_s]
+
+    def stop(self) -> None:
+        self.halt.set()
+
+    def tick(self, now_s: float) -> int:
+        from parsers.readiness import missing_required
+        from store.windows import WindowStore
+        from workers.scheduling import schedule_with
+
+        store = WindowStore(self.r, self.settings.catalogue, self.settings.prefix)
+        stations = store.stations()
+        if not stations:
+            return 0
+        runs = []
+        for m in self.modules:
+            tick = int(now_s // m.heartbeat_s * m.heartbeat_s)
+            present = store.present(stations, m.all_inputs) if m.all_inputs else {s: set() for s in stations}
+            runs += [(s, m.name, f"{m.name}:heartbeat:0:{tick}") for s in stations
+                     if not missing_required(m, present[s])]
+        if runs:
+            schedule_with(self.r, self.settings, runs)
+        self.ticks += 1
+        self.runs += len(runs)
+        return len(runs)
+
+    def run(self) -> None:
+        if not self.modules:
+            return
+        period = min(m.heartbeat_s for m in self.modules)
+        try:
+            while not self.halt.wait(period - time.time() % period):
+                self.tick(time.time())
+        except BaseException as e:  # noqa: BLE001 - reported by the main thread
+            self.error = e
+
+
+# ---- the run -----------------------------------------------------------------------------------
+
+def _snapshot(r: Any, settings: Any, bootstrap: str, lag: bool = True) -> st.Snapshot:
+    snap = st.gather(r, settings.prefix, settings.queue.name, workers=False)
+    if lag:
+        try:
+            snap.lag = st.consumer_lag({**settings.kafka.admin_config(), "bootstrap_servers": bootstrap},
+                                       settings.kafka.group_id, [t.topic for t in settings.catalogue.consumed_topics()])
+        except Exception as e:  # noqa: BLE001 - progress goes on without lag
+            snap.lag_error = str(e)
+    return snap
+
+
+def drained(snap: st.Snapshot, produced: int, r: Any, settings: Any) -> bool:
+    """Every produced message ingested, no job queued or running, no batch open, no order
+    second waiting to close."""
+    from store.keys import Keys
+
+    v = st.summarise(snap)
+    open_seconds = sum(int(r.zcard(Keys(settings.prefix).orders_due(t.alias)))
+                       for t in settings.catalogue.topics if t.kind == "orders")
+    return (v["messages"] >= produced and v["queued"] == 0 and v["running"] == 0
+            and v["batches_open"] == 0 and open_seconds == 0)
+
+
+def module_table(snap: st.Snapshot, uploads: dict[str, int], settings: Any) -> dict[str, dict[str, Any]]:
+    runs = st.runs_by_module(snap.counters.get("runs", {}))
+    out = {}
+    for m in settings.catalogue.local_modules():
+        r = runs.get(m, {"ok": 0, "none": 0, "failed": 0})
+        out[m] = {"ok": r["ok"], "none": r["none"], "failed": r["failed"],
+                  "failed_reasons": {k[7:]: n for k, n in r.items() if k.startswith("failed:")},
+                  "uploaded": uploads.get(m, 0)}
+    return out
+
+
+def samples(r: Any, settings: Any, n: int) -> dict[str, dict[str, Any]]:
+    """A few stations' latest outputs, as key figures."""
+    from store.windows import WindowStore
+
+    stations = WindowStore(r, settings.catalogue, settings.prefix).stations()[:n]
+    out = {}
+    for s in stations:
+        raw = st.read_station(r, settings.catalogue, s, [m for m in settings.catalogue.local_modules()],
+                              prefix=settings.prefix)
+        out[s] = {m: st.key_figures(items[0]["payload"], limit=5) for m, items in raw["outputs"].items() if items}
+    return out
+
+
+def unexpected(table: dict[str, dict[str, Any]], snap: st.Snapshot, run: Run) -> list[str]:
+    errs = list(run.errors)
+    for m, row in table.items():
+        bad = {k: n for k, n in row["failed_reasons"].items() if k not in EXPECTED_FAILURES}
+        if bad:
+            errs.append(f"module {m}: runs failed with {bad}")
+    jobs_failed = st.summarise(snap)["jobs_failed"]
+    if jobs_failed:
+        errs.append(f"{jobs_failed} RQ job(s) failed (see `rq info` / the failed job registry)")
+    for c in run.children:
+        for line in c.alarms()[:3]:
+            errs.append(f"{c.name} logged: {line.strip()[:200]}")
+        if c.exit_code not in (None, 0) and not (c.expected_stop and c.exit_code in (-signal.SIGTERM, -signal.SIGKILL)):
+            errs.append(f"{c.name} exited with code {c.exit_code} (log {c.log_path})")
+    return errs
+
+
+def render_summary(summary: dict[str, Any]) -> str:
+    lines = ["", "=== summary ==="]
+    p = summary["produced"]
+    lines.append(f"produced {p['messages']} messages ({p['bad']} deliberately bad) for {summary['stations']} "
+                 f"stations in {summary['produce_s']:.1f} s; ingested {summary['messages_ingested']} messages, "
+                 f"{summary['records_ingested']} records; dead letters {summary['dead_letters']} "
+                 f"{summary['dead_letters_by_reason']}")
+    drain = "drained" if summary["drained"] else "NOT drained (bounded wait ran out)"
+    lines.append(f"pipeline {drain} in {summary['drain_s']:.1f} s; heartbeat runs scheduled {summary['heartbeat_runs']}")
+    b = summary["batches"]
+    lines.append(f"batches: created {b['created']}, uploaded {b['uploaded']}, skipped (no ok result) {b['skipped']}, "
+                 f"expired {b['expired']}, still open {b['open']}")
+    w = max(len(m) for m in summary["modules"])
+    lines.append(f"{'module':<{w}}  {'ok':>6}  {'none':>5}  {'failed':>6}  {'uploads':>7}  failure reasons")
+    for m, row in summary["modules"].items():
+        reasons = ", ".join(f"{k} {n}" for k, n in row["failed_reasons"].items())
+        lines.append(f"{m:<{w}}  {row['ok']:>6}  {row['none']:>5}  {row['failed']:>6}  {row['uploaded']:>7}  {reasons}")
+    for s, outs in summary["samples"].items():
+        lines.append(f"station {s}:")
+        for m, fig in outs.items():
+            lines.append(f"  {m:<{w}} {json.dumps(fig, ensure_ascii=False)[:150]}")
+    if summary["errors"]:
+        lines.append("UNEXPECTED:")
+        lines += [f"  - {e}" for e in summary["errors"]]
+    else:
+        lines.append("no unexpected errors")
+    lines.append(f"logs: {summary['log_dir']}")
+    return "\n".join(lines)
+
+
+def run_demo(opts: DemoOptions, echo: Callable[[str], None] = print) -> int:
+    """The demo; returns the exit status (0 ok, 1 something unexpected failed, 130 interrupted)."""
+    from stationflow.settings import Settings
+
+    run = Run(opts, echo)
+    t_start = time.monotonic()
+    interrupted = False
+    summary: dict[str, Any] = {}
+    producer: Producer | None = None
+    heartbeat: Heartbeat | None = None
+    old_term = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        start_servers(run)
+        env = child_env(run)
+        settings = Settings.load(env=env)
+        r = settings.redis.connect()
+        create_topics(settings, run.bootstrap, opts.partitions)
+        echo(f"created {len(settings.catalogue.topics)} topics ({opts.partitions} partitions each); logs in {run.log_dir}")
+        for i in range(opts.ingesters):
+            spawn(run, "ingest", i, ["ingest", "--from-beginning"],
+                  {**env, "STATIONFLOW_INSTANCE": f"demo-{i}", "STATIONFLOW_LOG_LEVEL": "INFO"})
+        for i in range(opts.workers):
+            spawn(run, "worker", i, ["worker"], env)
+        echo(f"started {opts.ingesters} ingester(s) and {opts.workers} worker(s): pids "
+             + ", ".join(f"{c.name}={c.pid}" for c in run.children))
+        producer = Producer(settings, run.bootstrap, opts)
+        heartbeat = Heartbeat(settings, r)
+        echo(f"producing {opts.stations} stations for {opts.duration_s:g} s at speed {opts.speed:g} "
+             f"(seed {opts.seed}); customer_mining every {opts.heartbeat_s:g} s")
+        producer.start()
+        heartbeat.start()
+        prev = None
+        t_prod = time.monotonic()
+        while producer.is_alive():
+            producer.join(opts.progress_s)
+            check_children(run)
+            snap = _snapshot(r, settings, run.bootstrap)
+            echo(f"[{time.monotonic() - t_start:5.1f}s] " + st.progress_line(snap, prev))
+            prev = snap
+        produce_s = time.monotonic() - t_prod
+        heartbeat.stop()
+        heartbeat.join(5)
+        if producer.error is not None:
+            raise DemoError(f"the producer failed: {type(producer.error).__name__}: {producer.error}")
+        if heartbeat.error is not None:
+            run.errors.append(f"heartbeat failed: {type(heartbeat.error).__name__}: {heartbeat.error}")
+        sent = producer.summary.sent if producer.summary else 0
+        if producer.summary and producer.summary.errors:
+            run.errors.append(f"{producer.summary.errors} message(s) failed to send")
+        echo(f"producer done: {sent} messages; draining (at most {opts.drain_timeout_s:g} s)")
+        t_drain = time.monotonic()
+        ok_drain, calm = False, 0
+        while time.monotonic() - t_drain < opts.drain_timeout_s:
+            check_children(run)
+            snap = _snapshot(r, settings, run.bootstrap)
+            calm = calm + 1 if drained(snap, sent, r, settings) else 0
+            if calm >= 2:  # twice in a row: a closing order second or a sweep may still enqueue
+                ok_drain = True
+                break
+            echo(f"[{time.monotonic() - t_start:5.1f}s] draining: " + st.progress_line(snap, prev))
+            prev = snap
+            time.sleep(1.0 if calm else opts.progress_s)
+        drain_s = time.monotonic() - t_drain
+        if not ok_drain:
+            run.errors.append(f"the pipeline did not drain within {opts.drain_timeout_s:g} s")
+        for c in run.children:  # stop before reading the logs and exit codes
+            stop_child(c)
+        snap = _snapshot(r, settings, run.bootstrap, lag=False)
+        uploads = output_counts(settings, run.bootstrap)
+        table = module_table(snap, uploads, settings)
+        v = st.summarise(snap)
+        summary = {
+            "ok": True,
+            "stations": opts.stations,
+            "produced": {"messages": sent, "bad": producer.bad},
+            "produce_s": round(produce_s, 2),
+            "messages_ingested": v["messages"],
+            "records_ingested": v["records"],
+            "dead_letters": v["dead_letters"],
+            "dead_letters_by_reason": st.dead_letters_by(snap.dlq_counts),
+            "drained": ok_drain,
+            "drain_s": round(drain_s, 2),
+            "heartbeat_runs": heartbeat.runs,
+            "batches": {"created": v["batches_created"], "uploaded": v["batches_uploaded"],
+                        "skipped": v["batches_skipped"], "expired": v["batches_expired"], "open": v["batches_open"]},
+            "modules": table,
+            "samples": samples(r, settings, opts.samples),
+            "log_dir": str(run.log_dir),
+        }
+        summary["errors"] = unexpected(table, snap, run)
+    except KeyboardInterrupt:
+        interrupted = True
+        echo("interrupted: stopping everything")
+    except DemoError as e:
+        run.errors.append(str(e))
+        echo(f"error: {e}")
+    except Exception as e:
+        run.errors.append(f"{type(e).__name__}: {e}")
+        echo(f"error: {type(e).__name__}: {e}")
+    finally:
+        for t in (producer, heartbeat):
+            if t is not None:
+                t.stop()
+        if producer is not None and producer.is_alive():
+            producer.join(15)
+        stop_all(run)
+        signal.signal(signal.SIGTERM, old_term)
+    if not summary:
+        summary = {"ok": False, "errors": run.errors or ["interrupted"], "log_dir": str(run.log_dir)}
+    summary["interrupted"] = interrupted
+    summary["ok"] = not summary["errors"] and not interrupted
+    summary["elapsed_s"] = round(time.monotonic() - t_start, 2)
+    summary["processes"] = [{"name": c.name, "pid": c.pid, "exit_code": c.exit_code} for c in run.children] + [
+        {"name": n, "pid": pid, "exit_code": None} for n, pid in run.server_pids.items()]
+    if "modules" in summary:
+        echo(render_summary(summary))
+    if opts.json_summary:
+        Path(opts.json_summary).write_text(json.dumps(summary, indent=2, default=str))
+    if interrupted:
+        return 130
+    return 0 if summary["ok"] else 1
