@@ -141,13 +141,14 @@ def kafka_bootstrap() -> Iterator[str]:
 
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[object]:
-    """A RedisServer of this test only, persisting (AOF) in tmp_path: `.stop()`/`.kill()` then
-    `.start()` brings it back on the same port with its data."""
+    """A RedisServer of this test only, persisting (AOF, fsync always) in tmp_path:
+    `.stop()`/`.kill()` then `.start()` brings it back on the same port with every
+    acknowledged write (everysec could lose the last second under load: tests must not flake)."""
     try:
         find_redis_server()
     except LocalServerError as exc:
         pytest.skip(str(exc))
-    server = start_redis(dir=tmp_path / "redis", appendonly=True)
+    server = start_redis(dir=tmp_path / "redis", appendonly=True, extra_args=("--appendfsync", "always"))
     try:
         yield server
     finally:

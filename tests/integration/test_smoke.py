@@ -233,6 +233,7 @@ def test_private_redis_survives_a_crash_with_its_data(private_redis) -> None:
     c = private_redis.client()
     c.hset("sf:{S1}:meta", mapping={"SCHEDULE-DEVICE-METER:0": 41})
     c.hset("sf:{S1}:meta", "SCHEDULE-DEVICE-METER:1", 7)
+    assert c.config_get("appendfsync") == {"appendfsync": "always"}
     c.close()
     port = private_redis.port
     private_redis.kill()
