@@ -157,3 +157,33 @@ def test_app_run_uploads_the_registered_algorithms_and_stops_on_sigterm(redis_cl
     pids = _child_pids(text)
     assert len(pids) == 3
     assert all(_gone(p) for p in pids), pids
+
+
+def test_until_idle_runs_the_ported_flat_callback_and_returns_by_itself(redis_client, redis_url, kafka_bootstrap,
+                                                                          tmp_path):
+    cat = unique_catalogue()
+    create_catalogue_topics(kafka_bootstrap, cat, partitions=2)
+    cfg = _config(tmp_path, cat, redis_url, kafka_bootstrap, "appidle")
+    log = tmp_path / "idle.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STATIONFLOW_")}
+    env["PYTHONPATH"] = str(ROOT)
+    values = _values()
+    now = int(time.time() * 1000)
+    for alias in ("environment_calendar", "station_param", "station_realtime_data"):
+        produce(kafka_bootstrap, cat.by_alias[alias].topic, [values[alias]], timestamp_ms=now)
+    proc = subprocess.run([sys.executable, "-m", "examples.migration", "--config", str(cfg), "--workers", "1",
+                           "--until-idle", "3"], cwd=ROOT, env=env, stdout=log.open("w"),
+                          stderr=subprocess.STDOUT, timeout=180)
+    text = log.read_text()
+    assert proc.returncode == 0, text[-4000:]
+    # everything was drained before run() returned: the envelope is already on the topic
+    env_ = _envelopes(kafka_bootstrap, cat, "load_prediction")[-1]
+    result = env_["results"][0]
+    assert result["station_id"] == STATION  # added by stationflow; the callback did not
+    assert result["last_hour"] == "2025-11-19 11:00:00"
+    # hour 11 of both sample stations merged on STATION (later element wins per gun):
+    # guns 03, 01, 02, 04 -> 34.29, 44.17, 2.27, 15.0
+    assert result["total_gun_power"] == 95.73 and result["peak_gun"] == "01"
+    assert result["grid_capacity"] == 800.0  # the last of the three station_param elements
+    assert redis_client.zcard("appidle:batches:due") == 0
+    assert all(_gone(p) for p in _child_pids(text))
