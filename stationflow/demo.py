@@ -252,22 +252,36 @@ def create_topics(settings: Any, bootstrap: str, partitions: int) -> list[str]:
     return names
 
 
-def output_counts(settings: Any, bootstrap: str) -> dict[str, int]:
-    """Messages on each module's output topic (end offsets): the batches uploaded per module."""
-    from kafka import TopicPartition
-    from kafka.admin import KafkaAdminClient, OffsetSpec
+def read_uploads(settings: Any, bootstrap: str, idle_s: float = 1.5) -> dict[str, dict[str, int]]:
+    """What the workers uploaded, read back from every local module's output topic: messages,
+    distinct batch ids (the key) and station results, per module. Read to the end rather
+    than trusting end offsets (a local broker may under-report them)."""
+    from kafka import KafkaConsumer, TopicPartition
 
-    admin = KafkaAdminClient(**{**settings.kafka.admin_config(), "bootstrap_servers": bootstrap})
+    outs = {m.output_topic: m.name for m in settings.catalogue.modules if m.runs == "local"}
+    counts = {m: {"messages": 0, "batches": 0, "results": 0} for m in outs.values()}
+    keys: dict[str, set[bytes]] = {m: set() for m in outs.values()}
+    consumer = KafkaConsumer(**{**settings.kafka.consumer_config(), "bootstrap_servers": bootstrap,
+                                "group_id": None, "enable_auto_commit": False})
     try:
-        outs = {m.output_topic: m.name for m in settings.catalogue.modules if m.runs == "local"}
-        meta = admin.describe_topics(list(outs))
-        tps = [TopicPartition(t["name"], p["partition_index"]) for t in meta for p in t.get("partitions") or []]
-        ends = admin.list_partition_offsets({tp: OffsetSpec.LATEST for tp in tps})
+        tps = [TopicPartition(t, p) for t in outs for p in sorted(consumer.partitions_for_topic(t) or ())]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < idle_s:
+            got = consumer.poll(timeout_ms=300)
+            if got:
+                quiet_since = time.monotonic()
+            for tp, recs in got.items():
+                m = outs[tp.topic]
+                for rec in recs:
+                    counts[m]["messages"] += 1
+                    keys[m].add(rec.key or b"")
+                    counts[m]["results"] += int(json.loads(rec.value).get("stations_count", 0))
     finally:
-        admin.close()
-    counts = {m: 0 for m in outs.values()}
-    for tp, o in ends.items():
-        counts[outs[tp.topic]] += max(0, int(o.offset))
+        consumer.close()
+    for m, ks in keys.items():
+        counts[m]["batches"] = len(ks)
     return counts
 
 
@@ -384,14 +398,16 @@ def drained(snap: st.Snapshot, produced: int, r: Any, settings: Any) -> bool:
             and v["batches_open"] == 0 and open_seconds == 0)
 
 
-def module_table(snap: st.Snapshot, uploads: dict[str, int], settings: Any) -> dict[str, dict[str, Any]]:
+def module_table(snap: st.Snapshot, uploads: dict[str, dict[str, int]], settings: Any) -> dict[str, dict[str, Any]]:
     runs = st.runs_by_module(snap.counters.get("runs", {}))
     out = {}
     for m in settings.catalogue.local_modules():
         r = runs.get(m, {"ok": 0, "none": 0, "failed": 0})
         out[m] = {"ok": r["ok"], "none": r["none"], "failed": r["failed"],
                   "failed_reasons": {k[7:]: n for k, n in r.items() if k.startswith("failed:")},
-                  "uploaded": uploads.get(m, 0)}
+                  "uploaded": uploads.get(m, {}).get("batches", 0),
+                  "upload_messages": uploads.get(m, {}).get("messages", 0),
+                  "uploaded_results": uploads.get(m, {}).get("results", 0)}
     return out
 
 
@@ -438,10 +454,13 @@ def render_summary(summary: dict[str, Any]) -> str:
     lines.append(f"batches: created {b['created']}, uploaded {b['uploaded']}, skipped (no ok result) {b['skipped']}, "
                  f"expired {b['expired']}, still open {b['open']}")
     w = max(len(m) for m in summary["modules"])
-    lines.append(f"{'module':<{w}}  {'ok':>6}  {'none':>5}  {'failed':>6}  {'uploads':>7}  failure reasons")
+    lines.append(f"{'module':<{w}}  {'runs ok':>7}  {'none':>5}  {'failed':>6}  {'batches':>7}  {'results':>7}  "
+                 "failure reasons")
     for m, row in summary["modules"].items():
         reasons = ", ".join(f"{k} {n}" for k, n in row["failed_reasons"].items())
-        lines.append(f"{m:<{w}}  {row['ok']:>6}  {row['none']:>5}  {row['failed']:>6}  {row['uploaded']:>7}  {reasons}")
+        lines.append(f"{m:<{w}}  {row['ok']:>7}  {row['none']:>5}  {row['failed']:>6}  {row['uploaded']:>7}  "
+                     f"{row['uploaded_results']:>7}  {reasons}")
+    lines.append("(batches and results: read back from the MODULE-OUTPUT-* topics)")
     for s, outs in summary["samples"].items():
         lines.append(f"station {s}:")
         for m, fig in outs.items():
@@ -523,7 +542,7 @@ def run_demo(opts: DemoOptions, echo: Callable[[str], None] = print) -> int:
         for c in run.children:  # stop before reading the logs and exit codes
             stop_child(c)
         snap = _snapshot(r, settings, run.bootstrap, lag=False)
-        uploads = output_counts(settings, run.bootstrap)
+        uploads = read_uploads(settings, run.bootstrap)
         table = module_table(snap, uploads, settings)
         v = st.summarise(snap)
         summary = {

@@ -443,7 +443,8 @@ def render_station(view: Mapping[str, Any]) -> str:
 
     seen = view.get("last_seen_age_s")
     lines = [f"station {view['station']}" + ("" if seen is None else f" (last seen {seen} s ago)")]
-    if not any(t["present"] for t in view["topics"].values()) and not view["outputs"]:
+    own = [t for t in view["topics"].values() if t["kind"] != "global"]
+    if seen is None and not any(t["present"] for t in own) and not view["outputs"]:
         lines.append("  nothing stored for this station (check the id: `stationflow status` counts stations)")
     lines.append("topics:")
     for alias, t in view["topics"].items():
