@@ -187,3 +187,24 @@ def test_until_idle_runs_the_ported_flat_callback_and_returns_by_itself(redis_cl
     assert result["grid_capacity"] == 800.0  # the last of the three station_param elements
     assert redis_client.zcard("appidle:batches:due") == 0
     assert all(_gone(p) for p in _child_pids(text))
+
+
+def test_a_failing_child_stops_the_others_and_gives_its_status(redis_url, kafka_bootstrap, tmp_path, monkeypatch):
+    from examples.station_app import algorithms
+    from stationflow.app import App
+
+    for k in list(os.environ):
+        if k.startswith("STATIONFLOW_"):
+            monkeypatch.delenv(k)
+    cat = unique_catalogue()
+    create_catalogue_topics(kafka_bootstrap, cat, partitions=1)
+    app = App({"prefix": "appfail", "redis": {"url": redis_url},
+               "kafka": {"bootstrap_servers": kafka_bootstrap, "group_id": "g-appfail"},
+               "topics": {t.alias: {"topic": t.topic} for t in cat.topics}})
+    app.register("load_prediction", algorithms.forecast_load)
+    running = app.start(ingesters=1, workers=1, worker_args=("--processes", "0"))  # a usage error: exit 2
+    code = running.wait(stop_timeout_s=60)
+    assert code == 2
+    ingester = next(c for c in running.children if c.role == "ingest")
+    assert ingester.proc.returncode in (0, -signal.SIGTERM)  # asked to stop, and it did
+    assert all(c.proc.poll() is not None for c in running.children)
