@@ -109,15 +109,19 @@ def list_workers(r: Any) -> list[dict[str, Any]]:
     return sorted(out, key=lambda w: w["name"])
 
 
-def consumer_lag(admin_config: Mapping[str, Any], group: str, topics: Iterable[str]
+def consumer_lag(admin_config: Mapping[str, Any], group: str, topics: Iterable[str], timeout_s: float = 5.0
                  ) -> dict[str, dict[int, dict[str, int | None]]]:
     """Committed offset, end offset and lag per partition of `topics` for consumer `group`.
 
-    A partition the group never committed shows committed None and its whole log as lag."""
+    A partition the group never committed shows committed None and its whole log as lag.
+    An unreachable broker fails after about `timeout_s` (status must not hang on Kafka)."""
     from kafka import TopicPartition
     from kafka.admin import KafkaAdminClient, OffsetSpec
 
-    admin = KafkaAdminClient(**{**admin_config, "client_id": f"{admin_config.get('client_id', 'stationflow')}-status"})
+    ms = int(timeout_s * 1000)
+    admin = KafkaAdminClient(**{**admin_config, "client_id": f"{admin_config.get('client_id', 'stationflow')}-status",
+                                "bootstrap_timeout_ms": min(ms, int(admin_config.get("bootstrap_timeout_ms", ms))),
+                                "request_timeout_ms": min(2 * ms, int(admin_config.get("request_timeout_ms", 2 * ms)))})
     try:
         wanted = set(topics)
         meta = admin.describe_topics(sorted(wanted))
