@@ -105,7 +105,8 @@ class Keys:
         return [
             (f"{p}:{s}:meta", "hash",
              "per station: hwm:<topic>:<partition> applied-offset high-water marks, ts:<alias> newest "
-             "record ms, hn:/hc:<alias> newest stored hour and window cutoff, x:<alias> last TTL refresh",
+             "record ms, hn:/hc:<alias> newest stored hour and window cutoff, x:<alias> last TTL refresh "
+             "of the alias's keys, xm of the meta hash itself",
              f"HGETALL '{p}:{{1053405539402387456}}:meta'"),
             (f"{p}:{s}:w:<alias>", "string (latest) / list (append)",
              "latest: one msgpack item {ts, src, payload}; append: items oldest first, capped",

@@ -1,8 +1,10 @@
 """The window store: idempotent writes of parsed records and one-round-trip reads of a station.
 
-Writes: one pipeline per `apply()` holding ONE script call per station (all of that station's
-records of the poll, in offset order) and one per global alias, so a script never touches
-another station's slot (Redis Cluster safe) and an ingester pays one round trip per poll.
+Writes: one pipeline per `apply()`, so an ingester pays one round trip per poll. Each
+station's records of the poll (in offset order) go whole into one script call; on a single
+Redis a call carries many stations (per-call cost in Redis is paid once per ~1000 records,
+not once per station), while `cluster=True` keeps one call per station and per global alias
+so that a script never touches another station's slot.
 Idempotency lives inside the scripts: a per (station or global alias, topic, partition)
 offset high-water mark in the meta hash is checked and advanced atomically with the write,
 and every upsert follows "newest record wins" (equal timestamps: later arrival wins).
@@ -32,7 +34,6 @@ from store.counters import Tally
 from store.keys import Keys
 
 HOUR_FMT = "%Y-%m-%d %H:%M:%S"
-_NF = 13  # fields per record in apply.lua
 
 
 class StoreError(Exception):
@@ -80,21 +81,17 @@ class StationWindows(dict):
         return out
 
 
-class _Call:
-    """One apply.lua call being assembled: one station (or one global alias) of a poll."""
+class _Unit:
+    """One station's (or one global alias's) records of a poll, as apply.lua takes them."""
 
-    __slots__ = ("station", "meta", "meta_ret", "aidx", "aliases", "header", "pidx", "parts", "recs", "srcs")
+    __slots__ = ("station", "meta", "base", "recs", "specs", "srcs")
 
-    def __init__(self, station: str | None, meta: str, meta_ret: str) -> None:
+    def __init__(self, station: str | None, meta: str, base: str) -> None:
         self.station = station
         self.meta = meta
-        self.meta_ret = meta_ret
-        self.aidx: dict[str, int] = {}
-        self.aliases: list[TopicSpec] = []
-        self.header: list[Any] = []
-        self.pidx: dict[str, int] = {}
-        self.parts: list[str] = []
-        self.recs: list[Any] = []
+        self.base = base
+        self.recs: list[Any] = []  # 5 fields per record: stream offset key item ts
+        self.specs: list[TopicSpec] = []
         self.srcs: list[Source] = []
 
 
@@ -141,12 +138,15 @@ class _Scripts:
 
 class WindowStore:
     def __init__(self, r: redis.Redis, catalogue: Catalogue, prefix: str = "sf", *,
-                 outputs_keep: int = 1) -> None:
+                 outputs_keep: int = 1, cluster: bool = False, call_records: int = 1000) -> None:
         self.r = r
         self.catalogue = catalogue
         self.keys = Keys(prefix)
         self.outputs_keep = max(1, int(outputs_keep))
         self.scripts = _Scripts(r)
+        self.cluster = bool(cluster)
+        self.call_records = max(1, int(call_records))
+        self._defs: dict[str, list[Any]] = {}
         self.tally = Tally()
         rets = [t.retention_s for t in catalogue.topics]
         self.meta_retention = "" if any(x is None for x in rets) else _ms(max(rets))  # type: ignore[type-var]
@@ -157,29 +157,34 @@ class WindowStore:
         }
 
     # ---- writing -----------------------------------------------------------------------
-    def _alias_header(self, spec: TopicSpec, station: str | None) -> list[Any]:
-        """The 7 per-alias fields of apply.lua: alias kind wkey retention cap x1 x2."""
-        k = self.keys
+    def _alias_def(self, spec: TopicSpec) -> list[Any]:
+        """The 7 per-alias fields of apply.lua: alias kind suffix retention cap x1 x2. A unit's
+        window key is its base + suffix (station base + 'd:<alias>'; a global alias's base is
+        its whole window key, suffix '')."""
+        d = self._defs.get(spec.alias)
+        if d is not None:
+            return d
+        k, s = self.keys, "_"
         kind = "output" if spec.is_module_output else spec.kind
         cap, x1, x2 = spec.window_size, "", ""
         if kind == "global":
-            wkey = k.global_window(spec.alias)
-        elif station is None:
-            raise StoreError(f"a record of {spec.topic} has no station id")
+            wkey = ""
         elif kind in ("latest", "append"):
-            wkey = k.latest(station, spec.alias)
+            wkey = k.latest(s, spec.alias)
         elif kind == "output":
-            wkey, cap = k.output(station, spec.alias), self.outputs_keep
+            wkey, cap = k.output(s, spec.alias), self.outputs_keep
         elif kind == "hourly":
-            wkey = k.hourly(station, spec.alias)
+            wkey = k.hourly(s, spec.alias)
         elif kind == "devices":
-            wkey, x1 = k.devices(station, spec.alias), _ms(spec.ttl_s)
+            wkey, x1 = k.devices(s, spec.alias), _ms(spec.ttl_s)
         elif kind == "orders":
-            wkey = k.orders_closed(station, spec.alias)
+            wkey = k.orders_closed(s, spec.alias)
             x1, x2 = str(int(spec.order_close_s * 1000)), self._order_modules.get(spec.alias, "")
         else:  # pragma: no cover - the catalogue validates kinds
             raise StoreError(f"unknown window kind {kind!r}")
-        return [spec.alias, kind, wkey, _ms(spec.retention_s), cap, x1, x2]
+        suffix = wkey[len(k.station_base(s)):] if wkey else ""
+        d = self._defs[spec.alias] = [spec.alias, kind, suffix, _ms(spec.retention_s), cap, x1, x2]
+        return d
 
     @staticmethod
     def _record_key(spec: TopicSpec, rec: Record, src: Source) -> str:
@@ -198,74 +203,118 @@ class WindowStore:
         """Write every record of one poll; see the module docstring for the guarantees."""
         now_ms = int(now_ms)
         result = ApplyResult()
-        calls: dict[Any, _Call] = {}
+        units: dict[Any, _Unit] = {}
+        streams: dict[tuple[str, str], int] = {}
+        aliases: dict[str, int] = {}
         due: dict[str, dict[str, int]] = defaultdict(dict)
         seen: set[tuple[str | None, str, str]] = set()
         by_alias = self.catalogue.by_alias
+        keys = self.keys
         triggers = result.triggers
         for src, records in messages:
             part = f"{src.topic}:{src.partition}"
             coords = f"{part}:{src.offset}"
             ts = src.timestamp_ms
+            offset = src.offset
             for rec in records:
-                spec = by_alias.get(rec.alias)
+                alias = rec.alias
+                spec = by_alias.get(alias)
                 if spec is None:
-                    raise StoreError(f"unknown alias {rec.alias!r} in {coords}")
-                is_global = spec.kind == "global"
+                    raise StoreError(f"unknown alias {alias!r} in {coords}")
+                kind = spec.kind
+                is_global = kind == "global"
                 sid = None if is_global else rec.station_id
-                ck = ("g", spec.alias) if is_global else sid
-                call = calls.get(ck)
-                if call is None:
-                    if sid is None and not is_global:
-                        raise StoreError(f"record of {coords} ({spec.alias}) has no station id")
-                    meta = self.keys.global_meta(spec.alias) if is_global else self.keys.meta(sid)  # type: ignore[arg-type]
-                    call = calls[ck] = _Call(sid, meta, "" if is_global else self.meta_retention)
-                ai = call.aidx.get(spec.alias)
-                if ai is None:
-                    ai = call.aidx[spec.alias] = len(call.aidx) + 1
-                    call.aliases.append(spec)
-                    call.header.extend(self._alias_header(spec, sid))
-                pi = call.pidx.get(part)
-                if pi is None:
-                    pi = call.pidx[part] = len(call.pidx) + 1
-                    call.parts.append(part)
-                key = self._record_key(spec, rec, src)
-                call.recs += (ai, pi, src.offset, key, encode_item(ts, coords, rec.payload), ts)
-                call.srcs.append(src)
-                if spec.kind == "orders":
-                    due[spec.alias].setdefault(f"{sid}|{key}", now_ms + int(spec.order_close_s * 1000))
+                ck = ("g", alias) if is_global else sid
+                unit = units.get(ck)
+                if unit is None:
+                    if is_global:
+                        unit = units[ck] = _Unit(None, keys.global_meta(alias), keys.global_window(alias))
+                    elif sid is None:
+                        raise StoreError(f"record of {coords} ({alias}) has no station id")
+                    else:
+                        unit = units[ck] = _Unit(sid, keys.meta(sid), keys.station_base(sid))
+                si = streams.get((alias, part))
+                if si is None:
+                    if alias not in aliases:
+                        aliases[alias] = len(aliases) + 1
+                    si = streams[(alias, part)] = len(streams) + 1
+                if kind == "devices" and rec.key:
+                    key = rec.key
                 else:
-                    t = (sid, spec.alias, coords)
+                    key = self._record_key(spec, rec, src)
+                unit.recs += (si, offset, key, encode_item(ts, coords, rec.payload), ts)
+                unit.specs.append(spec)
+                unit.srcs.append(src)
+                if kind == "orders":
+                    due[alias].setdefault(f"{sid}|{key}", now_ms + int(spec.order_close_s * 1000))
+                else:
+                    t = (sid, alias, coords)
                     if t not in seen:
                         seen.add(t)
-                        triggers.append(Trigger(sid, spec.alias, src))
+                        triggers.append(Trigger(sid, alias, src))
+        head: list[Any] = [len(aliases)]
+        for alias in aliases:
+            head += self._alias_def(by_alias[alias])
+        head.append(len(streams))
+        for (alias, part) in streams:
+            head += (aliases[alias], part)
+        calls = self._group(units.values(), now_ms, head)
         pipe = self.r.pipeline(transaction=False)
         flushed = self._flush_into(pipe)
         n_flush = len(flushed)
         sha = self.scripts.sha["apply.lua"]
-        args_list = []
-        for call in calls.values():
-            args = [call.meta, now_ms, call.meta_ret, len(call.aliases), *call.header,
-                    len(call.parts), *call.parts, *call.recs]
-            args_list.append(args)
-            pipe.evalsha(sha, 1, *args)
-        stations = [c.station for c in calls.values() if c.station is not None]
+        for _, keys_args in calls:
+            pipe.evalsha(sha, *keys_args)
+        stations = [u.station for u in units.values() if u.station is not None]
         if stations:
-            pipe.zadd(self.keys.stations, {s: now_ms for s in stations}, gt=True)
+            pipe.zadd(keys.stations, {s: now_ms for s in stations}, gt=True)
         for alias, members in due.items():
-            pipe.zadd(self.keys.orders_due(alias), members, nx=True)
+            pipe.zadd(keys.orders_due(alias), members, nx=True)
         try:
-            replies = self._execute(pipe, "apply.lua", args_list, first=n_flush)
+            replies = self._execute(pipe, "apply.lua", [c[1] for c in calls], first=n_flush)
         except Exception:
             self.tally.restore(flushed)  # the caller retries the poll; keep the counts for then
             raise
-        for call, reply in zip(calls.values(), replies, strict=True):
-            self._account(result, call, reply)
+        alias_specs = [by_alias[a] for a in aliases]
+        for (group, _), reply in zip(calls, replies, strict=True):
+            self._account(result, group, alias_specs, reply)
         return result
+
+    def _group(self, units: Iterable[_Unit], now_ms: int, head: list[Any]) -> list[tuple[list[_Unit], list[Any]]]:
+        """Units -> script calls: one per unit under Redis Cluster, else units packed up to
+        `call_records` records per call (global windows apart: their meta never expires)."""
+        calls: list[tuple[list[_Unit], list[Any]]] = []
+        limit = 1 if self.cluster else self.call_records
+        for is_global, ret in ((False, self.meta_retention), (True, "")):
+            group: list[_Unit] = []
+            n = 0
+            for u in units:
+                if (u.station is None) != is_global:
+                    continue
+                group.append(u)
+                n += len(u.srcs)
+                if n >= limit:
+                    calls.append((group, self._call_args(group, now_ms, ret, head)))
+                    group, n = [], 0
+            if group:
+                calls.append((group, self._call_args(group, now_ms, ret, head)))
+        return calls
+
+    @staticmethod
+    def _call_args(group: list[_Unit], now_ms: int, ret: str, head: list[Any]) -> list[Any]:
+        args: list[Any] = [len(group)]
+        args += [u.meta for u in group]
+        args += (now_ms, ret)
+        args += head
+        for u in group:
+            args += (u.base, len(u.srcs))
+            args += u.recs
+        return args
 
     def _execute(self, pipe: Any, script: str, script_args: list[list[Any]], first: int) -> list[Any]:
         """Run the pipeline; scripts lost by a Redis restart are re-loaded and re-run alone
-        (an EVALSHA that failed with NOSCRIPT changed nothing, so re-running is exact)."""
+        (an EVALSHA that failed with NOSCRIPT changed nothing, so re-running is exact).
+        `script_args` are each call's numkeys, keys and args."""
         replies = pipe.execute(raise_on_error=False)
         out = replies[first:first + len(script_args)]
         missing = [i for i, x in enumerate(out) if isinstance(x, redis.exceptions.NoScriptError)]
@@ -273,7 +322,7 @@ class WindowStore:
             self.scripts.load()
             p2 = self.r.pipeline(transaction=False)
             for i in missing:
-                p2.evalsha(self.scripts.sha[script], 1, *script_args[i])
+                p2.evalsha(self.scripts.sha[script], *script_args[i])
             for i, x in zip(missing, p2.execute(raise_on_error=False), strict=True):
                 out[i] = x
         for x in replies[:first] + out + replies[first + len(script_args):]:
@@ -281,47 +330,48 @@ class WindowStore:
                 raise x
         return out
 
-    def _account(self, result: ApplyResult, call: _Call, reply: list[Any]) -> None:
+    def _account(self, result: ApplyResult, group: list[_Unit], aliases: list[TopicSpec], reply: list[Any]) -> None:
         status, closes, evicted = reply
         status = status.decode() if isinstance(status, bytes) else status
         tally = self.tally
-        specs = call.aliases
-        recs = call.recs
+        specs = [s for u in group for s in u.specs]
+        srcs = [s for u in group for s in u.srcs]
+        stations = [u.station for u in group for _ in u.srcs]
+        counts: dict[tuple[str, str], int] = defaultdict(int)
         for i, st in enumerate(status):
-            src = call.srcs[i]
-            spec = specs[recs[6 * i] - 1]
-            group = f"topic:{src.topic}"
+            topic = srcs[i].topic
             if st == "a":
                 result.applied += 1
-                tally.add(group, "records_applied")
+                counts[(topic, "records_applied")] += 1
             elif st == "s":
                 result.superseded += 1
-                tally.add(group, "records_superseded")
+                counts[(topic, "records_superseded")] += 1
             elif st == "r":
                 result.replays_skipped += 1
-                tally.add(group, "replays_skipped")
+                counts[(topic, "replays_skipped")] += 1
             elif st == "i":
-                if spec.kind == "global":
-                    tally.add(group, "keys_ignored")
+                if specs[i].kind == "global":
+                    counts[(topic, "keys_ignored")] += 1
                 else:
                     result.hours_ignored += 1
-                    tally.add(group, "hours_ignored")
+                    counts[(topic, "hours_ignored")] += 1
             elif st == "l":
                 result.late_orders += 1
                 result.applied += 1
-                tally.add(group, "late_orders")
-                tally.add(group, "records_applied")
+                counts[(topic, "late_orders")] += 1
+                counts[(topic, "records_applied")] += 1
+        for (topic, name), n in counts.items():
+            tally.add(f"topic:{topic}", name, n)
         for j in range(0, len(evicted), 2):
-            spec = specs[int(evicted[j]) - 1]
             n = int(evicted[j + 1])
+            spec = aliases[int(evicted[j]) - 1]
             result.seconds_evicted += n
             tally.add(f"topic:{spec.topic}", "seconds_evicted", n)
         for j in range(0, len(closes), 6):
             idx, _seq, _sec, _late, osrc, ots = closes[j:j + 6]
             i = int(idx) - 1
-            spec = specs[recs[6 * i] - 1]
             o = osrc.decode() if isinstance(osrc, bytes) else osrc
-            result.triggers.append(Trigger(call.station, spec.alias, source_from(o, int(ots))))
+            result.triggers.append(Trigger(stations[i], specs[i].alias, source_from(o, int(ots))))
 
     def flush_counters(self) -> None:
         """Write counters gathered by the last calls (each apply also flushes the previous one's)."""

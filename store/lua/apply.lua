@@ -1,52 +1,56 @@
--- Apply one poll's records of ONE station (or one global alias) atomically.
--- KEYS[1] meta hash: hwm:<topic>:<partition> offset high-water marks, ts:<alias> newest record
---         ms, hn:/hc:<alias> newest stored hour and the oldest hour kept, x:<alias> when the
---         alias's keys last had their TTL set (refreshed every retention/64, or on creation).
+-- Apply one poll's records of one or more units atomically; a unit is ONE station (or one
+-- global alias). On a single Redis one call carries many stations; under Redis Cluster the
+-- caller sends one unit per call, so a call never touches another station's slot.
+-- KEYS[u]  meta hash of unit u: hwm:<topic>:<partition> offset high-water marks, ts:<alias>
+--          newest record ms, hn:/hc:<alias> newest stored hour and the oldest hour kept,
+--          x:<alias> when the alias's keys last had their TTL set (refreshed every
+--          retention/64, or on creation), xm when the meta hash itself last had it.
 -- ARGV: now_ms, meta_retention_ms ('' = never), n_aliases, then per alias 7 fields
---   (alias kind wkey retention_ms cap x1 x2), n_partitions, then per partition 'topic:partition',
---   then per record, in offset order, 6 fields: alias_index partition_index offset key item ts.
--- x1/x2: devices x1 = ttl ms; orders x1 = close ms, x2 = modules csv. Hourly keys are
---   'hour|oldest hour kept when this hour is the newest'.
--- Returns {status, closes, evicted}: status has one char per record (a applied, s superseded by
--- newer data, r replay skipped, i outside the window, l late order); closes is flat
--- {record_index, seq, second, late, src, ts} per closed order second; evicted is flat
--- {alias_index, n} of closed seconds evicted before every module received them.
-local meta = KEYS[1]
+--   (alias kind suffix retention_ms cap x1 x2), n_streams, then per stream 2 fields
+--   (alias_index 'topic:partition'), then per unit (one per KEYS entry, same order):
+--   base, n_records, then per record, in offset order, 5 fields: stream_index offset key item ts.
+-- A unit's window key of an alias is base .. suffix. x1/x2: devices x1 = ttl ms; orders
+--   x1 = close ms, x2 = modules csv. Hourly keys are 'hour|oldest hour kept when this hour
+--   is the newest'.
+-- Returns {status, closes, evicted}: status has one char per record of the call, units in
+-- order (a applied, s superseded by newer data, r replay skipped, i outside the window,
+-- l late order); closes is flat {record_index, seq, second, late, src, ts} per closed order
+-- second (record_index counts from 1 over the whole call); evicted is flat {alias_index, n}
+-- of closed seconds evicted before every module received them.
 local now = tonumber(ARGV[1])
 local meta_ret = ARGV[2]
 local pos = 3
-local A = {}
+local D = {}
 local na = tonumber(ARGV[pos]); pos = pos + 1
 for i = 1, na do
-  A[i] = {alias = ARGV[pos], kind = ARGV[pos + 1], wkey = ARGV[pos + 2], ret = ARGV[pos + 3],
-          cap = tonumber(ARGV[pos + 4]), x1 = ARGV[pos + 5], x2 = ARGV[pos + 6], idx = i}
+  local alias, kind = ARGV[pos], ARGV[pos + 1]
+  local d = {alias = alias, kind = kind, suffix = ARGV[pos + 2], ret = ARGV[pos + 3],
+             cap = tonumber(ARGV[pos + 4]), x1 = ARGV[pos + 5], x2 = ARGV[pos + 6], idx = i,
+             ts_f = 'ts:' .. alias, x_f = 'x:' .. alias}
+  if kind == 'hourly' then d.hn_f, d.hc_f = 'hn:' .. alias, 'hc:' .. alias end
+  if kind == 'orders' then d.mods = csv(d.x2) end
+  D[i] = d
   pos = pos + 7
 end
-local P = {}
-local np = tonumber(ARGV[pos]); pos = pos + 1
-for i = 1, np do P[i] = ARGV[pos]; pos = pos + 1 end
-local first_rec = pos
-local n = (#ARGV - first_rec + 1) / 6
+-- the meta hash lives meta_ret + 1/64 after its last TTL refresh (xm), which happens at most
+-- every meta_ret/64: it outlives every window key written since (those live retention <= meta_ret)
+local meta_ttl, meta_every
+if meta_ret ~= '' then
+  local mr = tonumber(meta_ret)
+  meta_every = mr / 64
+  meta_ttl = string.format('%d', mr + math.floor(mr / 64))
+end
+local S = {}
+local ns = tonumber(ARGV[pos]); pos = pos + 1
+for i = 1, ns do
+  local part = ARGV[pos + 1]
+  S[i] = {ai = tonumber(ARGV[pos]), part = part, field = 'hwm:' .. part, pre = part .. ':'}
+  pos = pos + 2
+end
 
 local status, closes, evicted = {}, {}, {}
-local hwm, applying = {}, {}
-local meta_out = {}
-
--- every meta field this call may need, in one read
-local mnames = {}
-for i = 1, np do mnames[#mnames + 1] = 'hwm:' .. P[i] end
-for _, a in ipairs(A) do
-  mnames[#mnames + 1] = 'ts:' .. a.alias
-  mnames[#mnames + 1] = 'x:' .. a.alias
-  if a.kind == 'hourly' then
-    mnames[#mnames + 1] = 'hn:' .. a.alias
-    mnames[#mnames + 1] = 'hc:' .. a.alias
-  end
-end
-local M = {}
-local mvals = redis.call('HMGET', meta, unpack(mnames))
-for i, f in ipairs(mnames) do M[f] = mvals[i] end
-for i = 1, np do hwm['hwm:' .. P[i]] = tonumber(M['hwm:' .. P[i]]) or -1 end
+-- per unit (reset for each one)
+local M, hwm, applying, meta_out
 
 local function add_close(idx, seq, sec, late, src, ts)
   local c = closes
@@ -58,12 +62,12 @@ local function init(a)
   if a.loaded then return a end
   a.loaded = true
   local k = a.kind
-  a.ts = tonumber(M['ts:' .. a.alias])
-  local stamp = tonumber(M['x:' .. a.alias])
+  a.ts = tonumber(M[a.ts_f])
+  local stamp = tonumber(M[a.x_f])
   a.refresh = a.ret ~= '' and (stamp == nil or now - stamp >= tonumber(a.ret) / 64)
   if k == 'hourly' then
     a.tkey = a.wkey .. ':ts'
-    if redis.call('EXISTS', a.wkey) == 1 then a.hn, a.hc = M['hn:' .. a.alias], M['hc:' .. a.alias]
+    if redis.call('EXISTS', a.wkey) == 1 then a.hn, a.hc = M[a.hn_f], M[a.hc_f]
     else a.created = true end
   elseif k == 'devices' then
     a.tkey = a.wkey .. ':ts'
@@ -76,8 +80,7 @@ local function init(a)
         redis.call('ZREMRANGEBYSCORE', a.tkey, '-inf', '(' .. cutoff)
       end
     end
-    a.card = redis.call('ZCARD', a.tkey)
-    if a.card == 0 then a.created = true end
+    -- the cap is checked and the TTLs (re)set only when a device is added (see below)
   elseif k == 'global' then
     a.tkey = a.wkey .. ':ts'
     a.created = true
@@ -86,7 +89,6 @@ local function init(a)
     a.created = true
   elseif k == 'orders' then
     a.st, a.cbkey = a.wkey .. ':st', a.wkey .. ':cb'
-    a.mods = csv(a.x2)
     local names = {'open', 'deadline', 'last_closed', 'seq', 'open_src', 'open_ts', 'open_items'}
     for _, m in ipairs(a.mods) do names[#names + 1] = 'cur:' .. m end
     local f = redis.call('HMGET', a.st, unpack(names))
@@ -169,161 +171,199 @@ local function replay_closes(a, idx, src)
   end
 end
 
-for i = 0, n - 1 do
-  local b = first_rec + i * 6
-  local a = A[tonumber(ARGV[b])]
-  local part = P[tonumber(ARGV[b + 1])]
-  local off_s = ARGV[b + 2]
-  local offset = tonumber(off_s)
-  local key, item, ts = ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
-  local idx = i + 1
-  local field = 'hwm:' .. part
-  local h = hwm[field]
-  if offset <= h and applying[field] ~= offset then
-    status[idx] = 'r'
-    if a.kind == 'orders' then replay_closes(a, idx, part .. ':' .. off_s) end
-  else
-    applying[field] = offset
-    hwm[field] = offset
-    meta_out[field] = off_s
-    init(a)
-    local st = 'a'
-    local nts = tonumber(ts)
-    local k = a.kind
-    if k == 'latest' or k == 'output' then
-      if a.ts == nil or nts >= a.ts or redis.call('EXISTS', a.wkey) == 0 then
-        if k == 'latest' then
-          if a.ret ~= '' then redis.call('SET', a.wkey, item, 'PX', a.ret)
-          else redis.call('SET', a.wkey, item) end
+local ridx = 0
+for u = 1, #KEYS do
+  local meta = KEYS[u]
+  local base = ARGV[pos]
+  local first_rec = pos + 2
+  local n = tonumber(ARGV[pos + 1])
+  pos = first_rec + n * 5
+
+  -- the aliases and partitions of this unit, and every meta field it may need, in one read
+  local A, alist, mnames, fseen = {}, {}, {}, {}
+  for b = first_rec, pos - 1, 5 do
+    local s = S[tonumber(ARGV[b])]
+    if not fseen[s.field] then fseen[s.field] = true; mnames[#mnames + 1] = s.field end
+    if not A[s.ai] then
+      local d = D[s.ai]
+      local a = {alias = d.alias, kind = d.kind, wkey = base .. d.suffix, ret = d.ret, cap = d.cap,
+                 x1 = d.x1, x2 = d.x2, idx = d.idx, mods = d.mods, ts_f = d.ts_f, x_f = d.x_f,
+                 hn_f = d.hn_f, hc_f = d.hc_f}
+      A[s.ai] = a
+      alist[#alist + 1] = a
+      mnames[#mnames + 1] = d.ts_f
+      mnames[#mnames + 1] = d.x_f
+      if d.hn_f then mnames[#mnames + 1] = d.hn_f; mnames[#mnames + 1] = d.hc_f end
+    end
+  end
+  mnames[#mnames + 1] = 'xm'
+  M, hwm, applying, meta_out = {}, {}, {}, {}
+  local mvals = redis.call('HMGET', meta, unpack(mnames))
+  for i, f in ipairs(mnames) do M[f] = mvals[i] end
+  for f in pairs(fseen) do hwm[f] = tonumber(M[f]) or -1 end
+
+  for b = first_rec, pos - 1, 5 do
+    local s = S[tonumber(ARGV[b])]
+    local a = A[s.ai]
+    local off_s = ARGV[b + 1]
+    local offset = tonumber(off_s)
+    local key, item, ts = ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
+    ridx = ridx + 1
+    local idx = ridx
+    local field = s.field
+    local h = hwm[field]
+    if offset <= h and applying[field] ~= offset then
+      status[idx] = 'r'
+      if a.kind == 'orders' then replay_closes(a, idx, s.pre .. off_s) end
+    else
+      applying[field] = offset
+      hwm[field] = offset
+      meta_out[field] = off_s
+      init(a)
+      local st = 'a'
+      local nts = tonumber(ts)
+      local k = a.kind
+      if k == 'latest' or k == 'output' then
+        if a.ts == nil or nts >= a.ts or redis.call('EXISTS', a.wkey) == 0 then
+          if k == 'latest' then
+            if a.ret ~= '' then redis.call('SET', a.wkey, item, 'PX', a.ret)
+            else redis.call('SET', a.wkey, item) end
+          else
+            a.items[#a.items + 1] = item
+            a.touched = true
+          end
+          a.ts, a.ts_s = nts, ts
         else
-          a.items[#a.items + 1] = item
+          st = 's'
+        end
+      elseif k == 'append' then
+        a.items[#a.items + 1] = item
+        bump_ts(a, ts, nts)
+        a.touched = true
+      elseif k == 'hourly' then
+        -- key is 'hour|oldest hour kept when this hour is the newest'
+        local hour, cut = string.match(key, '^(.-)|(.*)$')
+        if a.hc and hour < a.hc then
+          st = 'i'
+        else
+          if not a.hn or hour > a.hn then
+            a.hn, a.hc = hour, cut
+            a.hour_moved = true
+            for _, old in ipairs(redis.call('HKEYS', a.tkey)) do
+              if old < cut then redis.call('HDEL', a.wkey, old); redis.call('HDEL', a.tkey, old) end
+            end
+          end
+          local old = tonumber(redis.call('HGET', a.tkey, hour))
+          if old == nil or nts >= old then
+            redis.call('HSET', a.wkey, hour, item)
+            redis.call('HSET', a.tkey, hour, ts)
+          else
+            st = 's'
+          end
+          bump_ts(a, ts, nts)
           a.touched = true
         end
-        a.ts, a.ts_s = nts, ts
-      else
-        st = 's'
-      end
-    elseif k == 'append' then
-      a.items[#a.items + 1] = item
-      bump_ts(a, ts, nts)
-      a.touched = true
-    elseif k == 'hourly' then
-      -- key is 'hour|oldest hour kept when this hour is the newest'
-      local hour, cut = string.match(key, '^(.-)|(.*)$')
-      if a.hc and hour < a.hc then
-        st = 'i'
-      else
-        if not a.hn or hour > a.hn then
-          a.hn, a.hc = hour, cut
-          a.hour_moved = true
-          for _, old in ipairs(redis.call('HKEYS', a.tkey)) do
-            if old < cut then redis.call('HDEL', a.wkey, old); redis.call('HDEL', a.tkey, old) end
+      elseif k == 'devices' then
+        if a.cutoff and nts < a.cutoff then
+          st = 's'  -- already older than the TTL: it would be removed by this very write
+        else
+          local won = redis.call('ZADD', a.tkey, 'GT', 'CH', ts, key) == 1
+          if not won then won = tonumber(redis.call('ZSCORE', a.tkey, key)) == nts end  -- a tie: later wins
+          if won then
+            if redis.call('HSET', a.wkey, key, item) == 1 then
+              -- a new device (or a new key): cap, and give both keys a full TTL at write-back
+              a.created = true
+              local card = redis.call('ZCARD', a.tkey)
+              if card > a.cap then
+                local drop = redis.call('ZRANGE', a.tkey, 0, card - a.cap - 1)
+                redis.call('HDEL', a.wkey, unpack(drop))
+                redis.call('ZREMRANGEBYRANK', a.tkey, 0, card - a.cap - 1)
+              end
+            end
+          else
+            st = 's'
           end
         end
-        local old = tonumber(redis.call('HGET', a.tkey, hour))
+        bump_ts(a, ts, nts)
+        a.touched = true
+      elseif k == 'global' then
+        local old = tonumber(redis.call('HGET', a.tkey, key))
         if old == nil or nts >= old then
-          redis.call('HSET', a.wkey, hour, item)
-          redis.call('HSET', a.tkey, hour, ts)
+          redis.call('HSET', a.wkey, key, item)
+          redis.call('HSET', a.tkey, key, ts)
+          local nk = redis.call('HLEN', a.tkey)
+          if nk > a.cap then
+            local all = redis.call('HKEYS', a.tkey)
+            table.sort(all)
+            for j = 1, nk - a.cap do redis.call('HDEL', a.wkey, all[j]); redis.call('HDEL', a.tkey, all[j]) end
+            if redis.call('HEXISTS', a.tkey, key) == 0 then st = 'i' end
+          end
         else
           st = 's'
         end
         bump_ts(a, ts, nts)
         a.touched = true
-      end
-    elseif k == 'devices' then
-      if a.cutoff and nts < a.cutoff then
-        st = 's'  -- already older than the TTL: it would be removed by this very write
+      elseif k == 'orders' then
+        if apply_order(a, idx, key, item, ts, s.pre .. off_s) then st = 'l' end
+        bump_ts(a, ts, nts)
+        a.touched = true
       else
-        local won = redis.call('ZADD', a.tkey, 'GT', 'CH', ts, key) == 1
-        if not won then won = tonumber(redis.call('ZSCORE', a.tkey, key)) == nts end  -- a tie: later wins
-        if won then
-          a.card = a.card + redis.call('HSET', a.wkey, key, item)
-          if a.card > a.cap then
-            local drop = redis.call('ZRANGE', a.tkey, 0, a.card - a.cap - 1)
-            redis.call('HDEL', a.wkey, unpack(drop))
-            redis.call('ZREMRANGEBYRANK', a.tkey, 0, a.card - a.cap - 1)
-            a.card = a.cap
-          end
-        else
-          st = 's'
-        end
+        return redis.error_reply('unknown window kind ' .. k)
       end
-      bump_ts(a, ts, nts)
-      a.touched = true
-    elseif k == 'global' then
-      local old = tonumber(redis.call('HGET', a.tkey, key))
-      if old == nil or nts >= old then
-        redis.call('HSET', a.wkey, key, item)
-        redis.call('HSET', a.tkey, key, ts)
-        local nk = redis.call('HLEN', a.tkey)
-        if nk > a.cap then
-          local all = redis.call('HKEYS', a.tkey)
-          table.sort(all)
-          for j = 1, nk - a.cap do redis.call('HDEL', a.wkey, all[j]); redis.call('HDEL', a.tkey, all[j]) end
-          if redis.call('HEXISTS', a.tkey, key) == 0 then st = 'i' end
-        end
-      else
-        st = 's'
-      end
-      bump_ts(a, ts, nts)
-      a.touched = true
-    elseif k == 'orders' then
-      if apply_order(a, idx, key, item, ts, part .. ':' .. off_s) then st = 'l' end
-      bump_ts(a, ts, nts)
-      a.touched = true
-    else
-      return redis.error_reply('unknown window kind ' .. k)
+      status[idx] = st
     end
-    status[idx] = st
   end
-end
 
--- write back per-alias state, evict, expire
-for _, a in ipairs(A) do
-  if a.loaded then
-    local k = a.kind
-    if a.ts_s then meta_out['ts:' .. a.alias] = a.ts_s end
-    if k == 'output' and #a.items > 0 then
-      redis.call('LPUSH', a.wkey, unpack(a.items))
-      redis.call('LTRIM', a.wkey, 0, a.cap - 1)
-    end
-    if k == 'append' and #a.items > 0 then
-      redis.call('RPUSH', a.wkey, unpack(a.items))
-      redis.call('LTRIM', a.wkey, -a.cap, -1)
-    end
-    if k == 'hourly' and a.hour_moved then
-      meta_out['hn:' .. a.alias] = a.hn
-      meta_out['hc:' .. a.alias] = a.hc
-    end
-    if k == 'orders' and a.dirty then
-      local f = {'seq', a.seq}
-      if a.last_closed_s then f[#f + 1] = 'last_closed'; f[#f + 1] = a.last_closed_s end
-      if a.open then
-        for _, v in ipairs({'open', a.open_s, 'deadline', a.deadline_s, 'open_src', a.open_src, 'open_ts', a.open_ts,
-                            'open_items', a.open_blob}) do
-          f[#f + 1] = v
+  -- write back per-alias state, evict, expire
+  for _, a in ipairs(alist) do
+    if a.loaded then
+      local k = a.kind
+      if a.ts_s then meta_out[a.ts_f] = a.ts_s end
+      if k == 'output' and #a.items > 0 then
+        redis.call('LPUSH', a.wkey, unpack(a.items))
+        redis.call('LTRIM', a.wkey, 0, a.cap - 1)
+      end
+      if k == 'append' and #a.items > 0 then
+        redis.call('RPUSH', a.wkey, unpack(a.items))
+        redis.call('LTRIM', a.wkey, -a.cap, -1)
+      end
+      if k == 'hourly' and a.hour_moved then
+        meta_out[a.hn_f] = a.hn
+        meta_out[a.hc_f] = a.hc
+      end
+      if k == 'orders' and a.dirty then
+        local f = {'seq', a.seq}
+        if a.last_closed_s then f[#f + 1] = 'last_closed'; f[#f + 1] = a.last_closed_s end
+        if a.open then
+          for _, v in ipairs({'open', a.open_s, 'deadline', a.deadline_s, 'open_src', a.open_src, 'open_ts', a.open_ts,
+                              'open_items', a.open_blob}) do
+            f[#f + 1] = v
+          end
+        elseif a.had_open then
+          redis.call('HDEL', a.st, 'open', 'deadline', 'open_src', 'open_ts', 'open_items')
         end
-      elseif a.had_open then
-        redis.call('HDEL', a.st, 'open', 'deadline', 'open_src', 'open_ts', 'open_items')
+        redis.call('HSET', a.st, unpack(f))
+        local ev = evict_seconds(a.wkey, a.seq, a.card, a.cap, a.cursors)
+        if a.card > a.cap then redis.call('ZREMRANGEBYSCORE', a.cbkey, '-inf', a.seq - a.cap) end
+        if ev > 0 then evicted[#evicted + 1] = a.idx; evicted[#evicted + 1] = ev end
       end
-      redis.call('HSET', a.st, unpack(f))
-      local ev = evict_seconds(a.wkey, a.seq, a.card, a.cap, a.cursors)
-      if a.card > a.cap then redis.call('ZREMRANGEBYSCORE', a.cbkey, '-inf', a.seq - a.cap) end
-      if ev > 0 then evicted[#evicted + 1] = a.idx; evicted[#evicted + 1] = ev end
-    end
-    if a.touched and a.ret ~= '' and (a.created or a.refresh) then
-      redis.call('PEXPIRE', a.wkey, a.ret)
-      if a.tkey then redis.call('PEXPIRE', a.tkey, a.ret) end
-      if k == 'orders' then
-        redis.call('PEXPIRE', a.st, a.ret)
-        redis.call('PEXPIRE', a.cbkey, a.ret)
+      if a.touched and a.ret ~= '' and (a.created or a.refresh) then
+        redis.call('PEXPIRE', a.wkey, a.ret)
+        if a.tkey then redis.call('PEXPIRE', a.tkey, a.ret) end
+        if k == 'orders' then
+          redis.call('PEXPIRE', a.st, a.ret)
+          redis.call('PEXPIRE', a.cbkey, a.ret)
+        end
+        if a.refresh then meta_out[a.x_f] = ARGV[1] end
       end
-      if a.refresh then meta_out['x:' .. a.alias] = ARGV[1] end
     end
   end
+  local mf = {}
+  for f, v in pairs(meta_out) do mf[#mf + 1] = f; mf[#mf + 1] = v end
+  local stamp = tonumber(M.xm)
+  local refresh_meta = meta_ttl and (stamp == nil or now - stamp >= meta_every)
+  if refresh_meta then mf[#mf + 1] = 'xm'; mf[#mf + 1] = ARGV[1] end
+  if #mf > 0 then redis.call('HSET', meta, unpack(mf)) end
+  if refresh_meta then redis.call('PEXPIRE', meta, meta_ttl) end
 end
-local mf = {}
-for f, v in pairs(meta_out) do mf[#mf + 1] = f; mf[#mf + 1] = v end
-if #mf > 0 then redis.call('HSET', meta, unpack(mf)) end
-if meta_ret ~= '' then redis.call('PEXPIRE', meta, meta_ret) end
 return {table.concat(status), closes, evicted}

@@ -409,6 +409,58 @@ def test_shuffled_across_partitions_equals_single_delivery(r):
     assert shuffled == single
 
 
+def test_calls_grouping_stations_equal_one_call_per_station(r, monkeypatch):
+    """Many stations per script call (single Redis) and one per call (cluster) store the same."""
+    cat = Catalogue.build()
+    msgs = traffic(1000, seed=5)
+    calls: dict[str, list[int]] = {}
+    group = WindowStore._group
+
+    def spy(self, units, now_ms, head):
+        out = group(self, units, now_ms, head)
+        calls.setdefault(self.keys.prefix, []).append(len(out))
+        return out
+
+    monkeypatch.setattr(WindowStore, "_group", spy)
+    runs = {}
+    for prefix, opts in (("a", {"cluster": True}), ("b", {"call_records": 7}), ("c", {})):
+        ws = WindowStore(r, cat, prefix=prefix, **opts)
+        results = deliver(ws, msgs, batch=60)
+        results.append(ws.apply(msgs[:300], T0 + 3_600_000))  # a replay, grouped the same way
+        ws.flush_counters()
+        state = {k[2:]: v for k, v in dump(r, prefix).items() if k.startswith(f"{prefix}:")}
+        counters = {k.decode()[len(prefix):]: r.hgetall(k) for k in r.keys(f"{prefix}:counters:*")}
+        counts = [(x.applied, x.superseded, x.replays_skipped, x.hours_ignored, x.late_orders,
+                   x.seconds_evicted) for x in results]
+        runs[prefix] = (state, counters, counts, trig(results))
+    assert runs["a"] == runs["b"] == runs["c"]
+    assert runs["a"][1]  # counters were written
+    assert runs["a"][2][-1][2] == sum(len(m[1]) for m in msgs[:300])  # the replay skipped every record
+    # per station (and per global alias) under cluster; a few calls per poll otherwise
+    assert min(calls["a"]) >= 4 and max(calls["c"]) <= 2
+    assert sum(calls["b"]) > sum(calls["c"])
+
+
+def test_meta_ttl_refreshed_every_64th_and_outlives_windows(r):
+    week = 7 * 86_400_000
+    # every window expires within a week, so the meta hash may expire too (a week + 1/64)
+    cat = Catalogue.build(topic_overrides={a: {"retention_s": 3600 * 24 * 7}
+                                           for a in ("station_param", "environment_calendar", "car_price")})
+    ws = WindowStore(r, cat)
+    meta = Keys().meta(S1)
+    ttl = week + week // 64
+    ws.apply([dev(S1, "H1", 1, T0)], T0)
+    assert ttl - 5_000 < r.pttl(meta) <= ttl
+    assert r.pttl(Keys().devices(S1, "device_host_dcdc")) <= week < ttl
+    r.pexpire(meta, 600_000)
+    ws.apply([dev(S1, "H1", 2, T0 + 60_000)], T0 + 60_000)
+    assert r.pttl(meta) <= 600_000
+    later = T0 + week // 64
+    ws.apply([dev(S1, "H1", 3, later)], later)
+    assert ttl - 5_000 < r.pttl(meta) <= ttl
+    assert r.hget(meta, "hwm:SCHEDULE-DEVICE-HOST-DCDC:0") == b"3"
+
+
 # ---- the store against the pure model (parsers.windows) ---------------------------------------
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
