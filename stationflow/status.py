@@ -390,7 +390,8 @@ def order_figures(o: Mapping[str, Any]) -> dict[str, Any]:
 
 def price_figures(rec: Mapping[str, Any]) -> dict[str, Any]:
     """A tariff record as its 48 half-hour slots collapsed into runs of one class."""
-    codes, prices = slot_codes(rec), slot_prices(rec)
+    codes = slot_codes(rec)
+    prices = [None if p is None else round(p, 4) for p in slot_prices(rec)]
     runs: list[dict[str, Any]] = []
     for i, (c, p) in enumerate(zip(codes, prices, strict=True)):
         if runs and runs[-1]["code"] == c:

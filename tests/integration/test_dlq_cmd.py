@@ -158,3 +158,35 @@ def test_replay_by_reason_dry_run_and_truncated_entries(dead):
     assert _end(dead["bootstrap"], meter) == before + 1  # one of the two is a realtime element
     usage = CliRunner().invoke(main, ["--config", str(dead["cfg"]), "dlq", "replay"])
     assert usage.exit_code == 2 and "nothing selected" in usage.output
+
+
+# ---- pure helpers (no servers) ----------------------------------------------------------------
+
+def test_replay_value_per_envelope():
+    from parsers.catalogue import default_catalogue
+    from stationflow.commands.dlq_cmd import NotReplayable, hexdump, preview, replay_value
+
+    cat = default_catalogue()
+
+    def entry(topic, raw, element=None, raw_len=None):
+        return {"topic": topic, "partition": 1, "offset": 9, "raw": raw, "element_index": element,
+                "raw_len": len(raw) if raw_len is None else raw_len}
+
+    elem = b'{"stationId":"S1","gunNum":"2"}'
+    assert replay_value(cat.topic("station_param"), entry("SCHEDULE-STATION-PARAM", elem, 3)) == b"[" + elem + b"]"
+    assert json.loads(replay_value(cat.topic("car_price"), entry("SCHEDULE-CAR-PRICE", elem, 0))) == {
+        "fee": [json.loads(elem)]}
+    assert json.loads(replay_value(cat.topic("environment_calendar"), entry("X", b'{"date":1}', 0))) == {
+        "calendar": [{"date": 1}]}
+    assert replay_value(cat.topic("car_order"), entry("SCHEDULE-CAR-ORDER", b"\xff\x00")) == b"\xff\x00"
+    with pytest.raises(NotReplayable, match="cannot be sent alone"):
+        replay_value(cat.topic("load_prediction"), entry("MODULE-OUTPUT-LOAD_PREDICTION", b"{}", 0))
+    with pytest.raises(NotReplayable, match="only 2 of 10 bytes"):
+        replay_value(cat.topic("car_order"), entry("SCHEDULE-CAR-ORDER", b"{}", raw_len=10))
+    with pytest.raises(NotReplayable, match="not in the catalogue"):
+        replay_value(None, entry("OTHER", b"{}"))
+
+    assert preview(b'{"a":"\xff\x01"}') == '{"a":"\\xff\\x01"}'
+    assert preview(b"x" * 10, limit=4) == "xxxx... (6 more characters)"
+    dump = hexdump(bytes(range(20)), limit=16).splitlines()
+    assert dump[0].startswith("00000000  00 01 02") and dump[-1] == "... 4 more bytes"

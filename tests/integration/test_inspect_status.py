@@ -262,3 +262,25 @@ def test_status_reports_an_unreachable_kafka_and_keeps_the_redis_side(filled, re
     d = json.loads(out.output)
     assert d["summary"]["stations"] == 3
     assert d["lag"] is None and d["lag_error"]
+
+
+# ---- pure summaries (no servers) ----------------------------------------------------------------
+
+def test_pure_summaries():
+    from stationflow.status import dead_letters_by, key_figures, lag_table, price_figures, runs_by_module
+
+    tp0, tp1 = TopicPartition("T", 0), TopicPartition("T", 1)
+    assert lag_table([tp1, tp0], {tp0: 10, tp1: 4}, {tp0: 7, tp1: -1}) == {
+        "T": {0: {"committed": 7, "end": 10, "lag": 3}, 1: {"committed": None, "end": 4, "lag": 4}}}
+    assert runs_by_module({"SOH_model:ok": 3, "SOH_model:failed:not_ready": 2, "SOH_model:failed:timeout": 1,
+                           "SOH_model:us": 900}) == {
+        "SOH_model": {"ok": 3, "none": 0, "failed": 3, "failed:not_ready": 2, "failed:timeout": 1, "us": 900}}
+    assert dead_letters_by({"A-B:bad_json": 2, "C:bad_json": 1, "C:too_large": 4}) == {"bad_json": 3, "too_large": 4}
+    assert dead_letters_by({"A-B:bad_json": 2, "C:too_large": 4}, "topic") == {"A-B": 2, "C": 4}
+    rec = {"sendTime": "2025-11-19 08:00:00", "peakElectricFee": 1.0, "peakServerFee": 0.5, "ebbElectricFee": 0.3,
+           "ebbServerFee": 0.2, **{f"feeNo{k}": "03" if k <= 16 else "01" for k in range(1, 49)}}
+    figs = price_figures(rec)
+    assert figs["slots"] == ["00:00-08:00 ebb 0.5", "08:00-24:00 peak 1.5"]
+    assert (figs["min_price"], figs["max_price"]) == (0.5, 1.5)
+    assert key_figures({"a": [1, 2.5], "b": "x" * 50, "c": {"d": 1}, "e": 0.123456}) == {
+        "a": "[2 numbers, 1..2.5]", "b": "x" * 37 + "...", "c": "{1 keys}", "e": 0.123}
