@@ -62,7 +62,8 @@ class ApplyResult:
 
 class StationWindows(dict):
     """What `read_station` returns: name -> window, plus ("car_order", module) -> closed seconds
-    after that module's cursor. `windows_for(module)` gives the mapping `build_input` takes."""
+    after that module's cursor (None when the station has no closed second stored at all).
+    `windows_for(module)` gives the mapping `build_input` takes."""
 
     def __init__(self, catalogue: Catalogue, station: str, data: Mapping[Any, Any]) -> None:
         super().__init__(data)
@@ -75,7 +76,8 @@ class StationWindows(dict):
         for name in spec.all_inputs:
             t = self.catalogue.by_alias.get(name)
             if t is not None and t.kind == "orders":
-                out[name] = self.get((name, module), [])
+                # None: no closed second stored (the input is missing); []: none new for `module`
+                out[name] = self.get((name, module))
             else:
                 out[name] = self.get(name)
         return out
@@ -561,12 +563,13 @@ class WindowStore:
                 data[name] = {kk.decode() if isinstance(kk, bytes) else kk: decode_item(x) for kk, x in v.items()}
             else:
                 alias, users = name
-                cursors = [int(c) for c in v[:len(users)]]
-                seconds = [_closed(decode_closed_second(m)) for m in v[len(users):]]
+                stored = int(v[0])
+                cursors = [int(c) for c in v[1:len(users) + 1]]
+                seconds = [_closed(decode_closed_second(m)) for m in v[len(users) + 1:]]
                 if not users:
                     data[alias] = seconds
                 for user, cur in zip(users, cursors, strict=True):
-                    data[(alias, user)] = [s for s in seconds if s["seq"] > cur]
+                    data[(alias, user)] = [s for s in seconds if s["seq"] > cur] if stored else None
         return data
 
     # ---- module outputs ----------------------------------------------------------------

@@ -245,7 +245,7 @@ def order(station, offset, ts, tx="tx", partition=0):
 
 def seconds_for(ws, module, station=S1):
     w = ws.read_station(station, [module]).windows_for(module)["car_order"]
-    return [(s["seq"], s["second"], s["late"], [o["payload"]["o"] for o in s["orders"]]) for s in w]
+    return [(s["seq"], s["second"], s["late"], [o["payload"]["o"] for o in s["orders"]]) for s in w or []]
 
 
 def test_orders_second_closes_when_a_later_second_arrives(ws):
@@ -256,6 +256,23 @@ def test_orders_second_closes_when_a_later_second_arrives(ws):
     assert [(t.alias, t.source.offset) for t in res.triggers] == [("car_order", 2)]  # source: last order of it
     assert seconds_for(ws, "station_guidance") == [(1, T0 // 1000, False, [1, 2])]
     assert ws.present([S1], ["car_order"])[S1] == {"car_order"}
+
+
+def test_orders_window_none_until_a_second_is_closed_then_empty_when_all_delivered(ws):
+    def window(module):
+        return ws.read_station(S1, [module]).windows_for(module)["car_order"]
+
+    assert window("station_guidance") is None  # nothing stored: the input is missing
+    ws.apply([order(S1, 1, T0)], T0)
+    assert window("station_guidance") is None  # an open second is not stored data yet
+    ws.apply([order(S1, 2, T0 + 1000)], T0)  # closes T0
+    got = window("station_guidance")
+    assert [(s["seq"], s["second"]) for s in got] == [(1, T0 // 1000)]
+    ws.advance_cursor(S1, "station_guidance", "car_order", 1)
+    assert window("station_guidance") == []  # stored, none new for this module
+    assert [s["seq"] for s in window("electricity_price")] == [1]  # other modules keep theirs
+    assert ws.read_windows(S1, ["car_order"])["car_order"][0]["seq"] == 1
+    assert ws.read_windows(S2, ["car_order"])["car_order"] == []
 
 
 def test_late_orders_form_their_own_closed_bucket(ws):
@@ -580,7 +597,7 @@ def test_scripts_reload_after_script_flush(ws, r):
     res = ws.apply([msg(P_PARAM, 1, T0, rec(S1, "station_param", {"v": 1}))], T0)
     assert res.applied == 1
     r.script_flush()
-    assert ws.read_station(S1, ["station_guidance"]).windows_for("station_guidance")["car_order"] == []
+    assert ws.read_station(S1, ["station_guidance"]).windows_for("station_guidance")["car_order"] is None
 
 
 def test_items_are_msgpack_with_source_coordinates(ws, r):
