@@ -386,15 +386,15 @@ def _snapshot(r: Any, settings: Any, bootstrap: str, lag: bool = True) -> st.Sna
     return snap
 
 
-def drained(snap: st.Snapshot, produced: int, r: Any, settings: Any) -> bool:
-    """Every produced message ingested, no job queued or running, no batch open, no order
-    second waiting to close."""
+def drained(snap: st.Snapshot, produced: int, r: Any, settings: Any, baseline: int = 0) -> bool:
+    """Every message produced by this run ingested (`baseline`: the count before it, for a
+    reused Redis), no job queued or running, no batch open, no order second waiting to close."""
     from store.keys import Keys
 
     v = st.summarise(snap)
     open_seconds = sum(int(r.zcard(Keys(settings.prefix).orders_due(t.alias)))
                        for t in settings.catalogue.topics if t.kind == "orders")
-    return (v["messages"] >= produced and v["queued"] == 0 and v["running"] == 0
+    return (v["messages"] - baseline >= produced and v["queued"] == 0 and v["running"] == 0
             and v["batches_open"] == 0 and open_seconds == 0)
 
 
@@ -499,6 +499,7 @@ def run_demo(opts: DemoOptions, echo: Callable[[str], None] = print) -> int:
             spawn(run, "worker", i, ["worker"], env)
         echo(f"started {opts.ingesters} ingester(s) and {opts.workers} worker(s): pids "
              + ", ".join(f"{c.name}={c.pid}" for c in run.children))
+        baseline = st.summarise(st.gather(r, settings.prefix, settings.queue.name, workers=False))["messages"]
         producer = Producer(settings, run.bootstrap, opts)
         heartbeat = Heartbeat(settings, r)
         echo(f"producing {opts.stations} stations for {opts.duration_s:g} s at speed {opts.speed:g} "
@@ -529,7 +530,7 @@ def run_demo(opts: DemoOptions, echo: Callable[[str], None] = print) -> int:
         while time.monotonic() - t_drain < opts.drain_timeout_s:
             check_children(run)
             snap = _snapshot(r, settings, run.bootstrap)
-            calm = calm + 1 if drained(snap, sent, r, settings) else 0
+            calm = calm + 1 if drained(snap, sent, r, settings, baseline) else 0
             if calm >= 2:  # twice in a row: a closing order second or a sweep may still enqueue
                 ok_drain = True
                 break
