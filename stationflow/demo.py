@@ -132,6 +132,9 @@ def start_servers(run: Run) -> None:
             run.redis_url = run.redis.url
             run.server_pids["redis-server"] = run.redis.pid
             run.echo(f"redis-server on {run.redis_url} (pid {run.redis.pid})")
+        if o.redis_url and not o.kafka:
+            run.echo("note: a fresh broker restarts every offset at 0; windows a previous run stored in this "
+                     "Redis skip those offsets as replays (use another --seed or an empty Redis)")
         if o.kafka:
             run.bootstrap = o.kafka
         else:
