@@ -284,3 +284,30 @@ def test_pure_summaries():
     assert (figs["min_price"], figs["max_price"]) == (0.5, 1.5)
     assert key_figures({"a": [1, 2.5], "b": "x" * 50, "c": {"d": 1}, "e": 0.123456}) == {
         "a": "[2 numbers, 1..2.5]", "b": "x" * 37 + "...", "c": "{1 keys}", "e": 0.123}
+
+
+def test_status_watch_prints_rates_from_counter_deltas(filled, redis_url, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    cfg = _config(tmp_path, redis_url)
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from stationflow.cli import main; sys.exit(main())",
+                             "--config", str(cfg), "status", "--watch", "0.5", "--json", "--no-lag"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={k: v for k, v in os.environ.items() if not k.startswith("STATIONFLOW_")})
+    try:
+        first = json.loads(proc.stdout.readline())
+        DeadLetters(filled["r"], PREFIX).add([DeadLetter("T", 0, 1, 1, "bad_json", "x", b"{")])
+        second = json.loads(proc.stdout.readline())
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0
+    assert "rates" not in first and first["summary"]["dead_letters"] == 0
+    assert second["summary"]["dead_letters"] == 1
+    dt = (second["taken_ms"] - first["taken_ms"]) / 1000
+    assert second["rates"]["dead_letters_per_s"] == pytest.approx(1 / dt, abs=0.1)
