@@ -17,7 +17,9 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -122,6 +124,19 @@ def _register(proc: _Process) -> None:
         _ATEXIT_REGISTERED = True
 
 
+def _die_with_parent() -> list[str]:
+    """A prefix that makes the server get SIGKILL when we die, even by SIGKILL (atexit can't).
+
+    Linux ties the parent-death signal to the thread that started the child, so it is only
+    used from the main thread (whose end is the process's end). setpriv (util-linux) sets it
+    and execs the server, so the pid and process group stay the server's own.
+    """
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return []
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
+
+
 class _Process:
     """One server process in its own session/process group, logging to a file."""
 
@@ -168,7 +183,7 @@ class _Process:
         log = open(self.log_path, "ab")  # handed to the child; closed below
         try:
             self._popen = subprocess.Popen(
-                self._argv(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                _die_with_parent() + self._argv(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 cwd=self.workdir, env=self._env(), start_new_session=True,
             )
         finally:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -255,3 +257,42 @@ def test_private_broker_restart_keeps_the_port_and_loses_the_data(private_broker
     create_topics(private_broker.bootstrap, [topic], partitions=1)
     assert produce(private_broker.bootstrap, topic, [b"after"]) == [(0, 0)]
     assert [r.value for r in consume_all(private_broker.bootstrap, topic, min_count=1)] == [b"after"]
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None or not sys.platform.startswith("linux"),
+                    reason="needs Linux and setpriv (util-linux)")
+def test_servers_die_with_a_killed_owner() -> None:
+    """SIGKILL skips atexit; the parent-death signal still takes the servers down."""
+    import os
+    import signal
+    import subprocess
+
+    from stationflow.local import wait_for
+
+    code = ("import os, sys\n"
+            "from stationflow.local import start_broker, start_redis\n"
+            "b = start_broker(); r = start_redis()\n"
+            "print(b.pid, r.pid, flush=True)\n"
+            "sys.stdin.read()\n")
+    owner = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        pids = [int(p) for p in owner.stdout.readline().split()]
+        assert len(pids) == 2
+        for pid in pids:
+            argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+            assert b"tansu" in argv0 or b"redis-server" in argv0, argv0  # the server itself, not a wrapper
+        os.kill(owner.pid, signal.SIGKILL)
+        owner.wait(10)
+
+        def gone(pid: int) -> bool:
+            try:
+                return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+            except OSError:
+                return True
+
+        for pid in pids:
+            wait_for(lambda p=pid: gone(p), 10, f"server {pid} to die with its owner")
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait(5)
