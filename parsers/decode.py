@@ -27,6 +27,7 @@ _BOM = b"\xef\xbb\xbf"
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 # bytes -> only the brackets, then brackets -> signed steps (+1 open, -1 close)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_NOT_BRACKETS_QUOTES = bytes(b for b in range(256) if b not in b'[]{}"')
 _STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # what msgpack and orjson can carry
 
@@ -37,7 +38,17 @@ def nesting_depth(data: bytes) -> int:
     if opens == 0:
         return 0
     if b'"' in data:
-        data = _STRING.sub(b"", data)
+        if b"\\" in data:
+            data = _STRING.sub(b"", data)
+        else:
+            # without escapes a string runs from one quote to the next, whatever lies between:
+            # drop everything but brackets and quotes first, then keep what is outside quotes
+            # (an unterminated last string stays, as the regex leaves it)
+            parts = data.translate(None, _NOT_BRACKETS_QUOTES).split(b'"')
+            outside = parts[0::2]
+            if len(parts) % 2 == 0:
+                outside.append(parts[-1])
+            data = b"".join(outside)
     steps = data.translate(None, _NOT_BRACKETS).translate(_STEPS)
     if not steps:
         return 0

@@ -167,7 +167,19 @@ def valid_date(s: str) -> bool:
 
 
 def check_fields(alias: str, obj: dict, required: tuple[str, ...]) -> None:
-    """Raise ElementError for the first missing required field, wrong type or bad value."""
+    """Raise ElementError for the first missing required field, wrong type or bad value.
+
+    A generated all-or-nothing predicate accepts the common (valid) element in one call;
+    only an element it refuses goes through the step-by-step checks below, which find the
+    first failing rule and word the error. The predicate is never weaker than those checks
+    (it tests the same rules, only without reporting), so the outcome is the same.
+    """
+    if not _fast_check(alias, required)(obj):
+        _explain(alias, obj, required)
+
+
+def _explain(alias: str, obj: dict, required: tuple[str, ...]) -> None:
+    """The checks one by one, in their reporting order: raises for the first that fails."""
     for f in required:
         if obj.get(f) is None:
             raise ElementError("missing_field", f"required field {f!r} is missing")
@@ -213,6 +225,83 @@ def _check_values(alias: str, obj: dict) -> None:
         if s is not None and p is not None and len(s) != len(p):
             raise ElementError("bad_field_value",
                                f"dcWorkStatus has {len(s)} entries but dcdcPower has {len(p)}")
+
+
+# ---- the fast predicate ---------------------------------------------------------------------
+
+def _type_test(tag: str, v: str, depth: int) -> list[str]:
+    """Source lines returning False from the predicate when `v` (present, not null) is not `tag`."""
+    x = f"_x{depth}"
+    if tag == STR:
+        return [f"if type({v}) is not str: return False"]
+    if tag == NUM:
+        return [f"if type({v}) is not int and type({v}) is not float: return False"]
+    if tag == BIT:
+        return [f"if not ((type({v}) is int and ({v} == 0 or {v} == 1)) or type({v}) is bool): return False"]
+    if tag == OBJ:
+        return [f"if type({v}) is not dict: return False"]
+    if tag == LSTR:
+        return [f"if type({v}) is not list: return False",
+                f"for {x} in {v}:",
+                f"    if type({x}) is not str: return False"]
+    if tag == LNUM:
+        return [f"if type({v}) is not list: return False",
+                f"for {x} in {v}:",
+                f"    if {x} is not None and type({x}) is not int and type({x}) is not float: return False"]
+    raise ValueError(f"unknown field type tag {tag!r}")
+
+
+def _indent(lines: list[str], n: int = 1) -> list[str]:
+    return ["    " * n + ln for ln in lines]
+
+
+@lru_cache(maxsize=256)
+def _fast_check(alias: str, required: tuple[str, ...]) -> Any:
+    """A predicate True only when `check_fields(alias, obj, required)` cannot raise: the
+    required fields, FIELD_TYPES of `alias` (nested ones included) and `_check_values`,
+    written out as straight-line code for this alias."""
+    body = ["g = obj.get"]
+    for f in required:
+        body.append(f"if g({f!r}) is None: return False")
+    compiled = _COMPILED.get(alias, {})
+    for i, (f, (tag, _, nested)) in enumerate(compiled.items()):
+        v = f"v{i}"
+        body.append(f"{v} = g({f!r})")
+        inner = _type_test(tag, v, 0)
+        for j, (sub, (sub_tag, _)) in enumerate(nested.items()):
+            sv = f"{v}_{j}"
+            inner.append(f"{sv} = {v}.get({sub!r})")
+            inner.append(f"if {sv} is not None:")
+            inner.extend(_indent(_type_test(sub_tag, sv, 1)))
+        body.append(f"if {v} is not None:")
+        body.extend(_indent(inner))
+    # _check_values
+    body.append("st = g('sendTime')")
+    body.append("if type(st) is str and not valid_send_time(st): return False")
+    if alias == "environment_calendar":
+        body.append("if not valid_date(g('date')): return False")
+    elif alias == "station_realtime_data":
+        body += ["gp = g('gunPower')",
+                 "if gp is not None:",
+                 "    n = -1",
+                 "    for k in ('gunNo', 'outputPowerPerGunAvg', 'outputPowerPerGunMax'):",
+                 "        lst = gp.get(k)",
+                 "        if lst is not None:",
+                 "            if n == -1: n = len(lst)",
+                 "            elif len(lst) != n: return False"]
+    elif alias == "car_price":
+        body += ["for f in FEE_SLOT_FIELDS:",
+                 "    code = g(f)",
+                 "    if code is not None and code not in FEE_CODES: return False"]
+    elif alias == "device_host_dcdc":
+        body += ["s, p = g('dcWorkStatus'), g('dcdcPower')",
+                 "if s is not None and p is not None and len(s) != len(p): return False"]
+    body.append("return True")
+    src = "def check(obj):\n" + "\n".join(_indent(body)) + "\n"
+    env = {"valid_send_time": valid_send_time, "valid_date": valid_date,
+           "FEE_SLOT_FIELDS": FEE_SLOT_FIELDS, "FEE_CODES": FEE_CODES}
+    exec(compile(src, f"<fields check {alias}>", "exec"), env)  # noqa: S102 - our own source text
+    return env["check"]
 
 
 def check_key(field: str, v: Any) -> str:
