@@ -457,15 +457,14 @@ def render_station(view: Mapping[str, Any]) -> str:
             lines.append(f"  {alias:<22} {t['kind']:<8} absent")
             continue
         state = "STALE" if t["stale"] else "fresh"
-        ttl = "none" if t["ttl_s"] is None else f"{t['ttl_s']:g}s"
-        lines.append(f"  {alias:<22} {t['kind']:<8} age {t['age_s']}s (ttl {ttl}) {state}")
+        lines.append(f"  {alias:<22} {t['kind']:<8} {_age_text(t['age_s'])} (ttl {human_duration(t['ttl_s'])}) {state}")
         for k, v in t.items():
             if k in ("kind", "present", "age_s", "ttl_s", "stale"):
                 continue
             if k == "devices":
                 for dev, d in v.items():
                     vis = "" if d["visible"] else "  (hidden: older than the ttl)"
-                    lines.append(f"      {dev}: age {d['age_s']}s {compact(d['figures'])}{vis}")
+                    lines.append(f"      {dev}: {_age_text(d['age_s'])} {compact(d['figures'])}{vis}")
             elif k in ("records", "last_orders"):
                 lines.append(f"      {k}:")
                 lines.extend(f"        {compact(x)}" for x in v)
@@ -475,8 +474,21 @@ def render_station(view: Mapping[str, Any]) -> str:
     if not view["outputs"]:
         lines.append("  none yet")
     for module, o in view["outputs"].items():
-        lines.append(f"  {module:<22} age {o['age_s']}s from {o['src']}: {compact(o['figures'])}")
+        lines.append(f"  {module:<22} {_age_text(o['age_s'])} from {o['src']}: {compact(o['figures'])}")
     return "\n".join(lines)
+
+
+def _age_text(age_s: float | None) -> str:
+    """A record stamped ahead of this clock (sped-up test traffic, clock skew) says so."""
+    if age_s is None:
+        return "age ?"
+    return f"age {age_s}s" if age_s >= 0 else f"{-age_s}s ahead of this clock"
+
+
+def human_duration(seconds: float | None) -> str:
+    from stationflow.commands.topics_cmd import human_duration as fmt
+
+    return fmt(seconds)
 
 
 def render_keys(rows: Sequence[tuple[str, str, str, str]]) -> str:
