@@ -180,8 +180,19 @@ def stationflow_argv(*args: str) -> list[str]:
     return [sys.executable, "-c", "import sys; from stationflow.cli import main; sys.exit(main())", *args]
 
 
+def _term_with_parent() -> list[str]:
+    """A prefix that sends the child SIGTERM (a graceful stop) if the demo dies, even by
+    SIGKILL. Linux ties the parent-death signal to the starting thread: main thread only."""
+    import shutil
+
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return []
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
+
+
 def spawn(run: Run, role: str, index: int, args: list[str], env: dict[str, str]) -> Child:
-    c = Child(role, index, stationflow_argv(*args), run.log_dir / f"{role}-{index}.log")
+    c = Child(role, index, _term_with_parent() + stationflow_argv(*args), run.log_dir / f"{role}-{index}.log")
     log = open(c.log_path, "ab")
     try:
         c.popen = subprocess.Popen(c.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -123,3 +123,31 @@ def test_demo_stops_everything_on_ctrl_c(tmp_path):
     s = json.loads(out.read_text())
     assert s["interrupted"] is True and s["ok"] is False
     _no_process_left(s)
+
+
+def test_children_stop_when_the_demo_is_killed(tmp_path):
+    """SIGKILL leaves no chance to clean up: the children still go (parent-death signal)."""
+    import shutil
+
+    if not shutil.which("setpriv"):
+        pytest.skip("setpriv (util-linux) not installed")
+    logs = tmp_path / "logs"
+    proc = subprocess.Popen(_cmd("--stations", "3", "--duration", "120", "--log-dir", str(logs)),
+                            cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    pids: list[int] = []
+    try:
+        for line in proc.stdout:
+            if line.startswith("started "):
+                pids = [int(x.split("=")[1]) for x in line.split("pids ", 1)[1].strip().split(", ")]
+            if line.startswith("["):
+                break
+        proc.kill()
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert len(pids) == 3
+    deadline = time.monotonic() + 20
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [p for p in pids if _alive(p)] == []
