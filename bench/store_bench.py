@@ -18,6 +18,8 @@ import argparse
 import statistics
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from itertools import islice
 from typing import Any
 
 import orjson
@@ -35,18 +37,29 @@ HOT_TOPICS = ("car_order", "device_host_dcdc", "device_host_acdc", "device_stora
 START_MS = 1_763_524_800_000
 
 
-def build_polls(stations: int, messages: int, poll: int, partitions: int = 4) -> list[list[tuple[Source, list[Record]]]]:
+def iter_polls(stations: int, messages: int, poll: int, partitions: int = 4,
+               topics: tuple[str, ...] | None = HOT_TOPICS) -> Iterator[list[tuple[Source, list[Record]]]]:
+    """Parsed polls of `Traffic` (all input topics when `topics` is None), one at a time."""
     cat = default_catalogue()
-    traffic = Traffic(stations=stations, seed=1, start_ms=START_MS, topics=HOT_TOPICS)
+    traffic = Traffic(stations=stations, seed=1, start_ms=START_MS, topics=topics)
     offsets: dict[tuple[str, int], int] = defaultdict(int)
     msgs: list[tuple[Source, list[Record]]] = []
-    for i, m in enumerate(traffic.take(messages)):
+    for i, m in enumerate(islice(traffic.messages(), messages)):
         p = i % partitions
         off = offsets[(m.topic, p)]
         offsets[(m.topic, p)] += 1
         res = parse_message(cat.topic(m.topic), m.value)
         msgs.append((Source(m.topic, p, off, m.timestamp_ms), res.records))
-    return [msgs[i:i + poll] for i in range(0, len(msgs), poll)]
+        if len(msgs) == poll:
+            yield msgs
+            msgs = []
+    if msgs:
+        yield msgs
+
+
+def build_polls(stations: int, messages: int, poll: int, partitions: int = 4,
+                topics: tuple[str, ...] | None = HOT_TOPICS) -> list[list[tuple[Source, list[Record]]]]:
+    return list(iter_polls(stations, messages, poll, partitions, topics))
 
 
 def run_store(r: Any, polls: list, replay: bool = False) -> float:

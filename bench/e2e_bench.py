@@ -1,0 +1,576 @@
+"""The whole system as separate processes: ingesters and workers against one broker and Redis.
+
+    python -m bench.e2e_bench [--stations 1000] [--rate 2000] [--seconds 60] [--steps 1000,2000,3000]
+
+Used by `stationflow bench` (bench/report.py) for three figures:
+- ingest throughput of one and two ingester *processes* (a thread would share the GIL);
+- station jobs/s of a pool of two worker processes, next to bare RQ with the same worker class;
+- end to end: `stationflow.traffic` is produced at a paced rate while one ingester and two
+  workers (real reference algorithms, Kafka upload) run; latency = the batch envelope's
+  record timestamp on its MODULE-OUTPUT-* topic (set by the uploader's producer) minus the
+  timestamp of the source message named by the batch id (set by our producer at send).
+  Then the rate is stepped up; a step is sustainable while the producer keeps its rate, the
+  ingester's lag stays under 2 s and latency does not grow within the step.
+
+Child processes are spawned (not forked) and told the settings as a plain dict; every one
+is stopped by its pid in a `finally`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing
+import os
+import signal
+import statistics
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+MP = multiprocessing.get_context("spawn")
+SEED = 3
+#: an ingester child counts these into shared values the parent samples
+_SHARED = ("done", "first", "last", "lag_ms")
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of a process (Linux /proc), 0 when it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def pct(values: list[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0..100); nan for no values."""
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, int(round(p / 100 * (len(s) - 1)))))]
+
+
+def settings_dict(cat: Any, bootstrap: str, redis_url: str, group: str, *, high_water: int | None = None,
+                  batch_timeout_s: float | None = None) -> dict[str, Any]:
+    """Settings as a plain dict (children are spawned: they rebuild Settings from it)."""
+    d: dict[str, Any] = {
+        "redis": {"url": redis_url},
+        "kafka": {"bootstrap_servers": bootstrap, "group_id": group,
+                  "consumer": {"session_timeout_ms": 10000, "heartbeat_interval_ms": 1000}},
+        "topics": {t.alias: {"topic": t.topic} for t in cat.topics},
+        "ingest": {"summary_interval_s": 0, "commit_interval_s": 0.5},
+    }
+    if high_water is not None:
+        d["queue"] = {"high_water": high_water, "low_water": high_water - 1}
+    if batch_timeout_s is not None:
+        d["batch"] = {"timeout_s": batch_timeout_s}
+    return d
+
+
+def _quiet() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
+
+
+# ---- ingester processes -------------------------------------------------------------------
+
+def _ingester_child(cfg: dict[str, Any], shared: dict[str, Any], start: Any, stop: Any) -> None:
+    """One `stationflow ingest` in this process; counts processed records into `shared`."""
+    _quiet()
+    from ingest.service import build
+    from stationflow.commands.ingest_cmd import queue_depth, scheduler
+    from stationflow.settings import Settings
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    settings = Settings.from_dict(cfg)
+    svc = build(settings, scheduler(settings), queue_depth=queue_depth(settings))
+    proc = svc.ingester.processor
+    inner = proc.execute
+
+    def execute(fl: Any) -> None:
+        if shared["first"].value == 0:
+            shared["first"].value = time.time()
+        inner(fl)
+        now_ms = time.time() * 1000
+        if fl.records:
+            shared["lag_ms"].value = now_ms - min(r.timestamp for r in fl.records)
+        with shared["done"].get_lock():
+            shared["done"].value += len(fl.records)
+        shared["last"].value = time.time()
+
+    proc.execute = execute
+    if start is not None:
+        start.wait(60)  # every member subscribes at once: one initial rebalance, not two
+    th = threading.Thread(target=svc.ingester.run, daemon=True)
+    th.start()
+    stop.wait()
+    svc.ingester.stop()
+    th.join(30)
+
+
+@dataclass
+class Ingesters:
+    """N ingester processes of one consumer group and their shared counters."""
+
+    cfg: dict[str, Any]
+    n: int = 1
+    procs: list[Any] = field(default_factory=list)
+    shared: list[dict[str, Any]] = field(default_factory=list)
+
+    def start(self) -> Ingesters:
+        self._stop = MP.Event()
+        barrier = MP.Barrier(self.n) if self.n > 1 else None
+        for _ in range(self.n):
+            sh = {"done": MP.Value("q", 0), "first": MP.Value("d", 0.0), "last": MP.Value("d", 0.0),
+                  "lag_ms": MP.Value("d", 0.0, lock=False)}
+            p = MP.Process(target=_ingester_child, args=(self.cfg, sh, barrier, self._stop), daemon=True,
+                           name="bench-ingester")
+            p.start()
+            self.procs.append(p)
+            self.shared.append(sh)
+        return self
+
+    @property
+    def done(self) -> int:
+        return sum(s["done"].value for s in self.shared)
+
+    @property
+    def lag_ms(self) -> float:
+        return max(s["lag_ms"].value for s in self.shared)
+
+    def rate(self) -> float:
+        """Records/s from the first record any member processed to the last."""
+        first = min(s["first"].value for s in self.shared if s["first"].value)
+        last = max(s["last"].value for s in self.shared)
+        return self.done / (last - first)
+
+    def wait_done(self, n: int, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.done < n:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"ingesters processed {self.done} of {n} records in {timeout_s:.0f} s")
+            if not all(p.is_alive() for p in self.procs):
+                raise RuntimeError("an ingester process died")
+            time.sleep(0.05)
+
+    def rss(self) -> list[int]:
+        return [rss_bytes(p.pid) for p in self.procs]
+
+    def stop(self) -> None:
+        self._stop.set()
+        _reap(self.procs, 30)
+
+
+def _reap(procs: list[Any], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    for p in procs:
+        p.join(max(0.1, deadline - time.monotonic()))
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+            p.join(5)
+
+
+def ingest_processes(cfg: dict[str, Any], n: int, records: int, timeout_s: float = 300) -> float:
+    """Records/s of `n` ingester processes consuming `records` already on the topics."""
+    ing = Ingesters(cfg, n).start()
+    try:
+        ing.wait_done(records, timeout_s)
+        return ing.rate()
+    finally:
+        ing.stop()
+
+
+# ---- worker processes ---------------------------------------------------------------------
+
+def _worker_child(cfg: dict[str, Any]) -> None:
+    """`stationflow worker` (one SimpleWorker + sweeper) until SIGTERM."""
+    _quiet()
+    from stationflow.commands.worker_cmd import run_worker
+    from stationflow.settings import Settings
+
+    settings = Settings.from_dict(cfg)
+    run_worker(settings, [settings.queue.name])
+
+
+def start_workers(cfg: dict[str, Any], n: int, redis_client: Any, timeout_s: float = 60) -> list[Any]:
+    from rq import Worker
+
+    procs = []
+    for _ in range(n):
+        p = MP.Process(target=_worker_child, args=(cfg,), daemon=True, name="bench-worker")
+        p.start()
+        procs.append(p)
+    deadline = time.monotonic() + timeout_s
+    while len(Worker.all(connection=redis_client)) < n:
+        if time.monotonic() > deadline or not all(p.is_alive() for p in procs):
+            stop_workers(procs)
+            raise RuntimeError("worker processes did not register")
+        time.sleep(0.1)
+    return procs
+
+
+def stop_workers(procs: list[Any]) -> None:
+    for p in procs:
+        if p.is_alive() and p.pid:
+            os.kill(p.pid, signal.SIGTERM)  # RQ's warm shutdown: finish the current job
+    _reap(procs, 20)
+
+
+def _pool_child(redis_url: str, queue: str, station_jobs: bool, start: Any, out: Any) -> None:
+    """Drain `queue` with a SimpleWorker (burst) after the start signal; report the end time."""
+    _quiet()
+    import redis
+    from rq import Queue, SimpleWorker
+    from rq.serializers import JSONSerializer
+
+    r = redis.Redis.from_url(redis_url)
+    if station_jobs:
+        from bench.jobs_bench import noop
+        from parsers.catalogue import default_catalogue
+        from workers import context as wctx
+
+        cat = default_catalogue()
+        ctx = wctx.WorkerContext.build(r, cat, algorithms={m: noop for m in cat.local_modules()})
+        ctx.uploader = None
+        wctx.install(ctx)
+    w = SimpleWorker([Queue(queue, connection=r, serializer=JSONSerializer)], connection=r,
+                     serializer=JSONSerializer)
+    start.wait(60)
+    w.work(burst=True, logging_level="WARNING")
+    out.put(time.time())
+
+
+def pool_rate(redis_url: str, queue: str, jobs: int, n: int, station_jobs: bool) -> float:
+    """Jobs/s of `n` worker processes draining `jobs` already enqueued on `queue`."""
+    start, out = MP.Event(), MP.Queue()
+    procs = [MP.Process(target=_pool_child, args=(redis_url, queue, station_jobs, start, out), daemon=True)
+             for _ in range(n)]
+    for p in procs:
+        p.start()
+    try:
+        time.sleep(0.5)
+        import redis
+        from rq import Worker
+
+        r = redis.Redis.from_url(redis_url)
+        deadline = time.monotonic() + 60
+        while len(Worker.all(connection=r)) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        t0 = time.time()
+        start.set()
+        ends = [out.get(timeout=300) for _ in procs]
+        return jobs / (max(ends) - t0)
+    finally:
+        _reap(procs, 30)
+
+
+# ---- end to end -----------------------------------------------------------------------------
+
+class Outputs(threading.Thread):
+    """Consumes every MODULE-OUTPUT-* topic: (batch id, envelope record timestamp, results)."""
+
+    def __init__(self, bootstrap: str, topics: list[str]) -> None:
+        super().__init__(daemon=True, name="bench-outputs")
+        from kafka import KafkaConsumer
+
+        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=f"bench-out-{uuid.uuid4().hex[:8]}",
+                                      auto_offset_reset="earliest", enable_auto_commit=False,
+                                      fetch_max_wait_ms=50)
+        self.consumer.subscribe(topics)
+        deadline = time.monotonic() + 60
+        while not self.consumer.assignment() and time.monotonic() < deadline:
+            self.consumer.poll(timeout_ms=100)  # join now: the first phase's envelopes must count
+        self.seen: list[tuple[str, int, int]] = []
+        self._stop_ev = threading.Event()
+
+    def run(self) -> None:
+        import orjson
+
+        while not self._stop_ev.is_set():
+            for recs in self.consumer.poll(timeout_ms=200).values():
+                for rec in recs:
+                    env = orjson.loads(rec.value)
+                    self.seen.append((env["batch_id"], rec.timestamp, int(env.get("stations_count", 0))))
+
+    def stop(self) -> None:
+        self._stop_ev.set()
+        self.join(10)
+        self.consumer.close(autocommit=False)
+
+
+class Sender:
+    """Paced producer of `Traffic`: remembers each message's send timestamp by coordinates."""
+
+    def __init__(self, bootstrap: str, traffic: Any) -> None:
+        from kafka import KafkaProducer
+
+        self.p = KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=5, max_request_size=64 << 20)
+        self.it: Iterator[Any] = traffic.messages()
+        self.sim_ms = traffic.start_ms
+        self.sent: dict[tuple[str, int, int], int] = {}
+        self.count = 0
+        self._pending: Any = None
+
+    def _send(self, m: Any) -> None:
+        def ok(md: Any) -> None:
+            self.sent[(md.topic, md.partition, md.offset)] = md.timestamp
+
+        self.p.send(m.topic, value=m.value).add_callback(ok)
+        self.count += 1
+
+    def burst_until(self, sim_ms: int) -> int:
+        """Send every message stamped up to `sim_ms`, unpaced (the initial state)."""
+        n = 0
+        for m in self.it:
+            if m.timestamp_ms > sim_ms:
+                self._pending = m
+                break
+            self._send(m)
+            n += 1
+        self.p.flush(120)
+        return n
+
+    def paced(self, speed: float, seconds: float) -> tuple[int, float]:
+        """Send simulated time at `speed` x real time for `seconds`; (messages, wall s)."""
+        from stationflow.traffic import SimClock
+
+        clock = SimClock(self.sim_ms, speed)
+        n, t0 = 0, time.monotonic()
+        self.behind_s = 0.0  # how late the producer sent a message, at worst
+        while True:
+            m = self._pending or next(self.it)
+            self._pending = None
+            elapsed = time.monotonic() - t0
+            if elapsed >= seconds:
+                self._pending = m
+                break
+            wait = (m.timestamp_ms - clock.start_ms) / 1000 / speed - elapsed
+            if wait > 0.002:
+                time.sleep(min(wait, seconds - elapsed))
+                if time.monotonic() - t0 >= seconds:
+                    self._pending = m
+                    break
+            else:
+                self.behind_s = max(self.behind_s, -wait)
+            self._send(m)
+            self.sim_ms = max(self.sim_ms, m.timestamp_ms)
+            n += 1
+        self.p.flush(60)
+        return n, time.monotonic() - t0
+
+    def close(self) -> None:
+        self.p.close(timeout=10)
+
+
+def natural_rate(stations: int, catalogue: Any, seed: int, sim_s: float = 120) -> float:
+    """Messages per simulated second of a fleet, after its initial state (rates vary as
+    charging sessions start and end: the achieved rate of a phase is reported beside it)."""
+    from stationflow.traffic import Traffic
+
+    tr = Traffic(stations=stations, seed=seed, catalogue=catalogue, start_ms=1_763_524_800_000)
+    n = 0
+    for m in tr.messages():
+        if m.timestamp_ms - tr.start_ms > sim_s * 1000:
+            break
+        if m.timestamp_ms > tr.start_ms:
+            n += 1
+    return n / sim_s
+
+
+@dataclass
+class Phase:
+    name: str
+    target: float
+    t0_ms: int
+    t1_ms: int = 0
+    sent: int = 0
+    wall_s: float = 0.0
+    producer_behind_s: float = 0.0
+    ingest_lag_ms: list[float] = field(default_factory=list)
+    queue_depth: list[int] = field(default_factory=list)
+
+
+def _latencies(sender: Sender, outputs: Outputs, phase: Phase) -> list[tuple[int, float, str]]:
+    """(source send ms, latency ms, source topic) of every envelope whose source message was
+    sent in `phase`."""
+    out = []
+    for batch_id, ts, _n in list(outputs.seen):
+        try:
+            _module, topic, part, off = batch_id.rsplit(":", 3)
+            sent = sender.sent.get((topic, int(part), int(off)))
+        except ValueError:
+            continue
+        if sent is not None and phase.t0_ms <= sent <= phase.t1_ms:
+            out.append((sent, float(ts - sent), topic))
+    return out
+
+
+def summarise_phase(sender: Sender, outputs: Outputs, phase: Phase) -> dict[str, Any]:
+    lat = sorted(_latencies(sender, outputs, phase))
+    vals = [v for _, v, _ in lat]
+    half = len(lat) // 2
+    first, second = [v for _, v, _ in lat[:half]], [v for _, v, _ in lat[half:]]
+    by_source: dict[str, list[float]] = {}
+    for _, v, topic in lat:
+        by_source.setdefault(topic.rsplit("-", 1)[0], []).append(v)  # drop the run's topic suffix
+    achieved = phase.sent / phase.wall_s if phase.wall_s else 0.0
+    lag_end = phase.ingest_lag_ms[-1] if phase.ingest_lag_ms else float("nan")
+    growing = bool(second and first and pct(second, 50) > 1.5 * pct(first, 50) + 500)
+    sustainable = bool(vals) and phase.producer_behind_s <= 1.0 and lag_end <= 2000 and not growing
+    return {
+        "phase": phase.name, "target_records_s": phase.target, "achieved_records_s": achieved,
+        "producer_behind_s": phase.producer_behind_s, "latency_growing": growing,
+        "sent": phase.sent, "seconds": phase.wall_s, "envelopes": len(vals),
+        "p50_ms": pct(vals, 50), "p95_ms": pct(vals, 95), "p99_ms": pct(vals, 99),
+        "max_ms": max(vals) if vals else float("nan"),
+        "p50_first_half_ms": pct(first, 50), "p50_second_half_ms": pct(second, 50),
+        "ingest_lag_end_ms": lag_end, "ingest_lag_max_ms": max(phase.ingest_lag_ms, default=float("nan")),
+        "queue_depth_max": max(phase.queue_depth, default=0), "sustainable": sustainable,
+        "by_source_topic": {t: {"envelopes": len(v), "p50_ms": pct(v, 50), "p95_ms": pct(v, 95)}
+                            for t, v in sorted(by_source.items())},
+    }
+
+
+def run_e2e(bootstrap: str, redis_url: str, *, stations: int, rate: float, seconds: float,
+            steps: list[float], step_seconds: float, workers: int = 2, partitions: int = 4,
+            log: Any = print) -> dict[str, Any]:
+    """Warm up (initial state of the fleet), a steady phase at `rate`, then the stepped rates."""
+    import redis
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    from bench.ingest_bench import _catalogue
+    from stationflow.traffic import Traffic
+    from workers.scheduling import station_queue
+
+    suffix = uuid.uuid4().hex[:8]
+    cat = _catalogue(suffix)
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics([NewTopic(t.topic, partitions, 1) for t in cat.input_topics]
+                        + [NewTopic(t.topic, 1, 1) for t in cat.output_topics])
+    admin.close()
+    r = redis.Redis.from_url(redis_url)
+    r.flushall()
+    cfg = settings_dict(cat, bootstrap, redis_url, f"e2e-{suffix}")
+    natural = natural_rate(stations, cat, SEED)
+    result: dict[str, Any] = {"stations": stations, "natural_records_s": natural, "workers": workers,
+                              "ingesters": 1, "partitions": partitions}
+    outputs = Outputs(bootstrap, [t.topic for t in cat.output_topics])
+    outputs.start()
+    wprocs = start_workers(cfg, workers, r)
+    ing = Ingesters(cfg, 1).start()
+    sender = Sender(bootstrap, Traffic(stations=stations, seed=SEED, catalogue=cat,
+                                       start_ms=int(time.time() * 1000)))
+    depth = station_queue(r, "stationflow")
+    try:
+        time.sleep(1.0)
+        result["rss_start"] = {"ingester": ing.rss(), "workers": [rss_bytes(p.pid) for p in wprocs]}
+        t0 = time.monotonic()
+        n0 = sender.burst_until(sender.sim_ms)
+        ing.wait_done(n0, 300)
+        _drain(r, depth, 120)
+        result["warmup"] = {"messages": n0, "seconds": time.monotonic() - t0}
+        log(f"  e2e warm-up: {n0} messages (initial state of {stations} stations) in {time.monotonic() - t0:.1f} s")
+
+        phases = [("steady", rate, seconds)] + [(f"step {s:.0f}/s", s, step_seconds) for s in steps]
+        summaries, done = [], []
+        for name, target, secs in phases:
+            ph = Phase(name, target, int(time.time() * 1000))
+            stop = threading.Event()
+            sampler = threading.Thread(target=_sample, args=(ing, depth, ph, stop), daemon=True)
+            sampler.start()
+            ph.sent, ph.wall_s = sender.paced(target / natural, secs)
+            ph.t1_ms = int(time.time() * 1000)
+            ph.producer_behind_s = sender.behind_s
+            stop.set()
+            sampler.join()
+            _settle(ing, sender, r, depth, 30)
+            s = summarise_phase(sender, outputs, ph)
+            summaries.append(s)
+            done.append(ph)
+            log(f"  e2e {name}: {s['achieved_records_s']:.0f} records/s, {s['envelopes']} envelopes, "
+                f"p50 {s['p50_ms']:.0f} p95 {s['p95_ms']:.0f} p99 {s['p99_ms']:.0f} ms, ingest lag at end "
+                f"{s['ingest_lag_end_ms']:.0f} ms, sustainable {s['sustainable']}")
+            if name != "steady" and not s["sustainable"]:
+                break
+        time.sleep(2.0)  # envelopes of batches that expired late are counted too
+        summaries = [summarise_phase(sender, outputs, ph) for ph in done]
+        result["steady"] = summaries[0]
+        result["steps"] = summaries[1:]
+        ok = [s["achieved_records_s"] for s in summaries[1:] if s["sustainable"]]
+        result["max_sustainable_records_s"] = max(ok) if ok else None
+        result["rss_end"] = {"ingester": ing.rss(), "workers": [rss_bytes(p.pid) for p in wprocs]}
+        info = r.info("memory")
+        result["redis_used_memory"] = int(info["used_memory"])
+        result["counters"] = {k.decode(): int(v) for k, v in r.hgetall("sf:counters:ingest").items()}
+        result["speed"] = rate / natural
+    finally:
+        sender.close()
+        ing.stop()
+        stop_workers(wprocs)
+        outputs.stop()
+    return result
+
+
+def _sample(ing: Ingesters, depth: Any, ph: Phase, stop: threading.Event) -> None:
+    while not stop.wait(0.5):
+        ph.ingest_lag_ms.append(ing.lag_ms)
+        ph.queue_depth.append(depth.count)
+
+
+def _drain(r: Any, depth: Any, timeout_s: float) -> None:
+    """Until the station-job queue is empty and no job runs (or the timeout)."""
+    from rq import Worker
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if depth.count == 0 and all(w.get_current_job_id() is None for w in Worker.all(connection=r)):
+            return
+        time.sleep(0.2)
+
+
+def _settle(ing: Ingesters, sender: Sender, r: Any, depth: Any, timeout_s: float) -> None:
+    """Let the ingester consume what was sent and the workers drain, so phases don't overlap."""
+    deadline = time.monotonic() + timeout_s
+    while ing.done < sender.count and time.monotonic() < deadline:
+        time.sleep(0.1)
+    _drain(r, depth, max(1.0, deadline - time.monotonic()))
+    time.sleep(1.0)  # batches completing now upload within the sweep interval
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--stations", type=int, default=1000)
+    ap.add_argument("--rate", type=float, default=2000)
+    ap.add_argument("--seconds", type=float, default=60)
+    ap.add_argument("--steps", default="1000,2000,3000,4000")
+    ap.add_argument("--step-seconds", type=float, default=20)
+    ap.add_argument("--workers", type=int, default=2)
+    a = ap.parse_args()
+    from stationflow.local import start_broker, start_redis
+
+    broker, server = start_broker(), start_redis()
+    try:
+        res = run_e2e(broker.bootstrap, server.url, stations=a.stations, rate=a.rate, seconds=a.seconds,
+                      steps=[float(s) for s in a.steps.split(",") if s], step_seconds=a.step_seconds,
+                      workers=a.workers)
+        print(json.dumps(res, indent=1, default=str))
+        print(f"max sustainable: {res['max_sustainable_records_s']} records/s; "
+              f"steady p50/p95/p99 {res['steady']['p50_ms']:.0f}/{res['steady']['p95_ms']:.0f}/"
+              f"{res['steady']['p99_ms']:.0f} ms; median of the steps' p50 "
+              f"{statistics.median([s['p50_ms'] for s in res['steps']] or [float('nan')]):.0f} ms")
+    finally:
+        server.stop()
+        broker.stop()
+
+
+if __name__ == "__main__":
+    main()
