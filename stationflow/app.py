@@ -387,6 +387,17 @@ def _main_name() -> str | None:
 
 # ---- child processes -------------------------------------------------------------------------
 
+def _term_with_parent() -> list[str]:
+    """A prefix that sends the child SIGTERM (its graceful stop) if the App's process dies,
+    even by SIGKILL, which no atexit handler survives. Linux ties the parent-death signal to
+    the thread that started the child, so it is only used from the main thread; setpriv
+    (util-linux) sets it and execs the command, so the pid stays the child's own."""
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return []
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
+
+
 @dataclass
 class Child:
     role: str  # ingest | worker
@@ -402,7 +413,8 @@ class Child:
         env = {**env, "STATIONFLOW_INSTANCE": f"{role}-{index}"}
         # own session: a terminal's Ctrl-C reaches only the App, which forwards it once (a
         # second SIGINT would make an RQ worker abandon its job)
-        proc = subprocess.Popen([sys.executable, "-c", CLI_ENTRY, *args], env=env, start_new_session=True)
+        argv = [*_term_with_parent(), sys.executable, "-c", CLI_ENTRY, *args]
+        proc = subprocess.Popen(argv, env=env, start_new_session=True)
         return cls(role, index, proc)
 
     def signal(self, signum: int) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -208,3 +209,21 @@ def test_a_failing_child_stops_the_others_and_gives_its_status(redis_url, kafka_
     ingester = next(c for c in running.children if c.role == "ingest")
     assert ingester.proc.returncode in (0, -signal.SIGTERM)  # asked to stop, and it did
     assert all(c.proc.poll() is not None for c in running.children)
+
+
+def test_children_stop_when_the_app_is_killed(redis_url, kafka_bootstrap, tmp_path):
+    if not sys.platform.startswith("linux") or not shutil.which("setpriv"):
+        pytest.skip("parent-death signal needs Linux and setpriv")
+    cat = unique_catalogue()
+    create_catalogue_topics(kafka_bootstrap, cat, partitions=1)
+    log = tmp_path / "killed.log"
+    proc = _start(_config(tmp_path, cat, redis_url, kafka_bootstrap, "appkill"), log, "--workers", "1")
+    try:
+        wait_for(lambda: "started 1 ingester(s)" in log.read_text(), 60, "the App to start its processes")
+        pids = _child_pids(log.read_text())
+        proc.send_signal(signal.SIGKILL)  # no handler, no atexit: only the parent-death signal remains
+        proc.wait(10)
+        wait_for(lambda: all(_gone(p) for p in pids), 60, "the children to stop after their parent died")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
