@@ -86,19 +86,19 @@ class SweeperThread(threading.Thread):
         self.ctx = ctx
         self.interval_s = interval_s if interval_s is not None else ctx.sweep_interval_s
         self.tracker = BatchTracker(ctx.r, ctx.prefix)
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        while not self._halt.wait(self.interval_s):
             try:
                 while sweep(self.ctx, tracker=self.tracker):
-                    if self._stop.is_set():
+                    if self._halt.is_set():
                         break
             except Exception as e:  # noqa: BLE001 - Redis/Kafka hiccup: try again next tick
                 log.warning("sweep failed: %s", e)
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(timeout)
 
 
