@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import functools
 import time
-from collections import defaultdict
+from bisect import bisect_right
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from importlib import resources
+from itertools import accumulate
 from typing import Any
 
 import redis
@@ -86,15 +88,13 @@ class StationWindows(dict):
 class _Unit:
     """One station's (or one global alias's) records of a poll, as apply.lua takes them."""
 
-    __slots__ = ("station", "meta", "base", "recs", "specs", "srcs")
+    __slots__ = ("station", "meta", "base", "recs")
 
     def __init__(self, station: str | None, meta: str, base: str) -> None:
         self.station = station
         self.meta = meta
         self.base = base
         self.recs: list[Any] = []  # 5 fields per record: stream offset key item ts
-        self.specs: list[TopicSpec] = []
-        self.srcs: list[Source] = []
 
 
 @functools.lru_cache(maxsize=4096)
@@ -206,54 +206,57 @@ class WindowStore:
         now_ms = int(now_ms)
         result = ApplyResult()
         units: dict[Any, _Unit] = {}
-        streams: dict[tuple[str, str], int] = {}
+        streams: dict[tuple[str, str], int] = {}  # (alias, 'topic:partition') -> index from 1
+        stream_info: list[tuple[TopicSpec, str]] = [(None, "")]  # type: ignore[list-item]  # index -> (spec, topic)
         aliases: dict[str, int] = {}
         due: dict[str, dict[str, int]] = defaultdict(dict)
-        seen: set[tuple[str | None, str, str]] = set()
+        seen: set[tuple[str | None, str]] = set()
         by_alias = self.catalogue.by_alias
         keys = self.keys
         triggers = result.triggers
         for src, records in messages:
-            part = f"{src.topic}:{src.partition}"
+            topic = src.topic
+            part = f"{topic}:{src.partition}"
             coords = f"{part}:{src.offset}"
             ts = src.timestamp_ms
             offset = src.offset
+            if len(records) > 1:
+                seen.clear()
             for rec in records:
                 alias = rec.alias
-                spec = by_alias.get(alias)
-                if spec is None:
-                    raise StoreError(f"unknown alias {alias!r} in {coords}")
-                kind = spec.kind
-                is_global = kind == "global"
-                sid = None if is_global else rec.station_id
-                ck = ("g", alias) if is_global else sid
-                unit = units.get(ck)
-                if unit is None:
-                    if is_global:
-                        unit = units[ck] = _Unit(None, keys.global_meta(alias), keys.global_window(alias))
-                    elif sid is None:
-                        raise StoreError(f"record of {coords} ({alias}) has no station id")
-                    else:
-                        unit = units[ck] = _Unit(sid, keys.meta(sid), keys.station_base(sid))
                 si = streams.get((alias, part))
                 if si is None:
+                    spec = by_alias.get(alias)
+                    if spec is None:
+                        raise StoreError(f"unknown alias {alias!r} in {coords}")
                     if alias not in aliases:
                         aliases[alias] = len(aliases) + 1
                     si = streams[(alias, part)] = len(streams) + 1
-                if kind == "devices" and rec.key:
-                    key = rec.key
+                    stream_info.append((spec, topic))
                 else:
-                    key = self._record_key(spec, rec, src)
+                    spec = stream_info[si][0]
+                kind = spec.kind
+                if kind == "global":
+                    sid = None
+                    unit = units.get(("g", alias))
+                    if unit is None:
+                        unit = units[("g", alias)] = _Unit(None, keys.global_meta(alias), keys.global_window(alias))
+                else:
+                    sid = rec.station_id
+                    unit = units.get(sid)
+                    if unit is None:
+                        if sid is None:
+                            raise StoreError(f"record of {coords} ({alias}) has no station id")
+                        unit = units[sid] = _Unit(sid, keys.meta(sid), keys.station_base(sid))
+                key = rec.key if kind == "devices" and rec.key else self._record_key(spec, rec, src)
                 unit.recs += (si, offset, key, encode_item(ts, coords, rec.payload), ts)
-                unit.specs.append(spec)
-                unit.srcs.append(src)
                 if kind == "orders":
                     due[alias].setdefault(f"{sid}|{key}", now_ms + int(spec.order_close_s * 1000))
-                else:
-                    t = (sid, alias, coords)
-                    if t not in seen:
-                        seen.add(t)
-                        triggers.append(Trigger(sid, alias, src))
+                elif len(records) == 1:
+                    triggers.append(Trigger(sid, alias, src))
+                elif (sid, alias) not in seen:  # one trigger per (station, alias) of a message
+                    seen.add((sid, alias))
+                    triggers.append(Trigger(sid, alias, src))
         head: list[Any] = [len(aliases)]
         for alias in aliases:
             head += self._alias_def(by_alias[alias])
@@ -279,7 +282,7 @@ class WindowStore:
             raise
         alias_specs = [by_alias[a] for a in aliases]
         for (group, _), reply in zip(calls, replies, strict=True):
-            self._account(result, group, alias_specs, reply)
+            self._account(result, group, stream_info, alias_specs, reply)
         return result
 
     def _group(self, units: Iterable[_Unit], now_ms: int, head: list[Any]) -> list[tuple[list[_Unit], list[Any]]]:
@@ -294,8 +297,8 @@ class WindowStore:
                 if (u.station is None) != is_global:
                     continue
                 group.append(u)
-                n += len(u.srcs)
-                if n >= limit:
+                n += len(u.recs)
+                if n >= limit * 5:
                     calls.append((group, self._call_args(group, now_ms, ret, head)))
                     group, n = [], 0
             if group:
@@ -309,7 +312,7 @@ class WindowStore:
         args += (now_ms, ret)
         args += head
         for u in group:
-            args += (u.base, len(u.srcs))
+            args += (u.base, len(u.recs) // 5)
             args += u.recs
         return args
 
@@ -332,48 +335,48 @@ class WindowStore:
                 raise x
         return out
 
-    def _account(self, result: ApplyResult, group: list[_Unit], aliases: list[TopicSpec], reply: list[Any]) -> None:
+    _FIELD = {"a": "records_applied", "s": "records_superseded", "r": "replays_skipped", "i": "hours_ignored"}
+
+    def _account(self, result: ApplyResult, group: list[_Unit], stream_info: list[tuple[TopicSpec, str]],
+                 aliases: list[TopicSpec], reply: list[Any]) -> None:
         status, closes, evicted = reply
         status = status.decode() if isinstance(status, bytes) else status
         tally = self.tally
-        specs = [s for u in group for s in u.specs]
-        srcs = [s for u in group for s in u.srcs]
-        stations = [u.station for u in group for _ in u.srcs]
-        counts: dict[tuple[str, str], int] = defaultdict(int)
-        for i, st in enumerate(status):
-            topic = srcs[i].topic
+        sis = [si for u in group for si in u.recs[0::5]]
+        for (st, si), n in Counter(zip(status, sis, strict=True)).items():
+            spec, topic = stream_info[si]
+            group_name = f"topic:{topic}"
+            if st == "i" and spec.kind == "global":
+                tally.add(group_name, "keys_ignored", n)
+                continue
             if st == "a":
-                result.applied += 1
-                counts[(topic, "records_applied")] += 1
+                result.applied += n
             elif st == "s":
-                result.superseded += 1
-                counts[(topic, "records_superseded")] += 1
+                result.superseded += n
             elif st == "r":
-                result.replays_skipped += 1
-                counts[(topic, "replays_skipped")] += 1
+                result.replays_skipped += n
             elif st == "i":
-                if specs[i].kind == "global":
-                    counts[(topic, "keys_ignored")] += 1
-                else:
-                    result.hours_ignored += 1
-                    counts[(topic, "hours_ignored")] += 1
+                result.hours_ignored += n
             elif st == "l":
-                result.late_orders += 1
-                result.applied += 1
-                counts[(topic, "late_orders")] += 1
-                counts[(topic, "records_applied")] += 1
-        for (topic, name), n in counts.items():
-            tally.add(f"topic:{topic}", name, n)
+                result.late_orders += n
+                result.applied += n
+                tally.add(group_name, "late_orders", n)
+                tally.add(group_name, "records_applied", n)
+                continue
+            tally.add(group_name, self._FIELD[st], n)
         for j in range(0, len(evicted), 2):
             n = int(evicted[j + 1])
             spec = aliases[int(evicted[j]) - 1]
             result.seconds_evicted += n
             tally.add(f"topic:{spec.topic}", "seconds_evicted", n)
-        for j in range(0, len(closes), 6):
-            idx, _seq, _sec, _late, osrc, ots = closes[j:j + 6]
-            i = int(idx) - 1
-            o = osrc.decode() if isinstance(osrc, bytes) else osrc
-            result.triggers.append(Trigger(stations[i], specs[i].alias, source_from(o, int(ots))))
+        if closes:
+            ends = list(accumulate(len(u.recs) // 5 for u in group))
+            for j in range(0, len(closes), 6):
+                idx, _seq, _sec, _late, osrc, ots = closes[j:j + 6]
+                i = int(idx) - 1
+                station = group[bisect_right(ends, i)].station
+                o = osrc.decode() if isinstance(osrc, bytes) else osrc
+                result.triggers.append(Trigger(station, stream_info[sis[i]][0].alias, source_from(o, int(ots))))
 
     def flush_counters(self) -> None:
         """Write counters gathered by the last calls (each apply also flushes the previous one's)."""
