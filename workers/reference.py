@@ -16,8 +16,9 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-SLOTS = 48
-FEE_CLASSES = {"00": "sharp", "01": "peak", "02": "flat", "03": "ebb", "04": "other"}
+from parsers import fees
+
+SLOTS = fees.SLOTS
 
 #: multiplicative PV yield factor by weather label (first matching word wins)
 WEATHER_FACTOR = (
@@ -73,21 +74,11 @@ def _station_power(rt: Mapping[str, Any] | None) -> list[tuple[str, float | None
 
 
 def slot_prices(records: Any) -> list[float | None]:
-    """48 half-hour prices (electric + service fee of each slot's class) from the newest fee
-    record; None where the slot or its fee is unknown."""
-    if not isinstance(records, list) or not records:
+    """48 half-hour prices of the newest fee record (records are ordered by sendTime); None
+    where a slot cannot be priced. The decoding itself is parsers.fees, shared with the inputs."""
+    if not isinstance(records, list) or not records or not isinstance(records[-1], Mapping):
         return [None] * SLOTS
-    rec = records[-1]  # ordered by sendTime: the newest
-    codes = rec.get("feeNo") or [None] * SLOTS
-    out: list[float | None] = []
-    for k in range(SLOTS):
-        cls = FEE_CLASSES.get(codes[k]) if k < len(codes) else None
-        if cls is None:
-            out.append(None)
-            continue
-        e, s = _num(rec.get(f"{cls}ElectricFee")), _num(rec.get(f"{cls}ServerFee"))
-        out.append(None if e is None else e + (s or 0.0))
-    return out
+    return fees.slot_prices(dict(records[-1]))
 
 
 def _orders(car_order: Any) -> list[dict[str, Any]]:

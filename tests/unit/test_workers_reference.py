@@ -8,6 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from parsers import fees
 from parsers.catalogue import Catalogue, default_catalogue
 from parsers.inputs import build_input, price_records
 from workers import reference
@@ -31,7 +32,7 @@ def test_slot_prices_follow_fee_codes():
     recs = price_records([fee[0]])
     prices = reference.slot_prices(recs)
     code = recs[0]["feeNo"][0]
-    cls = reference.FEE_CLASSES[code]
+    cls = fees.FEE_CODES[code]
     assert prices[0] == pytest.approx(fee[0][f"{cls}ElectricFee"] + fee[0][f"{cls}ServerFee"])
     assert len(prices) == 48
 
