@@ -135,11 +135,13 @@ class Ingester:
         finally:
             self.inflight = None
         if finished:
-            self.book.mark_done(fl.commit_offsets())
-            plan = fl.plan
-            log.debug("poll: %d records from %d partitions, %d dead letters, %d runs planned, %.1f ms",
-                      len(fl.records), len(fl.commit_offsets()), len(fl.dead),
-                      len(plan.runs) if plan else 0, (self.clock() - t0) * 1000)
+            offsets = fl.commit_offsets()
+            self.book.mark_done(offsets)
+            if log.isEnabledFor(logging.DEBUG):
+                plan = fl.plan
+                log.debug("poll: %d records from %d partitions, %d dead letters, %d runs planned, %.1f ms",
+                          len(fl.records), len(offsets), len(fl.dead),
+                          len(plan.runs) if plan else 0, (self.clock() - t0) * 1000)
 
     def _execute_with_retry(self, fl: InFlight) -> bool:
         """Finish `fl`; on an outage pause everything, back off and retry the same work.

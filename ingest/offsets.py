@@ -31,12 +31,13 @@ def first_offsets(records: Iterable[Any]) -> dict[TP, int]:
 
 def next_offsets(records: Iterable[Any]) -> dict[TP, int]:
     """Last offset + 1 per partition: what to commit once the batch is done."""
-    out: dict[TP, int] = {}
+    last: dict[tuple[str, int], int] = {}
+    get = last.get
     for r in records:
-        tp = TP(r.topic, r.partition)
-        if r.offset + 1 > out.get(tp, -1):
-            out[tp] = r.offset + 1
-    return out
+        k = (r.topic, r.partition)
+        if r.offset >= get(k, -1):
+            last[k] = r.offset
+    return {TP(t, p): off + 1 for (t, p), off in last.items()}
 
 
 class OffsetBook:

@@ -101,48 +101,54 @@ class Processor:
         self._writes = 0
         self._pending_triggers: list[Any] = []  # from the order closer, not yet scheduled
         self._pending_plan: Plan | None = None
+        self._decisions: dict[Any, Any] = {}  # readiness decisions, shared by every poll
 
     # ---- per poll -----------------------------------------------------------------------
     def prepare(self, records: Sequence[Any]) -> InFlight:
         """Parse every record (pure; never raises for bad input)."""
         now_ms = int(self.clock() * 1000)
         fl = InFlight(list(records))
-        counts: dict[tuple[str, str], int] = {}
-
-        def add(group: str, fld: str, n: int = 1) -> None:
-            if n:
-                counts[(group, fld)] = counts.get((group, fld), 0) + n
-
-        by_topic = self.catalogue.by_topic
+        messages, dead = fl.messages, fl.dead
+        specs = self.catalogue.by_topic
+        max_depth = self.max_depth
+        # per-topic tallies, turned into counter keys once per poll (not per record)
+        n_msgs: dict[str, int] = {}
+        n_recs: dict[str, int] = {}
+        n_stamped: dict[str, int] = {}
         for r in fl.records:
-            spec = by_topic.get(r.topic)
-            tgroup = f"topic:{r.topic}"
-            add("ingest", "messages")
-            add(tgroup, "messages")
+            topic = r.topic
+            n_msgs[topic] = n_msgs.get(topic, 0) + 1
             ts = r.timestamp
             if ts is None or ts < 0:
                 ts = now_ms
-                add("ingest", "stamped")
-                add(tgroup, "stamped")
-            src = Source(r.topic, r.partition, r.offset, ts)
+                n_stamped[topic] = n_stamped.get(topic, 0) + 1
+            src = Source(topic, r.partition, r.offset, ts)
+            spec = specs.get(topic)
             if spec is None:  # subscribed by pattern or renamed under us: not ours to parse
-                fl.dead.append(self._dead(src, "bad_envelope", f"{r.topic}: topic not in the catalogue", None,
-                                          r.value))
+                dead.append(self._dead(src, "bad_envelope", f"{topic}: topic not in the catalogue", None, r.value))
                 continue
             try:
-                result = parse_message(spec, r.value, max_depth=self.max_depth)
+                result = parse_message(spec, r.value, max_depth=max_depth)
             except ParseError as e:
-                fl.dead.append(self._dead(src, e.reason, e.detail, e.element_index, r.value))
+                dead.append(self._dead(src, e.reason, e.detail, e.element_index, r.value))
                 continue
-            for rej in result.rejections:
-                fl.dead.append(self._dead(src, rej.reason, rej.detail, rej.element_index, rej.raw))
-            if result.records:
-                fl.messages.append((src, result.records))
-                add("ingest", "records", len(result.records))
-                add(tgroup, "records", len(result.records))
-        for d in fl.dead:  # per (topic, reason) counts are kept by the dead-letter store
-            add("ingest", "dead_letters")
-            add(f"topic:{d.topic}", "dead_letters")
+            if result.rejections:
+                for rej in result.rejections:
+                    dead.append(self._dead(src, rej.reason, rej.detail, rej.element_index, rej.raw))
+            recs = result.records
+            if recs:
+                messages.append((src, recs))
+                n_recs[topic] = n_recs.get(topic, 0) + len(recs)
+        n_dead: dict[str, int] = {}
+        for d in dead:  # per (topic, reason) counts are kept by the dead-letter store
+            n_dead[d.topic] = n_dead.get(d.topic, 0) + 1
+        counts: dict[tuple[str, str], int] = {}
+        for fld, per_topic in (("messages", n_msgs), ("stamped", n_stamped), ("records", n_recs),
+                               ("dead_letters", n_dead)):
+            if per_topic:
+                counts[("ingest", fld)] = sum(per_topic.values())
+                for topic, n in per_topic.items():
+                    counts[(f"topic:{topic}", fld)] = n
         fl.counts = counts
         return fl
 
@@ -196,7 +202,7 @@ class Processor:
     # ---- helpers ------------------------------------------------------------------------
     def _plan(self, triggers: Sequence[Any]) -> Plan:
         return plan_runs(triggers, self.catalogue, self.store.present, self.store.stations,
-                         modules=self.modules)
+                         modules=self.modules, cache=self._decisions)
 
     def _count_plan(self, plan: Plan, coalesced: Any = None) -> None:
         """fired = runs that really went to the queue; absorbed = triggers folded into a run of

@@ -54,60 +54,112 @@ def plan_runs(
     known_stations: StationsFn,
     *,
     modules: Collection[str] | None = None,
+    cache: dict[Any, Any] | None = None,
 ) -> Plan:
     """Plan the runs caused by `triggers` (store Trigger objects, in poll order).
 
     `modules` restricts scheduling to a subset of the local modules (the `--modules`
     option); a restricted-out module still counts as present for the cascade once its
-    stored output is, but is never planned here.
+    stored output is, but is never planned here. `cache` (any dict the caller keeps across
+    calls with the same catalogue) remembers readiness decisions, which depend only on the
+    changed alias and the names present.
     """
-    per_station: dict[str, list[tuple[str, Source]]] = {}
+    # station -> [(alias, [sources of consecutive triggers of that alias])], in poll order
+    per_station: dict[str, list[tuple[str, list[Source]]]] = {}
     everyone: list[str] | None = None
     for t in triggers:
-        if t.station_id is None:
+        sid = t.station_id
+        if sid is None:
             if everyone is None:
                 everyone = list(dict.fromkeys(known_stations()))
-            for s in everyone:
-                per_station.setdefault(s, []).append((t.alias, t.source))
+            targets: Iterable[str] = everyone
         else:
-            per_station.setdefault(t.station_id, []).append((t.alias, t.source))
+            targets = (sid,)
+        for s in targets:
+            seq = per_station.get(s)
+            if seq is None:
+                per_station[s] = [(t.alias, [t.source])]
+            elif seq[-1][0] == t.alias:
+                seq[-1][1].append(t.source)
+            else:
+                seq.append((t.alias, [t.source]))
 
     plan = Plan(stations=len(per_station))
     if not per_station:
         return plan
-    allowed = set(catalogue.local_modules()) if modules is None else set(modules)
-    names = _names_of_interest(catalogue, allowed)
+    allowed = frozenset(catalogue.local_modules()) if modules is None else frozenset(modules)
+    aliases = frozenset(a for seq in per_station.values() for a, _ in seq)
+    names = _names_of_interest(catalogue, allowed, aliases)
     stations = list(per_station)
     presence = present(stations, names) if names else {}
+    if cache is None:
+        cache = {}
+    elif len(cache) > _CACHE_MAX:
+        cache.clear()
+    runs, fired, absorbed, not_ready = plan.runs, plan.fired, plan.absorbed, plan.not_ready
     for s in stations:
         have = frozenset(presence.get(s, ()))
         planned: set[str] = set()
-        decisions: dict[tuple[str, int], Any] = {}  # a station's repeated triggers decide alike
-        for alias, source in per_station[s]:
-            key = (alias, len(planned))  # `planned` only grows: its size identifies it
-            decided = decisions.get(key)
-            if decided is None:
-                decided = decisions[key] = readiness_plan(catalogue, (alias,), have | planned)
-            for m in decided.not_ready:
-                if m in allowed:
-                    plan.not_ready[m] += 1
-            for m in decided.runs:
-                if m not in allowed:
-                    continue
-                if m in planned:
-                    plan.absorbed[m] += 1
-                    continue
-                planned.add(m)
-                plan.fired[m] += 1
-                plan.runs.append(PlannedRun(s, m, batch_id(m, source)))
+        known = have  # present or planned earlier in this poll: what readiness sees
+        for alias, sources in per_station[s]:
+            i, left = 0, len(sources)
+            while left:
+                key = (alias, known)
+                decided = cache.get(key)
+                if decided is None:
+                    decided = cache[key] = _decide(catalogue, alias, known, allowed)
+                ready, not_ready_here = decided
+                # a trigger that plans nothing new leaves `known` as it is, so every further
+                # trigger of the same alias decides alike: count them all at once
+                plans_new = any(m not in planned for m in ready)
+                n = 1 if plans_new else left
+                for m in not_ready_here:
+                    not_ready[m] += n
+                for m in ready:
+                    if m in planned:
+                        absorbed[m] += n
+                    else:
+                        planned.add(m)
+                        fired[m] += 1
+                        runs.append(PlannedRun(s, m, batch_id(m, sources[i])))
+                if plans_new:
+                    known = have | planned
+                i += n
+                left -= n
     return plan
 
 
-def _names_of_interest(catalogue: Catalogue, modules: Collection[str]) -> list[str]:
-    """Every input alias and dep whose presence decides readiness of `modules`."""
+#: readiness decisions kept per (alias, names present); cleared beyond this many
+_CACHE_MAX = 4096
+
+
+def _decide(catalogue: Catalogue, alias: str, known: frozenset[str],
+            allowed: frozenset[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(modules ready to run, modules not ready) for one changed alias, `allowed` only."""
+    d = readiness_plan(catalogue, (alias,), known)
+    return tuple(m for m in d.runs if m in allowed), tuple(m for m in d.not_ready if m in allowed)
+
+
+def _names_of_interest(catalogue: Catalogue, modules: Collection[str],
+                       aliases: Collection[str] = ()) -> list[str]:
+    """The names whose presence can decide readiness in this poll: inputs and deps of the
+    allowed `modules` that some module reachable from the changed `aliases` requires (an
+    optional name, or one only unreachable modules need, cannot change any decision).
+    Without `aliases`: every input and dep of `modules`."""
+    needed: set[str] | None = None
+    if aliases:
+        reached: set[str] = set()
+        frontier = set(aliases)
+        for m in catalogue.order:  # dependencies first, so one pass follows the cascade
+            spec = catalogue.by_module[m]
+            if spec.runs == "local" and not spec.trigger_set.isdisjoint(frontier):
+                reached.add(m)
+                frontier.add(m)
+        needed = {n for m in reached for n in catalogue.by_module[m].required}
     out: dict[str, None] = {}
     for m in catalogue.order:
         if m in modules:
             for n in catalogue.by_module[m].all_inputs:
-                out[n] = None
+                if needed is None or n in needed:
+                    out[n] = None
     return list(out)
