@@ -17,6 +17,7 @@
 -- l late order); closes is flat {record_index, seq, second, late, src, ts} per closed order
 -- second (record_index counts from 1 over the whole call); evicted is flat {alias_index, n}
 -- of closed seconds evicted before every module received them.
+local call, tonumber = redis.call, tonumber
 local now = tonumber(ARGV[1])
 local meta_ret = ARGV[2]
 local pos = 3
@@ -27,8 +28,18 @@ for i = 1, na do
   local d = {alias = alias, kind = kind, suffix = ARGV[pos + 2], ret = ARGV[pos + 3],
              cap = tonumber(ARGV[pos + 4]), x1 = ARGV[pos + 5], x2 = ARGV[pos + 6], idx = i,
              ts_f = 'ts:' .. alias, x_f = 'x:' .. alias}
+  if d.ret ~= '' then d.every = tonumber(d.ret) / 64 end
   if kind == 'hourly' then d.hn_f, d.hc_f = 'hn:' .. alias, 'hc:' .. alias end
-  if kind == 'orders' then d.mods = csv(d.x2) end
+  if kind == 'devices' and d.x1 ~= '' then
+    d.cutoff = now - tonumber(d.x1)
+    d.cutoff_s = '(' .. string.format('%d', d.cutoff)
+  end
+  if kind == 'orders' then
+    d.mods = csv(d.x2)
+    d.names = {'open', 'deadline', 'last_closed', 'seq', 'open_src', 'open_ts', 'open_items'}
+    for _, m in ipairs(d.mods) do d.names[#d.names + 1] = 'cur:' .. m end
+    d.close_ms = tonumber(d.x1)
+  end
   D[i] = d
   pos = pos + 7
 end
@@ -40,11 +51,12 @@ if meta_ret ~= '' then
   meta_every = mr / 64
   meta_ttl = string.format('%d', mr + math.floor(mr / 64))
 end
-local S = {}
+local S, SK = {}, {}
 local ns = tonumber(ARGV[pos]); pos = pos + 1
 for i = 1, ns do
   local part = ARGV[pos + 1]
   S[i] = {ai = tonumber(ARGV[pos]), part = part, field = 'hwm:' .. part, pre = part .. ':'}
+  SK[tostring(i)] = S[i]  -- records name their stream as ARGV text
   pos = pos + 2
 end
 
@@ -64,20 +76,18 @@ local function init(a)
   local k = a.kind
   a.ts = tonumber(M[a.ts_f])
   local stamp = tonumber(M[a.x_f])
-  a.refresh = a.ret ~= '' and (stamp == nil or now - stamp >= tonumber(a.ret) / 64)
+  a.refresh = a.every ~= nil and (stamp == nil or now - stamp >= a.every)
   if k == 'hourly' then
     a.tkey = a.wkey .. ':ts'
-    if redis.call('EXISTS', a.wkey) == 1 then a.hn, a.hc = M[a.hn_f], M[a.hc_f]
+    if call('EXISTS', a.wkey) == 1 then a.hn, a.hc = M[a.hn_f], M[a.hc_f]
     else a.created = true end
   elseif k == 'devices' then
     a.tkey = a.wkey .. ':ts'
-    if a.x1 ~= '' then
-      local cutoff = now - tonumber(a.x1)
-      a.cutoff = cutoff
-      local old = redis.call('ZRANGEBYSCORE', a.tkey, '-inf', '(' .. cutoff)
+    if a.cutoff then
+      local old = call('ZRANGEBYSCORE', a.tkey, '-inf', a.cutoff_s)
       if #old > 0 then
-        redis.call('HDEL', a.wkey, unpack(old))
-        redis.call('ZREMRANGEBYSCORE', a.tkey, '-inf', '(' .. cutoff)
+        call('HDEL', a.wkey, unpack(old))
+        call('ZREMRANGEBYSCORE', a.tkey, '-inf', a.cutoff_s)
       end
     end
     -- the cap is checked and the TTLs (re)set only when a device is added (see below)
@@ -89,9 +99,7 @@ local function init(a)
     a.created = true
   elseif k == 'orders' then
     a.st, a.cbkey = a.wkey .. ':st', a.wkey .. ':cb'
-    local names = {'open', 'deadline', 'last_closed', 'seq', 'open_src', 'open_ts', 'open_items'}
-    for _, m in ipairs(a.mods) do names[#names + 1] = 'cur:' .. m end
-    local f = redis.call('HMGET', a.st, unpack(names))
+    local f = call('HMGET', a.st, unpack(a.names))
     a.open, a.deadline, a.last_closed = tonumber(f[1]), tonumber(f[2]), tonumber(f[3])
     a.open_s, a.deadline_s, a.last_closed_s = f[1], f[2], f[3]
     a.had_open = f[1] and true or false
@@ -100,9 +108,8 @@ local function init(a)
     a.cursors = {}
     for i = 1, #a.mods do a.cursors[i] = tonumber(f[7 + i]) or 0 end
     a.cb_seen = {}
-    a.card = redis.call('ZCARD', a.wkey)
+    a.card = call('ZCARD', a.wkey)
     if a.card == 0 or a.seq == 0 then a.created = true end
-    a.close_ms = tonumber(a.x1)
   end
   return a
 end
@@ -113,10 +120,10 @@ end
 
 local function close_bucket(a, idx, sec, late, blob, src, ts, cause)
   a.seq = a.seq + 1
-  redis.call('ZADD', a.wkey, a.seq, closed_member(a.seq, sec, late, src, ts, cause, blob))
+  call('ZADD', a.wkey, a.seq, closed_member(a.seq, sec, late, src, ts, cause, blob))
   if cause ~= '' and not a.cb_seen[cause] then
     a.cb_seen[cause] = true
-    redis.call('ZADD', a.cbkey, a.seq, cause)
+    call('ZADD', a.cbkey, a.seq, cause)
   end
   if late == '0' and (a.last_closed == nil or tonumber(sec) > a.last_closed) then
     a.last_closed, a.last_closed_s = tonumber(sec), sec
@@ -163,9 +170,9 @@ local function apply_order(a, idx, sec_s, item, ts, src)
 end
 
 local function replay_closes(a, idx, src)
-  local s = redis.call('ZSCORE', a.wkey .. ':cb', src)
+  local s = call('ZSCORE', a.wkey .. ':cb', src)
   if not s then return end
-  for _, m in ipairs(redis.call('ZRANGEBYSCORE', a.wkey, s, tonumber(s) + 1)) do
+  for _, m in ipairs(call('ZRANGEBYSCORE', a.wkey, s, tonumber(s) + 1)) do
     local seq, sec, late, osrc, ots, cause = string.match(m, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|')
     if cause == src then add_close(idx, seq, sec, late, osrc, ots) end
   end
@@ -182,13 +189,14 @@ for u = 1, #KEYS do
   -- the aliases and partitions of this unit, and every meta field it may need, in one read
   local A, alist, mnames, fseen = {}, {}, {}, {}
   for b = first_rec, pos - 1, 5 do
-    local s = S[tonumber(ARGV[b])]
+    local s = SK[ARGV[b]]
     if not fseen[s.field] then fseen[s.field] = true; mnames[#mnames + 1] = s.field end
     if not A[s.ai] then
       local d = D[s.ai]
       local a = {alias = d.alias, kind = d.kind, wkey = base .. d.suffix, ret = d.ret, cap = d.cap,
                  x1 = d.x1, x2 = d.x2, idx = d.idx, mods = d.mods, ts_f = d.ts_f, x_f = d.x_f,
-                 hn_f = d.hn_f, hc_f = d.hc_f}
+                 hn_f = d.hn_f, hc_f = d.hc_f, every = d.every, cutoff = d.cutoff, cutoff_s = d.cutoff_s,
+                 names = d.names, close_ms = d.close_ms}
       A[s.ai] = a
       alist[#alist + 1] = a
       mnames[#mnames + 1] = d.ts_f
@@ -198,12 +206,12 @@ for u = 1, #KEYS do
   end
   mnames[#mnames + 1] = 'xm'
   M, hwm, applying, meta_out = {}, {}, {}, {}
-  local mvals = redis.call('HMGET', meta, unpack(mnames))
+  local mvals = call('HMGET', meta, unpack(mnames))
   for i, f in ipairs(mnames) do M[f] = mvals[i] end
   for f in pairs(fseen) do hwm[f] = tonumber(M[f]) or -1 end
 
   for b = first_rec, pos - 1, 5 do
-    local s = S[tonumber(ARGV[b])]
+    local s = SK[ARGV[b]]
     local a = A[s.ai]
     local off_s = ARGV[b + 1]
     local offset = tonumber(off_s)
@@ -224,10 +232,10 @@ for u = 1, #KEYS do
       local nts = tonumber(ts)
       local k = a.kind
       if k == 'latest' or k == 'output' then
-        if a.ts == nil or nts >= a.ts or redis.call('EXISTS', a.wkey) == 0 then
+        if a.ts == nil or nts >= a.ts or call('EXISTS', a.wkey) == 0 then
           if k == 'latest' then
-            if a.ret ~= '' then redis.call('SET', a.wkey, item, 'PX', a.ret)
-            else redis.call('SET', a.wkey, item) end
+            if a.ret ~= '' then call('SET', a.wkey, item, 'PX', a.ret)
+            else call('SET', a.wkey, item) end
           else
             a.items[#a.items + 1] = item
             a.touched = true
@@ -249,14 +257,14 @@ for u = 1, #KEYS do
           if not a.hn or hour > a.hn then
             a.hn, a.hc = hour, cut
             a.hour_moved = true
-            for _, old in ipairs(redis.call('HKEYS', a.tkey)) do
-              if old < cut then redis.call('HDEL', a.wkey, old); redis.call('HDEL', a.tkey, old) end
+            for _, old in ipairs(call('HKEYS', a.tkey)) do
+              if old < cut then call('HDEL', a.wkey, old); call('HDEL', a.tkey, old) end
             end
           end
-          local old = tonumber(redis.call('HGET', a.tkey, hour))
+          local old = tonumber(call('HGET', a.tkey, hour))
           if old == nil or nts >= old then
-            redis.call('HSET', a.wkey, hour, item)
-            redis.call('HSET', a.tkey, hour, ts)
+            call('HSET', a.wkey, hour, item)
+            call('HSET', a.tkey, hour, ts)
           else
             st = 's'
           end
@@ -267,17 +275,17 @@ for u = 1, #KEYS do
         if a.cutoff and nts < a.cutoff then
           st = 's'  -- already older than the TTL: it would be removed by this very write
         else
-          local won = redis.call('ZADD', a.tkey, 'GT', 'CH', ts, key) == 1
-          if not won then won = tonumber(redis.call('ZSCORE', a.tkey, key)) == nts end  -- a tie: later wins
+          local won = call('ZADD', a.tkey, 'GT', 'CH', ts, key) == 1
+          if not won then won = tonumber(call('ZSCORE', a.tkey, key)) == nts end  -- a tie: later wins
           if won then
-            if redis.call('HSET', a.wkey, key, item) == 1 then
+            if call('HSET', a.wkey, key, item) == 1 then
               -- a new device (or a new key): cap, and give both keys a full TTL at write-back
               a.created = true
-              local card = redis.call('ZCARD', a.tkey)
+              local card = call('ZCARD', a.tkey)
               if card > a.cap then
-                local drop = redis.call('ZRANGE', a.tkey, 0, card - a.cap - 1)
-                redis.call('HDEL', a.wkey, unpack(drop))
-                redis.call('ZREMRANGEBYRANK', a.tkey, 0, card - a.cap - 1)
+                local drop = call('ZRANGE', a.tkey, 0, card - a.cap - 1)
+                call('HDEL', a.wkey, unpack(drop))
+                call('ZREMRANGEBYRANK', a.tkey, 0, card - a.cap - 1)
               end
             end
           else
@@ -287,16 +295,16 @@ for u = 1, #KEYS do
         bump_ts(a, ts, nts)
         a.touched = true
       elseif k == 'global' then
-        local old = tonumber(redis.call('HGET', a.tkey, key))
+        local old = tonumber(call('HGET', a.tkey, key))
         if old == nil or nts >= old then
-          redis.call('HSET', a.wkey, key, item)
-          redis.call('HSET', a.tkey, key, ts)
-          local nk = redis.call('HLEN', a.tkey)
+          call('HSET', a.wkey, key, item)
+          call('HSET', a.tkey, key, ts)
+          local nk = call('HLEN', a.tkey)
           if nk > a.cap then
-            local all = redis.call('HKEYS', a.tkey)
+            local all = call('HKEYS', a.tkey)
             table.sort(all)
-            for j = 1, nk - a.cap do redis.call('HDEL', a.wkey, all[j]); redis.call('HDEL', a.tkey, all[j]) end
-            if redis.call('HEXISTS', a.tkey, key) == 0 then st = 'i' end
+            for j = 1, nk - a.cap do call('HDEL', a.wkey, all[j]); call('HDEL', a.tkey, all[j]) end
+            if call('HEXISTS', a.tkey, key) == 0 then st = 'i' end
           end
         else
           st = 's'
@@ -320,12 +328,12 @@ for u = 1, #KEYS do
       local k = a.kind
       if a.ts_s then meta_out[a.ts_f] = a.ts_s end
       if k == 'output' and #a.items > 0 then
-        redis.call('LPUSH', a.wkey, unpack(a.items))
-        redis.call('LTRIM', a.wkey, 0, a.cap - 1)
+        call('LPUSH', a.wkey, unpack(a.items))
+        call('LTRIM', a.wkey, 0, a.cap - 1)
       end
       if k == 'append' and #a.items > 0 then
-        redis.call('RPUSH', a.wkey, unpack(a.items))
-        redis.call('LTRIM', a.wkey, -a.cap, -1)
+        call('RPUSH', a.wkey, unpack(a.items))
+        call('LTRIM', a.wkey, -a.cap, -1)
       end
       if k == 'hourly' and a.hour_moved then
         meta_out[a.hn_f] = a.hn
@@ -340,19 +348,19 @@ for u = 1, #KEYS do
             f[#f + 1] = v
           end
         elseif a.had_open then
-          redis.call('HDEL', a.st, 'open', 'deadline', 'open_src', 'open_ts', 'open_items')
+          call('HDEL', a.st, 'open', 'deadline', 'open_src', 'open_ts', 'open_items')
         end
-        redis.call('HSET', a.st, unpack(f))
+        call('HSET', a.st, unpack(f))
         local ev = evict_seconds(a.wkey, a.seq, a.card, a.cap, a.cursors)
-        if a.card > a.cap then redis.call('ZREMRANGEBYSCORE', a.cbkey, '-inf', a.seq - a.cap) end
+        if a.card > a.cap then call('ZREMRANGEBYSCORE', a.cbkey, '-inf', a.seq - a.cap) end
         if ev > 0 then evicted[#evicted + 1] = a.idx; evicted[#evicted + 1] = ev end
       end
       if a.touched and a.ret ~= '' and (a.created or a.refresh) then
-        redis.call('PEXPIRE', a.wkey, a.ret)
-        if a.tkey then redis.call('PEXPIRE', a.tkey, a.ret) end
+        call('PEXPIRE', a.wkey, a.ret)
+        if a.tkey then call('PEXPIRE', a.tkey, a.ret) end
         if k == 'orders' then
-          redis.call('PEXPIRE', a.st, a.ret)
-          redis.call('PEXPIRE', a.cbkey, a.ret)
+          call('PEXPIRE', a.st, a.ret)
+          call('PEXPIRE', a.cbkey, a.ret)
         end
         if a.refresh then meta_out[a.x_f] = ARGV[1] end
       end
@@ -363,7 +371,7 @@ for u = 1, #KEYS do
   local stamp = tonumber(M.xm)
   local refresh_meta = meta_ttl and (stamp == nil or now - stamp >= meta_every)
   if refresh_meta then mf[#mf + 1] = 'xm'; mf[#mf + 1] = ARGV[1] end
-  if #mf > 0 then redis.call('HSET', meta, unpack(mf)) end
-  if refresh_meta then redis.call('PEXPIRE', meta, meta_ttl) end
+  if #mf > 0 then call('HSET', meta, unpack(mf)) end
+  if refresh_meta then call('PEXPIRE', meta, meta_ttl) end
 end
 return {table.concat(status), closes, evicted}
