@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -361,3 +362,94 @@ def rss_kb(pid: int) -> int:
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+# ---- batches -------------------------------------------------------------------------------
+
+@dataclass
+class BatchAudit:
+    """Every batch the tracker created against what reached the module-output topics."""
+
+    created: int = 0
+    uploaded: int = 0
+    skipped: int = 0
+    unfinished: list[str] = field(default_factory=list)
+    complete: int = 0
+    partial: int = 0
+    messages: int = 0
+    duplicates: int = 0  # extra copies of an uploaded batch
+    duplicates_after_reclaim: int = 0  # of those, batches re-sent after their sender died mid-send
+    missing: list[str] = field(default_factory=list)  # uploaded state, never on the topic
+    unexpected: list[str] = field(default_factory=list)  # on the topic, not uploaded by the tracker
+    problems: list[str] = field(default_factory=list)
+
+    def as_figures(self) -> dict[str, Any]:
+        return {"batches_created": self.created, "batches_uploaded": self.uploaded,
+                "batches_skipped": self.skipped, "batches_complete": self.complete,
+                "batches_partial_after_deadline": self.partial, "batches_unfinished": len(self.unfinished),
+                "upload_messages": self.messages, "upload_duplicates": self.duplicates,
+                "upload_duplicates_after_reclaim": self.duplicates_after_reclaim,
+                "batches_missing": len(self.missing), "uploads_unexpected": len(self.unexpected)}
+
+
+def read_batches(r: Any, prefix: str) -> dict[str, dict[str, str]]:
+    keys = [k.decode() for k in r.scan_iter(match=f"{prefix}:batch:*", count=1000)]
+    pipe = r.pipeline(transaction=False)
+    for k in keys:
+        pipe.hgetall(k)
+    out = {}
+    for k, h in zip(keys, pipe.execute(), strict=True):
+        out[k[len(prefix) + 7:]] = {a.decode(): b.decode() for a, b in h.items()}
+    return out
+
+
+def wait_batches_finished(r: Any, prefix: str, timeout_s: float) -> dict[str, dict[str, str]]:
+    """Until every batch is uploaded or skipped (a batch whose uploader died is re-sent by a
+    sweeper after the tracker's reclaim delay, 30 s)."""
+    def finished() -> dict[str, dict[str, str]] | None:
+        b = read_batches(r, prefix)
+        return b if b and all(h.get("state") in ("uploaded", "skipped") for h in b.values()) else None
+
+    try:
+        return wait_for(finished, timeout_s, "every batch to be uploaded or skipped", interval=1.0)
+    except TimeoutError:
+        return read_batches(r, prefix)
+
+
+def audit_batches(r: Any, prefix: str, bootstrap: str, cat: Catalogue, batches: dict[str, dict[str, str]],
+                  timeout_s: float = 30.0) -> BatchAudit:
+    from kafkautil import consume_all
+
+    a = BatchAudit(created=len(batches))
+    uploaded = {b for b, h in batches.items() if h.get("state") == "uploaded"}
+    a.uploaded, a.skipped = len(uploaded), sum(1 for h in batches.values() if h.get("state") == "skipped")
+    a.unfinished = sorted(b for b, h in batches.items() if h.get("state") not in ("uploaded", "skipped"))
+    seen: Counter[str] = Counter()
+    bodies: dict[str, dict[str, Any]] = {}
+    for m in cat.local_modules():
+        want = sum(1 for b in uploaded if batches[b].get("module") == m)
+        for rec in consume_all(bootstrap, cat.module(m).output_topic, want, timeout_s=timeout_s if want else 2.0):
+            bid = rec.key.decode() if rec.key else "<no key>"
+            seen[bid] += 1
+            bodies[bid] = json.loads(rec.value)
+    a.messages = sum(seen.values())
+    for bid, n in seen.items():
+        if n > 1:
+            a.duplicates += n - 1
+            if int(batches.get(bid, {}).get("reclaims", 0) or 0) > 0:
+                a.duplicates_after_reclaim += n - 1
+    a.missing = sorted(uploaded - set(seen))
+    a.unexpected = sorted(set(seen) - uploaded)
+    for bid in uploaded & set(seen):
+        h, env = batches[bid], bodies[bid]
+        if env.get("batch_id") != bid or env.get("stations_count") != len(env.get("results", [])):
+            a.problems.append(f"{bid}: envelope {str(env)[:200]}")
+        if env.get("stations_count") != int(h.get("ok", 0) or 0):
+            a.problems.append(f"{bid}: {env.get('stations_count')} results uploaded, tracker counted ok={h.get('ok')}")
+        if int(h.get("reported", 0) or 0) >= int(h.get("n_expected", 0) or 0):
+            a.complete += 1
+        else:
+            a.partial += 1
+            if int(h.get("finished", 0) or 0) < int(h.get("deadline", 0) or 0):
+                a.problems.append(f"{bid}: partial upload before its deadline {h}")
+    return a
