@@ -403,12 +403,24 @@ def read_batches(r: Any, prefix: str) -> dict[str, dict[str, str]]:
     return out
 
 
-def wait_batches_finished(r: Any, prefix: str, timeout_s: float) -> dict[str, dict[str, str]]:
-    """Until every batch is uploaded or skipped (a batch whose uploader died is re-sent by a
-    sweeper after the tracker's reclaim delay, 30 s)."""
+def wait_batches_finished(r: Any, prefix: str, timeout_s: float, queue: str = "stationflow",
+                          stable_s: float = 3.0) -> dict[str, dict[str, str]]:
+    """Until the queue is empty and every batch is uploaded or skipped, with no new batch for
+    `stable_s` (a batch whose uploader died is re-sent by a sweeper after the tracker's
+    reclaim delay, 30 s)."""
+    last: dict[str, Any] = {"ids": None, "since": 0.0}
+
     def finished() -> dict[str, dict[str, str]] | None:
         b = read_batches(r, prefix)
-        return b if b and all(h.get("state") in ("uploaded", "skipped") for h in b.values()) else None
+        if r.llen(f"rq:queue:{queue}") or not b or \
+                not all(h.get("state") in ("uploaded", "skipped") for h in b.values()):
+            last["ids"] = None
+            return None
+        ids = frozenset(b)
+        if ids != last["ids"]:
+            last["ids"], last["since"] = ids, time.monotonic()
+            return None
+        return b if time.monotonic() - last["since"] >= stable_s else None
 
     try:
         return wait_for(finished, timeout_s, "every batch to be uploaded or skipped", interval=1.0)

@@ -1,0 +1,64 @@
+"""The reference algorithms made slow on demand, for the worker fault scenarios.
+
+Configured by dotted path (`slow_algorithms:<module>`, with this folder on PYTHONPATH). Each
+call sleeps the number of seconds written in the file named by $STATIONFLOW_FAULTS_DELAY_FILE
+(read on every call, so a test can slow the workers down and speed them up while they run),
+or $STATIONFLOW_FAULTS_DELAY_S when no file is given; then it runs the reference algorithm.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from workers import reference
+
+MODULES = ("load_prediction", "pv_prediction", "evaluation_model", "SOH_model", "customer_mining",
+           "operation_optimization", "electricity_price", "station_guidance", "thermal_management")
+
+
+def delay_s() -> float:
+    path = os.environ.get("STATIONFLOW_FAULTS_DELAY_FILE")
+    try:
+        if path:
+            return float(Path(path).read_text().strip() or 0)
+        return float(os.environ.get("STATIONFLOW_FAULTS_DELAY_S", "0") or 0)
+    except (OSError, ValueError):
+        return 0.0
+
+
+def _slow(fn: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
+    def run(station_id: str, inp: Any) -> Any:
+        d = delay_s()
+        if d > 0:
+            time.sleep(d)
+        return fn(station_id, inp)
+
+    run.__name__ = run.__qualname__ = fn.__name__
+    return run
+
+
+load_prediction = _slow(reference.load_prediction)
+pv_prediction = _slow(reference.pv_prediction)
+evaluation_model = _slow(reference.evaluation_model)
+SOH_model = _slow(reference.SOH_model)  # noqa: N816 (the module's name)
+customer_mining = _slow(reference.customer_mining)
+operation_optimization = _slow(reference.operation_optimization)
+electricity_price = _slow(reference.electricity_price)
+station_guidance = _slow(reference.station_guidance)
+thermal_management = _slow(reference.thermal_management)
+
+
+def modules_config() -> dict[str, dict[str, str]]:
+    """[modules.<name>] algorithm = "slow_algorithms:<name>" for every module."""
+    return {m: {"algorithm": f"slow_algorithms:{m}"} for m in MODULES}
+
+
+def env(delay_file: Path) -> dict[str, str]:
+    """What a worker process needs to find and configure these algorithms."""
+    here = str(Path(__file__).resolve().parent)
+    pythonpath = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
+    return {"PYTHONPATH": pythonpath, "STATIONFLOW_FAULTS_DELAY_FILE": str(delay_file)}
