@@ -11,6 +11,7 @@ One private broker (Tansu, or $STATIONFLOW_KAFKA) and one private redis-server, 
 3. ingester: one `stationflow ingest` (in process) consumes the same records: parse, window
    writes, dead letters, trigger planning, scheduling (batches + RQ enqueue), commits.
    Both rates are counted from the first record received, so group joins are excluded;
+   the ingester's wall time is split per stage (µs per input record);
 4. lag: a producer sends fresh traffic at `--rate` msg/s for `--seconds` while the ingester
    runs; lag = time the poll's work finished (before its commit) minus the record timestamp.
 
@@ -44,11 +45,12 @@ def _catalogue(suffix: str) -> Catalogue:
     return Catalogue.build(topic_names={t.alias: f"{t.topic}-{suffix}" for t in base.topics})
 
 
-def _settings(cat: Catalogue, bootstrap: str, redis_url: str, group: str) -> Settings:
+def _settings(cat: Catalogue, bootstrap: str, redis_url: str, group: str,
+              consumer: dict[str, Any] | None = None) -> Settings:
     return Settings.from_dict({
         "redis": {"url": redis_url},
         "kafka": {"bootstrap_servers": bootstrap, "group_id": group,
-                  "consumer": {"session_timeout_ms": 10000, "heartbeat_interval_ms": 1000}},
+                  "consumer": {"session_timeout_ms": 10000, "heartbeat_interval_ms": 1000, **(consumer or {})}},
         "topics": {t.alias: {"topic": t.topic} for t in cat.topics},
         "queue": {"high_water": 10**9, "low_water": 10**9 - 1},
         "ingest": {"summary_interval_s": 0},
@@ -81,26 +83,80 @@ def _produce(bootstrap: str, msgs: list[Any], rate: float | None = None, seconds
     return sent
 
 
-def bare_rate(settings: Settings, topics: list[str], n: int) -> float:
+def bare_rate(settings: Settings, topics: list[str], n: int, expect_bytes: int | None = None) -> float:
     cfg = settings.kafka.consumer_config()
     cfg["group_id"] = f"bare-{uuid.uuid4().hex[:8]}"
     c = KafkaConsumer(**cfg)
     c.subscribe(topics)
-    got, first = 0, None
+    got, first, size = 0, None, 0
     deadline = time.monotonic() + 300
     try:
         while got < n and time.monotonic() < deadline:
             batch = c.poll(timeout_ms=500, max_records=cfg.get("max_poll_records", 2000))
-            k = sum(len(v) for v in batch.values())
-            if k and first is None:
+            if batch and first is None:
                 first = time.perf_counter()
-            got += k
+            for recs in batch.values():
+                got += len(recs)
+                for r in recs:  # touch every value, as the ingester must
+                    size += len(r.value)
         end = time.perf_counter()
     finally:
         c.close(autocommit=False)
     if got < n or first is None:
         raise RuntimeError(f"bare consumer got {got} of {n} records")
+    if expect_bytes is not None and size != expect_bytes:
+        raise RuntimeError(f"bare consumer got {size} value bytes, {expect_bytes} were produced")
     return got / (end - first)
+
+
+class Stages:
+    """Wall time per ingester stage (poll, parse, window write, dead letters, planning,
+    scheduling, commit), wrapped around the live objects: the code under test is unchanged."""
+
+    NAMES = ("poll", "parse", "write", "dlq", "plan", "schedule", "commit")
+
+    def __init__(self, svc: Any, probe: Probe) -> None:
+        self.t = dict.fromkeys(self.NAMES, 0.0)
+        ing = svc.ingester
+        proc = ing.processor
+        self._wrap(ing.consumer, "poll", "poll")
+        poll = ing.consumer.poll
+
+        def first_poll(*a: Any, **kw: Any) -> Any:
+            out = poll(*a, **kw)
+            if probe.first is None and out:  # the clock starts when the first record is in hand
+                probe.first = time.perf_counter()
+                self.reset()
+            return out
+
+        ing.consumer.poll = first_poll
+        self._wrap(ing.consumer, "commit", "commit")
+        self._wrap(proc, "prepare", "parse")
+        self._wrap(proc.store, "apply", "write")
+        self._wrap(proc.dead_letters, "add", "dlq")
+        self._wrap(proc, "_plan", "plan")
+        self._wrap(proc, "schedule", "schedule")
+
+    def _wrap(self, obj: Any, attr: str, name: str) -> None:
+        inner = getattr(obj, attr)
+        t = self.t
+
+        def timed(*a: Any, **kw: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return inner(*a, **kw)
+            finally:
+                t[name] += time.perf_counter() - t0
+
+        setattr(obj, attr, timed)
+
+    def reset(self) -> None:
+        self.t.update(dict.fromkeys(self.NAMES, 0.0))
+
+    def report(self, n: int, total_s: float) -> str:
+        parts = [f"{k} {v / n * 1e6:.1f}" for k, v in self.t.items()]
+        rest = total_s - sum(self.t.values())
+        return "  µs/record: " + ", ".join(parts) + f", other {rest / n * 1e6:.1f} (total {total_s / n * 1e6:.1f})"
 
 
 class Probe:
@@ -114,8 +170,6 @@ class Probe:
         inner = proc.execute
 
         def execute(fl: Any) -> None:
-            if self.first is None:
-                self.first = time.perf_counter()
             inner(fl)
             now_ms = time.time() * 1000
             self.lags_ms.extend(now_ms - r.timestamp for r in fl.records)
@@ -132,6 +186,14 @@ def main() -> None:
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--rate", type=float, default=400.0, help="msg/s of the lag phase")
     ap.add_argument("--seconds", type=float, default=15.0, help="duration of the lag phase")
+    ap.add_argument("--profile", metavar="FILE", help="cProfile the ingester thread into FILE (pstats)")
+    ap.add_argument("--skip", type=int, default=0, metavar="N",
+                    help="drop the first N simulated messages (the start-up burst: 168-hour realtime "
+                         "history, station params, prices, calendar) to measure the steady mix")
+    ap.add_argument("--max-poll-records", type=int, default=None,
+                    help="kafka.consumer.max_poll_records for both consumers (default: the settings')")
+    ap.add_argument("--max-partition-fetch-bytes", type=int, default=None,
+                    help="kafka.consumer.max_partition_fetch_bytes for both consumers")
     a = ap.parse_args()
 
     external = os.environ.get("STATIONFLOW_KAFKA")
@@ -146,6 +208,8 @@ def main() -> None:
         admin.create_topics([NewTopic(t, a.partitions, 1) for t in topics])
         admin.close()
         traffic = Traffic(stations=a.stations, seed=1, catalogue=cat, start_ms=int(time.time() * 1000) - 3_600_000)
+        if a.skip:
+            traffic.take(a.skip)
         msgs = traffic.take(a.messages)
         size = sum(len(m.value) for m in msgs)
         mix: dict[str, int] = {}
@@ -157,17 +221,32 @@ def main() -> None:
         print(f"produced {len(msgs)} messages ({size / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f} s; mix: "
               + ", ".join(f"{k}={v}" for k, v in sorted(mix.items(), key=lambda kv: -kv[1])))
 
-        settings = _settings(cat, bootstrap, redis.url, f"ing-{suffix}")
-        bare = bare_rate(settings, topics, len(msgs))
+        consumer = {k: v for k, v in (("max_poll_records", a.max_poll_records),
+                                      ("max_partition_fetch_bytes", a.max_partition_fetch_bytes)) if v}
+        settings = _settings(cat, bootstrap, redis.url, f"ing-{suffix}", consumer)
+        cfg = settings.kafka.consumer_config()
+        print(f"client settings of both consumers: max_poll_records {cfg.get('max_poll_records')}, "
+              f"max_partition_fetch_bytes {cfg.get('max_partition_fetch_bytes')}, "
+              f"fetch_max_bytes {cfg.get('fetch_max_bytes')}, check_crcs {cfg.get('check_crcs', True)}")
+        bare = bare_rate(settings, topics, len(msgs), expect_bytes=size)
 
         svc = build(settings, scheduler(settings), queue_depth=queue_depth(settings))
         probe = Probe(svc)
-        th = threading.Thread(target=svc.ingester.run, daemon=True)
+        stages = Stages(svc, probe)
+        target_fn = svc.ingester.run
+        prof = None
+        if a.profile:
+            import cProfile
+
+            prof = cProfile.Profile()
+            target_fn = lambda: prof.runcall(svc.ingester.run)  # noqa: E731
+        th = threading.Thread(target=target_fn, daemon=True)
         th.start()
         deadline = time.monotonic() + 600
         while probe.done < len(msgs) and time.monotonic() < deadline:
             time.sleep(0.05)
         ing = probe.done / (probe.last - probe.first)  # type: ignore[operator]
+        stage_text = stages.report(probe.done, probe.last - probe.first)  # type: ignore[operator]
         st = svc.stats
         print(f"\nthroughput, {len(msgs)} records, {a.partitions} partitions/topic, {a.stations} stations:")
         print(f"  bare kafka-python consume : {bare:10.0f} records/s")
@@ -176,6 +255,7 @@ def main() -> None:
               f"runs planned {st.total('ingest', 'runs_planned')}, triggers fired/absorbed/not ready "
               f"{st.total('ingest', 'triggers_fired')}/{st.total('ingest', 'triggers_absorbed')}/"
               f"{st.total('ingest', 'triggers_not_ready')}, polls {st.total('ingest', 'polls')}")
+        print(stage_text + "  (poll counts from the first poll; per input record)")
 
         probe.lags_ms.clear()
         sent = _produce(bootstrap, [], rate=a.rate, seconds=a.seconds, traffic=traffic)
@@ -185,6 +265,8 @@ def main() -> None:
             time.sleep(0.05)
         svc.ingester.stop()
         th.join(timeout=30)
+        if prof is not None:
+            prof.dump_stats(a.profile)
         lags = sorted(probe.lags_ms)
         q = statistics.quantiles(lags, n=100) if len(lags) > 1 else lags * 99
         print(f"\nend-to-end lag at {a.rate:.0f} msg/s for {a.seconds:.0f} s ({len(lags)} records; produce -> "

@@ -378,3 +378,38 @@ def test_crash_hook_reads_the_environment(fake_redis: Any) -> None:
     assert ing.processor._crash_after == 3
     ing2, *_ = make(fake_redis, [])
     assert ing2.processor._crash_after is None
+
+
+def test_collector_paused_during_a_poll_running_while_waiting_and_after(fake_redis: Any) -> None:
+    import gc
+
+    polls = [[record(ACDC, 0, 0, acdc("S1"))], [record(ACDC, 0, 1, acdc("S1"))]]
+    ing, consumer, sched, store, _ = make(fake_redis, polls)
+    seed(store, "S1")
+    seen: list[tuple[str, bool]] = []
+    inner_apply, inner_wait = store.apply, ing._poll_paused
+
+    def apply(messages: Any, now_ms: int) -> Any:
+        seen.append(("apply", gc.isenabled()))
+        if len(seen) == 1:
+            raise redis.ConnectionError("down")  # one outage: the wait runs with the collector on
+        return inner_apply(messages, now_ms)
+
+    def wait(seconds: float) -> None:
+        seen.append(("wait", gc.isenabled()))
+        inner_wait(seconds)
+
+    store.apply = apply  # type: ignore[method-assign]
+    ing._poll_paused = wait  # type: ignore[method-assign]
+    assert gc.isenabled()
+    assert ing.run() == 0
+    assert seen == [("apply", False), ("wait", True), ("apply", False), ("apply", False)]
+    assert gc.isenabled()
+    assert consumer.commits and consumer.commits[-1] == {(ACDC, 0): 2}
+
+    sched.fail = [RuntimeError("bug")]  # an error leaving the poll turns the collector back on
+    ing2, *_ = make(fake_redis, [[record(ACDC, 0, 2, acdc("S1"))]])
+    ing2.processor.schedule = sched
+    with pytest.raises(RuntimeError, match="bug"):
+        ing2.run()
+    assert gc.isenabled()
