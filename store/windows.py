@@ -413,10 +413,11 @@ class WindowStore:
             for m in members:
                 sid, _, sec = (m.decode() if isinstance(m, bytes) else m).rpartition("|")
                 wkey = self.keys.orders_closed(sid, spec.alias)
-                a = [self.keys.orders_state(sid, spec.alias), wkey, now_ms, sec, spec.window_size,
+                # numkeys first: _finish re-runs exactly these arguments after a NOSCRIPT
+                a = [1, self.keys.orders_state(sid, spec.alias), wkey, now_ms, sec, spec.window_size,
                      self._order_modules.get(spec.alias, ""), _ms(spec.retention_s)]
                 args.append(a)
-                pipe.evalsha(self.scripts.sha["close_orders.lua"], 1, a[0], *a[1:])
+                pipe.evalsha(self.scripts.sha["close_orders.lua"], *a)
             replies = self._execute(pipe, "close_orders.lua", args, first=0)
             done = []
             p2 = self.r.pipeline(transaction=False)
