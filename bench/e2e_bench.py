@@ -126,7 +126,8 @@ class Ingesters:
 
     def start(self) -> Ingesters:
         self._stop = MP.Event()
-        barrier = MP.Barrier(self.n) if self.n > 1 else None
+        # kept on self: a synchronisation object collected in the parent vanishes for the children
+        self._barrier = barrier = MP.Barrier(self.n) if self.n > 1 else None
         for _ in range(self.n):
             sh = {"done": MP.Value("q", 0), "first": MP.Value("d", 0.0), "last": MP.Value("d", 0.0),
                   "lag_ms": MP.Value("d", 0.0, lock=False)}
@@ -178,7 +179,7 @@ def _reap(procs: list[Any], timeout_s: float) -> None:
             p.join(5)
 
 
-def ingest_processes(cfg: dict[str, Any], n: int, records: int, timeout_s: float = 300) -> float:
+def ingest_processes(cfg: dict[str, Any], n: int, records: int, timeout_s: float = 120) -> float:
     """Records/s of `n` ingester processes consuming `records` already on the topics."""
     ing = Ingesters(cfg, n).start()
     try:
@@ -224,7 +225,7 @@ def stop_workers(procs: list[Any]) -> None:
     _reap(procs, 20)
 
 
-def _pool_child(redis_url: str, queue: str, station_jobs: bool, start: Any, out: Any) -> None:
+def _pool_child(redis_url: str, queue: str, station_jobs: bool, ready: Any, start: Any, out: Any) -> None:
     """Drain `queue` with a SimpleWorker (burst) after the start signal; report the end time."""
     _quiet()
     import redis
@@ -243,6 +244,7 @@ def _pool_child(redis_url: str, queue: str, station_jobs: bool, start: Any, out:
         wctx.install(ctx)
     w = SimpleWorker([Queue(queue, connection=r, serializer=JSONSerializer)], connection=r,
                      serializer=JSONSerializer)
+    ready.put(os.getpid())
     start.wait(60)
     w.work(burst=True, logging_level="WARNING")
     out.put(time.time())
@@ -250,20 +252,14 @@ def _pool_child(redis_url: str, queue: str, station_jobs: bool, start: Any, out:
 
 def pool_rate(redis_url: str, queue: str, jobs: int, n: int, station_jobs: bool) -> float:
     """Jobs/s of `n` worker processes draining `jobs` already enqueued on `queue`."""
-    start, out = MP.Event(), MP.Queue()
-    procs = [MP.Process(target=_pool_child, args=(redis_url, queue, station_jobs, start, out), daemon=True)
+    ready, start, out = MP.Queue(), MP.Event(), MP.Queue()
+    procs = [MP.Process(target=_pool_child, args=(redis_url, queue, station_jobs, ready, start, out), daemon=True)
              for _ in range(n)]
     for p in procs:
         p.start()
     try:
-        time.sleep(0.5)
-        import redis
-        from rq import Worker
-
-        r = redis.Redis.from_url(redis_url)
-        deadline = time.monotonic() + 60
-        while len(Worker.all(connection=r)) < n and time.monotonic() < deadline:
-            time.sleep(0.05)
+        for _ in procs:
+            ready.get(timeout=60)  # imported and connected: the clock starts with the work
         t0 = time.time()
         start.set()
         ends = [out.get(timeout=300) for _ in procs]
@@ -413,7 +409,9 @@ def _latencies(sender: Sender, outputs: Outputs, phase: Phase) -> list[tuple[int
     return out
 
 
-def summarise_phase(sender: Sender, outputs: Outputs, phase: Phase) -> dict[str, Any]:
+def summarise_phase(sender: Sender, outputs: Outputs, phase: Phase, windows: int = 1) -> dict[str, Any]:
+    """Percentiles of the phase; with `windows` > 1 also per equal part of it (median, min, max
+    over the parts: the spread shows how steady the phase was)."""
     lat = sorted(_latencies(sender, outputs, phase))
     vals = [v for _, v, _ in lat]
     half = len(lat) // 2
@@ -425,7 +423,7 @@ def summarise_phase(sender: Sender, outputs: Outputs, phase: Phase) -> dict[str,
     lag_end = phase.ingest_lag_ms[-1] if phase.ingest_lag_ms else float("nan")
     growing = bool(second and first and pct(second, 50) > 1.5 * pct(first, 50) + 500)
     sustainable = bool(vals) and phase.producer_behind_s <= 1.0 and lag_end <= 2000 and not growing
-    return {
+    out = {
         "phase": phase.name, "target_records_s": phase.target, "achieved_records_s": achieved,
         "producer_behind_s": phase.producer_behind_s, "latency_growing": growing,
         "sent": phase.sent, "seconds": phase.wall_s, "envelopes": len(vals),
@@ -437,11 +435,25 @@ def summarise_phase(sender: Sender, outputs: Outputs, phase: Phase) -> dict[str,
         "by_source_topic": {t: {"envelopes": len(v), "p50_ms": pct(v, 50), "p95_ms": pct(v, 95)}
                             for t, v in sorted(by_source.items())},
     }
+    rest = [v for _, v, t in lat if "CAR-ORDER" not in t]
+    out.update(p50_no_orders_ms=pct(rest, 50), p95_no_orders_ms=pct(rest, 95), p99_no_orders_ms=pct(rest, 99))
+    if windows > 1 and lat:
+        span = (phase.t1_ms - phase.t0_ms) / windows
+        parts: list[list[float]] = [[] for _ in range(windows)]
+        for sent, v, _ in lat:
+            parts[min(windows - 1, int((sent - phase.t0_ms) / span))].append(v)
+        parts = [x for x in parts if x]
+        out["windows"] = {f"p{q}_ms": _spread([pct(x, q) for x in parts]) for q in (50, 95, 99)}
+    return out
+
+
+def _spread(v: list[float]) -> dict[str, Any]:
+    return {"median": statistics.median(v), "min": min(v), "max": max(v), "runs": len(v), "values": v}
 
 
 def run_e2e(bootstrap: str, redis_url: str, *, stations: int, rate: float, seconds: float,
             steps: list[float], step_seconds: float, workers: int = 2, partitions: int = 4,
-            log: Any = print) -> dict[str, Any]:
+            log: Any = print, windows: int = 3) -> dict[str, Any]:
     """Warm up (initial state of the fleet), a steady phase at `rate`, then the stepped rates."""
     import redis
     from kafka import KafkaAdminClient
@@ -475,7 +487,7 @@ def run_e2e(bootstrap: str, redis_url: str, *, stations: int, rate: float, secon
         result["rss_start"] = {"ingester": ing.rss(), "workers": [rss_bytes(p.pid) for p in wprocs]}
         t0 = time.monotonic()
         n0 = sender.burst_until(sender.sim_ms)
-        ing.wait_done(n0, 300)
+        ing.wait_done(n0, 180)
         _drain(r, depth, 120)
         result["warmup"] = {"messages": n0, "seconds": time.monotonic() - t0}
         log(f"  e2e warm-up: {n0} messages (initial state of {stations} stations) in {time.monotonic() - t0:.1f} s")
@@ -502,7 +514,7 @@ def run_e2e(bootstrap: str, redis_url: str, *, stations: int, rate: float, secon
             if name != "steady" and not s["sustainable"]:
                 break
         time.sleep(2.0)  # envelopes of batches that expired late are counted too
-        summaries = [summarise_phase(sender, outputs, ph) for ph in done]
+        summaries = [summarise_phase(sender, outputs, ph, windows if i == 0 else 1) for i, ph in enumerate(done)]
         result["steady"] = summaries[0]
         result["steps"] = summaries[1:]
         ok = [s["achieved_records_s"] for s in summaries[1:] if s["sustainable"]]
