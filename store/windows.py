@@ -1,10 +1,11 @@
 """The window store: idempotent writes of parsed records and one-round-trip reads of a station.
 
-Writes: one pipeline per `apply()`, so an ingester pays one round trip per poll. Each
-station's records of the poll (in offset order) go whole into one script call; on a single
-Redis a call carries many stations (per-call cost in Redis is paid once per ~1000 records,
-not once per station), while `cluster=True` keeps one call per station and per global alias
-so that a script never touches another station's slot.
+Writes: one round trip per `apply()` (store.streamed: each script call is sent as soon as it
+is built, so Redis works on the first while Python encodes the next). Each station's records
+of the poll (in offset order) go whole into one script call; on a single Redis a call carries
+many stations (`call_records` records at most), while `cluster=True` keeps one call per
+station and per global alias so that a script never touches another station's slot.
+Arguments are compact: per record one 'stream|offset|ts|key' text and the encoded item.
 Idempotency lives inside the scripts: a per (station or global alias, topic, partition)
 offset high-water mark in the meta hash is checked and advanced atomically with the write,
 and every upsert follows "newest record wins" (equal timestamps: later arrival wins).
@@ -20,7 +21,7 @@ import functools
 import time
 from bisect import bisect_right
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from importlib import resources
@@ -34,6 +35,7 @@ from parsers.records import Record, Source
 from store.codec import decode_closed_second, decode_item, encode_item, source_from
 from store.counters import Tally
 from store.keys import Keys
+from store.streamed import run_pipelined, run_streamed
 
 HOUR_FMT = "%Y-%m-%d %H:%M:%S"
 
@@ -88,13 +90,14 @@ class StationWindows(dict):
 class _Unit:
     """One station's (or one global alias's) records of a poll, as apply.lua takes them."""
 
-    __slots__ = ("station", "meta", "base", "recs")
+    __slots__ = ("station", "meta", "base", "recs", "sis")
 
     def __init__(self, station: str | None, meta: str, base: str) -> None:
         self.station = station
         self.meta = meta
         self.base = base
-        self.recs: list[Any] = []  # 5 fields per record: stream offset key item ts
+        self.recs: list[Any] = []  # 2 fields per record: 'stream|offset|ts|key', item
+        self.sis: list[int] = []  # stream index per record
 
 
 @functools.lru_cache(maxsize=4096)
@@ -140,7 +143,7 @@ class _Scripts:
 
 class WindowStore:
     def __init__(self, r: redis.Redis, catalogue: Catalogue, prefix: str = "sf", *,
-                 outputs_keep: int = 1, cluster: bool = False, call_records: int = 1000) -> None:
+                 outputs_keep: int = 1, cluster: bool = False, call_records: int = 200) -> None:
         self.r = r
         self.catalogue = catalogue
         self.keys = Keys(prefix)
@@ -220,6 +223,7 @@ class WindowStore:
             coords = f"{part}:{src.offset}"
             ts = src.timestamp_ms
             offset = src.offset
+            mid = f"|{offset}|{ts}|"
             if len(records) > 1:
                 seen.clear()
             for rec in records:
@@ -249,7 +253,8 @@ class WindowStore:
                             raise StoreError(f"record of {coords} ({alias}) has no station id")
                         unit = units[sid] = _Unit(sid, keys.meta(sid), keys.station_base(sid))
                 key = rec.key if kind == "devices" and rec.key else self._record_key(spec, rec, src)
-                unit.recs += (si, offset, key, encode_item(ts, coords, rec.payload), ts)
+                unit.recs += (f"{si}{mid}{key}", (ts, coords, rec.payload))
+                unit.sis.append(si)
                 if kind == "orders":
                     due[alias].setdefault(f"{sid}|{key}", now_ms + int(spec.order_close_s * 1000))
                 elif len(records) == 1:
@@ -263,20 +268,29 @@ class WindowStore:
         head.append(len(streams))
         for (alias, part) in streams:
             head += (aliases[alias], part)
-        calls = self._group(units.values(), now_ms, head)
-        pipe = self.r.pipeline(transaction=False)
-        flushed = self._flush_into(pipe)
-        n_flush = len(flushed)
-        sha = self.scripts.sha["apply.lua"]
-        for _, keys_args in calls:
-            pipe.evalsha(sha, *keys_args)
-        stations = [u.station for u in units.values() if u.station is not None]
-        if stations:
-            pipe.zadd(keys.stations, {s: now_ms for s in stations}, gt=True)
-        for alias, members in due.items():
-            pipe.zadd(keys.orders_due(alias), members, nx=True)
+        flushed = self.tally.drain()
+        calls: list[tuple[list[_Unit], list[Any]]] = []
+
+        def commands() -> Iterator[tuple[Any, ...]]:
+            # built while Redis already runs the calls sent before (see store.streamed)
+            for (group, fld), n in flushed.items():
+                yield ("HINCRBY", keys.counters(group), fld, n)
+            sha = self.scripts.sha["apply.lua"]
+            for call in self._group(units.values(), now_ms, head):
+                calls.append(call)
+                yield ("EVALSHA", sha, *call[1])
+            stations = [u.station for u in units.values() if u.station is not None]
+            if stations:
+                yield ("ZADD", keys.stations, "GT", *(x for st in stations for x in (now_ms, st)))
+            for alias, members in due.items():
+                yield ("ZADD", keys.orders_due(alias), "NX", *(x for m, sc in members.items() for x in (sc, m)))
+
         try:
-            replies = self._execute(pipe, "apply.lua", [c[1] for c in calls], first=n_flush)
+            if self.cluster:
+                replies = run_pipelined(self.r, commands())
+            else:
+                replies = run_streamed(self.r, commands())
+            replies = self._finish(replies, "apply.lua", [c[1] for c in calls], first=len(flushed))
         except Exception:
             self.tally.restore(flushed)  # the caller retries the poll; keep the counts for then
             raise
@@ -285,10 +299,10 @@ class WindowStore:
             self._account(result, group, stream_info, alias_specs, reply)
         return result
 
-    def _group(self, units: Iterable[_Unit], now_ms: int, head: list[Any]) -> list[tuple[list[_Unit], list[Any]]]:
-        """Units -> script calls: one per unit under Redis Cluster, else units packed up to
-        `call_records` records per call (global windows apart: their meta never expires)."""
-        calls: list[tuple[list[_Unit], list[Any]]] = []
+    def _group(self, units: Iterable[_Unit], now_ms: int, head: list[Any]) -> Iterator[tuple[list[_Unit], list[Any]]]:
+        """Units -> script calls (built one at a time): one per unit under Redis Cluster, else
+        units packed up to `call_records` records per call (global windows apart: their meta
+        never expires)."""
         limit = 1 if self.cluster else self.call_records
         for is_global, ret in ((False, self.meta_retention), (True, "")):
             group: list[_Unit] = []
@@ -297,13 +311,12 @@ class WindowStore:
                 if (u.station is None) != is_global:
                     continue
                 group.append(u)
-                n += len(u.recs)
-                if n >= limit * 5:
-                    calls.append((group, self._call_args(group, now_ms, ret, head)))
+                n += len(u.sis)
+                if n >= limit:
+                    yield group, self._call_args(group, now_ms, ret, head)
                     group, n = [], 0
             if group:
-                calls.append((group, self._call_args(group, now_ms, ret, head)))
-        return calls
+                yield group, self._call_args(group, now_ms, ret, head)
 
     @staticmethod
     def _call_args(group: list[_Unit], now_ms: int, ret: str, head: list[Any]) -> list[Any]:
@@ -312,15 +325,20 @@ class WindowStore:
         args += (now_ms, ret)
         args += head
         for u in group:
-            args += (u.base, len(u.recs) // 5)
-            args += u.recs
+            recs = u.recs
+            if recs and type(recs[1]) is tuple:  # items are encoded here, call by call
+                recs[1::2] = [encode_item(*x) for x in recs[1::2]]
+            args += (u.base, len(u.sis))
+            args += recs
         return args
 
     def _execute(self, pipe: Any, script: str, script_args: list[list[Any]], first: int) -> list[Any]:
-        """Run the pipeline; scripts lost by a Redis restart are re-loaded and re-run alone
-        (an EVALSHA that failed with NOSCRIPT changed nothing, so re-running is exact).
-        `script_args` are each call's numkeys, keys and args."""
-        replies = pipe.execute(raise_on_error=False)
+        return self._finish(pipe.execute(raise_on_error=False), script, script_args, first)
+
+    def _finish(self, replies: list[Any], script: str, script_args: list[list[Any]], first: int) -> list[Any]:
+        """The script replies of a pipeline's replies; scripts lost by a Redis restart are
+        re-loaded and re-run alone (an EVALSHA that failed with NOSCRIPT changed nothing, so
+        re-running is exact). `script_args` are each call's numkeys, keys and args."""
         out = replies[first:first + len(script_args)]
         missing = [i for i, x in enumerate(out) if isinstance(x, redis.exceptions.NoScriptError)]
         if missing:
@@ -342,7 +360,7 @@ class WindowStore:
         status, closes, evicted = reply
         status = status.decode() if isinstance(status, bytes) else status
         tally = self.tally
-        sis = [si for u in group for si in u.recs[0::5]]
+        sis = [si for u in group for si in u.sis]
         for (st, si), n in Counter(zip(status, sis, strict=True)).items():
             spec, topic = stream_info[si]
             group_name = f"topic:{topic}"
@@ -370,7 +388,7 @@ class WindowStore:
             result.seconds_evicted += n
             tally.add(f"topic:{spec.topic}", "seconds_evicted", n)
         if closes:
-            ends = list(accumulate(len(u.recs) // 5 for u in group))
+            ends = list(accumulate(len(u.sis) for u in group))
             for j in range(0, len(closes), 6):
                 idx, _seq, _sec, _late, osrc, ots = closes[j:j + 6]
                 i = int(idx) - 1

@@ -8,7 +8,8 @@
 -- ARGV: now_ms, meta_retention_ms ('' = never), n_aliases, then per alias 7 fields
 --   (alias kind suffix retention_ms cap x1 x2), n_streams, then per stream 2 fields
 --   (alias_index 'topic:partition'), then per unit (one per KEYS entry, same order):
---   base, n_records, then per record, in offset order, 5 fields: stream_index offset key item ts.
+--   base, n_records, then per record, in offset order, 2 fields: 'stream_index|offset|ts|key'
+--   and item.
 -- A unit's window key of an alias is base .. suffix. x1/x2: devices x1 = ttl ms; orders
 --   x1 = close ms, x2 = modules csv. Hourly keys are 'hour|oldest hour kept when this hour
 --   is the newest'.
@@ -17,7 +18,7 @@
 -- l late order); closes is flat {record_index, seq, second, late, src, ts} per closed order
 -- second (record_index counts from 1 over the whole call); evicted is flat {alias_index, n}
 -- of closed seconds evicted before every module received them.
-local call, tonumber = redis.call, tonumber
+local call, tonumber, match = redis.call, tonumber, string.match
 local now = tonumber(ARGV[1])
 local meta_ret = ARGV[2]
 local pos = 3
@@ -184,12 +185,17 @@ for u = 1, #KEYS do
   local base = ARGV[pos]
   local first_rec = pos + 2
   local n = tonumber(ARGV[pos + 1])
-  pos = first_rec + n * 5
+  pos = first_rec + n * 2
 
   -- the aliases and partitions of this unit, and every meta field it may need, in one read
   local A, alist, mnames, fseen = {}, {}, {}, {}
-  for b = first_rec, pos - 1, 5 do
-    local s = SK[ARGV[b]]
+  local Rs, Ro, Rt, Rk = {}, {}, {}, {}
+  local r = 0
+  for b = first_rec, pos - 1, 2 do
+    local si, off_s, ts, key = match(ARGV[b], '^(%d+)|(%d+)|([^|]*)|(.*)$')
+    local s = SK[si]
+    r = r + 1
+    Rs[r], Ro[r], Rt[r], Rk[r] = s, off_s, ts, key
     if not fseen[s.field] then fseen[s.field] = true; mnames[#mnames + 1] = s.field end
     if not A[s.ai] then
       local d = D[s.ai]
@@ -210,12 +216,14 @@ for u = 1, #KEYS do
   for i, f in ipairs(mnames) do M[f] = mvals[i] end
   for f in pairs(fseen) do hwm[f] = tonumber(M[f]) or -1 end
 
-  for b = first_rec, pos - 1, 5 do
-    local s = SK[ARGV[b]]
+  r = 0
+  for b = first_rec, pos - 1, 2 do
+    r = r + 1
+    local s = Rs[r]
     local a = A[s.ai]
-    local off_s = ARGV[b + 1]
+    local off_s = Ro[r]
     local offset = tonumber(off_s)
-    local key, item, ts = ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
+    local key, item, ts = Rk[r], ARGV[b + 1], Rt[r]
     ridx = ridx + 1
     local idx = ridx
     local field = s.field

@@ -434,9 +434,9 @@ def test_calls_grouping_stations_equal_one_call_per_station(r, monkeypatch):
     group = WindowStore._group
 
     def spy(self, units, now_ms, head):
-        out = group(self, units, now_ms, head)
+        out = list(group(self, units, now_ms, head))
         calls.setdefault(self.keys.prefix, []).append(len(out))
-        return out
+        return iter(out)
 
     monkeypatch.setattr(WindowStore, "_group", spy)
     runs = {}
