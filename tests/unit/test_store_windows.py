@@ -453,8 +453,8 @@ def test_calls_grouping_stations_equal_one_call_per_station(r, monkeypatch):
     assert runs["a"] == runs["b"] == runs["c"]
     assert runs["a"][1]  # counters were written
     assert runs["a"][2][-1][2] == sum(len(m[1]) for m in msgs[:300])  # the replay skipped every record
-    # per station (and per global alias) under cluster; a few calls per poll otherwise
-    assert min(calls["a"]) >= 4 and max(calls["c"]) <= 2
+    # per station (and per global alias) under cluster; at most 200 records per call otherwise
+    assert min(calls["a"]) >= 4 and max(calls["c"]) <= 3
     assert sum(calls["b"]) > sum(calls["c"])
 
 
