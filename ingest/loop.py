@@ -72,6 +72,7 @@ class Ingester:
         self.pause_reasons: set[str] = set()
         self.stopping = False
         self.last_depth: int | None = None
+        self._runs_since_depth = 0  # runs scheduled since the last depth read (bounds new jobs)
         now = clock()
         self._last_commit = now
         self._last_close = 0.0
@@ -159,6 +160,7 @@ class Ingester:
         if finished:
             offsets = fl.commit_offsets()
             self.book.mark_done(offsets)
+            self._runs_since_depth += len(fl.plan.runs) if fl.plan else 0
             if log.isEnabledFor(logging.DEBUG):
                 plan = fl.plan
                 log.debug("poll: %d records from %d partitions, %d dead letters, %d runs planned, %.1f ms",
@@ -276,7 +278,7 @@ class Ingester:
             self._last_close = now
             self._close_orders()
         if self.gate is not None and self.queue_depth is not None and \
-                now - self._last_depth_check >= self.depth_interval_s:
+                (now - self._last_depth_check >= self.depth_interval_s or self._may_pass_high_water()):
             self._last_depth_check = now
             self._check_depth()
         if self.summary_interval_s and now - self._last_summary >= self.summary_interval_s:
@@ -292,6 +294,14 @@ class Ingester:
             self.stats.add("ingest", "store_retries")
             log.debug("order closer: redis unavailable (%s), retrying next tick", e)
 
+    def _may_pass_high_water(self) -> bool:
+        """True when the runs scheduled since the last read could have carried the queue past
+        high water: a fast ingester must not wait for the next depth interval to notice
+        (each run adds at most one job, so this reads early, never late)."""
+        gate = self.gate
+        return (gate is not None and not gate.paused
+                and (self.last_depth or 0) + self._runs_since_depth > gate.high_water)
+
     def _check_depth(self) -> None:
         try:
             depth = int(self.queue_depth())  # type: ignore[misc]
@@ -300,6 +310,7 @@ class Ingester:
                 raise
             return
         self.last_depth = depth
+        self._runs_since_depth = 0
         change = self.gate.update(depth)  # type: ignore[union-attr]
         if change is True:
             log.warning("queue depth %d above high water %d: pausing consumption",
