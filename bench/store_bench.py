@@ -3,8 +3,9 @@
     python -m bench.store_bench [--stations 200] [--messages 20000] [--poll 500] [--repeat 3]
 
 Same parsed records, same run, same server, each variant on an emptied database:
-- `store.apply`: the idempotent writer (one pipeline per poll, one Lua call per station:
-  offset high-water marks, newest-record-wins, caps, TTLs, orders, registry, counters);
+- `store.apply`: the idempotent writer (one round trip per poll, Lua calls of up to 200
+  records covering whole stations: offset high-water marks, newest-record-wins, caps, TTLs,
+  orders, registry, counters); `cluster=True`: the same with one Lua call per station;
 - `grouped RPUSH+LTRIM`: the best non-idempotent layout, one RPUSH of all of a key's items
   of the poll plus one LTRIM per (station, alias), pipelined per poll;
 - `raw RPUSH`: one RPUSH per record, pipelined per poll (no cap, no TTL, no idempotency).
@@ -18,7 +19,7 @@ import argparse
 import statistics
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from itertools import islice
 from typing import Any
 
@@ -40,16 +41,22 @@ START_MS = 1_763_524_800_000
 def iter_polls(stations: int, messages: int, poll: int, partitions: int = 4,
                topics: tuple[str, ...] | None = HOT_TOPICS) -> Iterator[list[tuple[Source, list[Record]]]]:
     """Parsed polls of `Traffic` (all input topics when `topics` is None), one at a time."""
-    cat = default_catalogue()
     traffic = Traffic(stations=stations, seed=1, start_ms=START_MS, topics=topics)
+    return polls_of(islice(traffic.messages(), messages), poll, partitions)
+
+
+def polls_of(messages: Iterable[Any], poll: int, partitions: int = 4) -> Iterator[list[tuple[Source, list[Record]]]]:
+    """Traffic messages (any catalogue's topic names) parsed into polls of `poll` messages."""
+    cat = default_catalogue()
     offsets: dict[tuple[str, int], int] = defaultdict(int)
     msgs: list[tuple[Source, list[Record]]] = []
-    for i, m in enumerate(islice(traffic.messages(), messages)):
+    for i, m in enumerate(messages):
         p = i % partitions
         off = offsets[(m.topic, p)]
         offsets[(m.topic, p)] += 1
-        res = parse_message(cat.topic(m.topic), m.value)
-        msgs.append((Source(m.topic, p, off, m.timestamp_ms), res.records))
+        spec = cat.topic(m.topic.rsplit("-", 1)[0]) if m.topic not in cat.by_topic else cat.topic(m.topic)
+        res = parse_message(spec, m.value)
+        msgs.append((Source(spec.topic, p, off, m.timestamp_ms), res.records))
         if len(msgs) == poll:
             yield msgs
             msgs = []
@@ -62,8 +69,8 @@ def build_polls(stations: int, messages: int, poll: int, partitions: int = 4,
     return list(iter_polls(stations, messages, poll, partitions, topics))
 
 
-def run_store(r: Any, polls: list, replay: bool = False) -> float:
-    ws = WindowStore(r, default_catalogue())
+def run_store(r: Any, polls: list, replay: bool = False, **opts: Any) -> float:
+    ws = WindowStore(r, default_catalogue(), **opts)
     t = time.perf_counter()
     for poll in polls:
         ws.apply(poll, poll[-1][0].timestamp_ms)
@@ -148,7 +155,8 @@ def main(argv: list[str] | None = None) -> None:
         results: dict[str, list[float]] = defaultdict(list)
         for _ in range(a.repeat):
             for name, fn in (("raw RPUSH", run_raw), ("grouped RPUSH+LTRIM", run_grouped),
-                             ("store.apply (idempotent)", run_store)):
+                             ("store.apply (idempotent)", run_store),
+                             ("store.apply cluster=True", lambda r, p: run_store(r, p, cluster=True))):
                 r.flushall()
                 results[name].append(fn(r, polls))
             r.flushall()

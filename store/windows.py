@@ -262,12 +262,8 @@ class WindowStore:
                 elif (sid, alias) not in seen:  # one trigger per (station, alias) of a message
                     seen.add((sid, alias))
                     triggers.append(Trigger(sid, alias, src))
-        head: list[Any] = [len(aliases)]
-        for alias in aliases:
-            head += self._alias_def(by_alias[alias])
-        head.append(len(streams))
-        for (alias, part) in streams:
-            head += (aliases[alias], part)
+        # per stream index: (alias index, its 7 fields, 'topic:partition'), for the call heads
+        head = [(0, [], "")] + [(aliases[a], self._alias_def(by_alias[a]), part) for (a, part) in streams]
         flushed = self.tally.drain()
         calls: list[tuple[list[_Unit], list[Any]]] = []
 
@@ -299,7 +295,8 @@ class WindowStore:
             self._account(result, group, stream_info, alias_specs, reply)
         return result
 
-    def _group(self, units: Iterable[_Unit], now_ms: int, head: list[Any]) -> Iterator[tuple[list[_Unit], list[Any]]]:
+    def _group(self, units: Iterable[_Unit], now_ms: int,
+               head: list[tuple[int, list[Any], str]]) -> Iterator[tuple[list[_Unit], list[Any]]]:
         """Units -> script calls (built one at a time): one per unit under Redis Cluster, else
         units packed up to `call_records` records per call (global windows apart: their meta
         never expires)."""
@@ -319,11 +316,19 @@ class WindowStore:
                 yield group, self._call_args(group, now_ms, ret, head)
 
     @staticmethod
-    def _call_args(group: list[_Unit], now_ms: int, ret: str, head: list[Any]) -> list[Any]:
+    def _call_args(group: list[_Unit], now_ms: int, ret: str, head: list[tuple[int, list[Any], str]]) -> list[Any]:
         args: list[Any] = [len(group)]
         args += [u.meta for u in group]
         args += (now_ms, ret)
-        args += head
+        used = sorted({si for u in group for si in u.sis})
+        defs = {head[si][0]: head[si][1] for si in used}
+        args.append(len(defs))
+        for ai, d in defs.items():
+            args.append(ai)
+            args += d
+        args.append(len(used))
+        for si in used:
+            args += (si, head[si][0], head[si][2])
         for u in group:
             recs = u.recs
             if recs and type(recs[1]) is tuple:  # items are encoded here, call by call

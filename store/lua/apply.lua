@@ -5,9 +5,11 @@
 --          newest record ms, hn:/hc:<alias> newest stored hour and the oldest hour kept,
 --          x:<alias> when the alias's keys last had their TTL set (refreshed every
 --          retention/64, or on creation), xm when the meta hash itself last had it.
--- ARGV: now_ms, meta_retention_ms ('' = never), n_aliases, then per alias 7 fields
---   (alias kind suffix retention_ms cap x1 x2), n_streams, then per stream 2 fields
---   (alias_index 'topic:partition'), then per unit (one per KEYS entry, same order):
+-- ARGV: now_ms, meta_retention_ms ('' = never), n_aliases, then per alias 8 fields
+--   (alias_index alias kind suffix retention_ms cap x1 x2), n_streams, then per stream 3
+--   fields (stream_index alias_index 'topic:partition') -- only those the call's records use;
+--   indexes are the caller's, shared by every call of a poll --, then per unit (one per
+--   KEYS entry, same order):
 --   base, n_records, then per record, in offset order, 2 fields: 'stream_index|offset|ts|key'
 --   and item.
 -- A unit's window key of an alias is base .. suffix. x1/x2: devices x1 = ttl ms; orders
@@ -24,7 +26,9 @@ local meta_ret = ARGV[2]
 local pos = 3
 local D = {}
 local na = tonumber(ARGV[pos]); pos = pos + 1
-for i = 1, na do
+for _ = 1, na do
+  local i = tonumber(ARGV[pos])
+  pos = pos + 1
   local alias, kind = ARGV[pos], ARGV[pos + 1]
   local d = {alias = alias, kind = kind, suffix = ARGV[pos + 2], ret = ARGV[pos + 3],
              cap = tonumber(ARGV[pos + 4]), x1 = ARGV[pos + 5], x2 = ARGV[pos + 6], idx = i,
@@ -52,13 +56,13 @@ if meta_ret ~= '' then
   meta_every = mr / 64
   meta_ttl = string.format('%d', mr + math.floor(mr / 64))
 end
-local S, SK = {}, {}
+local SK = {}
 local ns = tonumber(ARGV[pos]); pos = pos + 1
-for i = 1, ns do
-  local part = ARGV[pos + 1]
-  S[i] = {ai = tonumber(ARGV[pos]), part = part, field = 'hwm:' .. part, pre = part .. ':'}
-  SK[tostring(i)] = S[i]  -- records name their stream as ARGV text
-  pos = pos + 2
+for _ = 1, ns do
+  local part = ARGV[pos + 2]
+  -- records name their stream by the same text as ARGV[pos]
+  SK[ARGV[pos]] = {ai = tonumber(ARGV[pos + 1]), part = part, field = 'hwm:' .. part, pre = part .. ':'}
+  pos = pos + 3
 end
 
 local status, closes, evicted = {}, {}, {}
