@@ -83,9 +83,10 @@ def _produce(bootstrap: str, msgs: list[Any], rate: float | None = None, seconds
     return sent
 
 
-def bare_rate(settings: Settings, topics: list[str], n: int, expect_bytes: int | None = None) -> float:
+def bare_rate(settings: Settings, topics: list[str], n: int, expect_bytes: int | None = None,
+              group: str | None = None, commit: bool = False) -> float:
     cfg = settings.kafka.consumer_config()
-    cfg["group_id"] = f"bare-{uuid.uuid4().hex[:8]}"
+    cfg["group_id"] = group or f"bare-{uuid.uuid4().hex[:8]}"
     c = KafkaConsumer(**cfg)
     c.subscribe(topics)
     got, first, size = 0, None, 0
@@ -100,6 +101,8 @@ def bare_rate(settings: Settings, topics: list[str], n: int, expect_bytes: int |
                 for r in recs:  # touch every value, as the ingester must
                     size += len(r.value)
         end = time.perf_counter()
+        if commit:
+            c.commit()
     finally:
         c.close(autocommit=False)
     if got < n or first is None:
@@ -190,6 +193,9 @@ def main() -> None:
     ap.add_argument("--skip", type=int, default=0, metavar="N",
                     help="drop the first N simulated messages (the start-up burst: 168-hour realtime "
                          "history, station params, prices, calendar) to measure the steady mix")
+    ap.add_argument("--warm", action="store_true",
+                    help="with --skip: produce and ingest the skipped messages first (unmeasured, "
+                         "both consumers), so the steady mix meets filled windows as in production")
     ap.add_argument("--max-poll-records", type=int, default=None,
                     help="kafka.consumer.max_poll_records for both consumers (default: the settings')")
     ap.add_argument("--max-partition-fetch-bytes", type=int, default=None,
@@ -207,28 +213,39 @@ def main() -> None:
         admin = KafkaAdminClient(bootstrap_servers=bootstrap)
         admin.create_topics([NewTopic(t, a.partitions, 1) for t in topics])
         admin.close()
-        traffic = Traffic(stations=a.stations, seed=1, catalogue=cat, start_ms=int(time.time() * 1000) - 3_600_000)
-        if a.skip:
-            traffic.take(a.skip)
+        # the measured messages start 5 s before "now": device windows hide records older than
+        # their TTL (60 s), so older timestamps would leave every device-fed module not ready
+        offset = Traffic(stations=a.stations, seed=1, catalogue=cat, start_ms=0).take(a.skip + 1)[-1].timestamp_ms
+        traffic = Traffic(stations=a.stations, seed=1, catalogue=cat,
+                          start_ms=int(time.time() * 1000) - offset - 5000)
+        warm = traffic.take(a.skip) if a.skip else []
         msgs = traffic.take(a.messages)
         size = sum(len(m.value) for m in msgs)
         mix: dict[str, int] = {}
         for m in msgs:
             alias = cat.by_topic[m.topic].alias
             mix[alias] = mix.get(alias, 0) + 1
+        consumer = {k: v for k, v in (("max_poll_records", a.max_poll_records),
+                                      ("max_partition_fetch_bytes", a.max_partition_fetch_bytes)) if v}
+        settings = _settings(cat, bootstrap, redis.url, f"ing-{suffix}", consumer)
+        bare_group = f"bare-{suffix}"
+        if a.warm and warm:
+            _produce(bootstrap, warm)
+            bare_rate(settings, topics, len(warm), group=bare_group, commit=True)
+            w = build(settings, scheduler(settings), queue_depth=queue_depth(settings), until_idle_s=1.0)
+            w.ingester.run()
+            print(f"warm-up: {len(warm)} messages ingested and consumed bare first (not measured); "
+                  f"{w.stats.total('ingest', 'runs_planned')} runs pending")
         t0 = time.perf_counter()
         _produce(bootstrap, msgs)
         print(f"produced {len(msgs)} messages ({size / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f} s; mix: "
               + ", ".join(f"{k}={v}" for k, v in sorted(mix.items(), key=lambda kv: -kv[1])))
 
-        consumer = {k: v for k, v in (("max_poll_records", a.max_poll_records),
-                                      ("max_partition_fetch_bytes", a.max_partition_fetch_bytes)) if v}
-        settings = _settings(cat, bootstrap, redis.url, f"ing-{suffix}", consumer)
         cfg = settings.kafka.consumer_config()
         print(f"client settings of both consumers: max_poll_records {cfg.get('max_poll_records')}, "
               f"max_partition_fetch_bytes {cfg.get('max_partition_fetch_bytes')}, "
               f"fetch_max_bytes {cfg.get('fetch_max_bytes')}, check_crcs {cfg.get('check_crcs', True)}")
-        bare = bare_rate(settings, topics, len(msgs), expect_bytes=size)
+        bare = bare_rate(settings, topics, len(msgs), expect_bytes=size, group=bare_group)
 
         svc = build(settings, scheduler(settings), queue_depth=queue_depth(settings))
         probe = Probe(svc)

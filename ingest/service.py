@@ -113,7 +113,7 @@ def build(
     gate = QueueGate(settings.queue.high_water, settings.queue.low_water)
     ingester = Ingester(
         None, processor, stats,
-        max_records=int(cfg.get("max_poll_records", 2000)),
+        max_records=int(cfg.get("max_poll_records", 10000)),
         poll_timeout_ms=ing.poll_timeout_ms,
         commit_interval_s=ing.commit_interval_s,
         summary_interval_s=ing.summary_interval_s,

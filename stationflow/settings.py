@@ -153,7 +153,8 @@ KAFKA_SHARED_KEYS: tuple[Key, ...] = (
 KAFKA_CONSUMER_KEYS: tuple[Key, ...] = (
     Key("session_timeout_ms", "int", 45000, "group session timeout", minimum=1),
     Key("heartbeat_interval_ms", "int", 3000, "group heartbeat interval", minimum=1),
-    Key("max_poll_records", "int", 2000, "records returned by one poll (one Redis pipeline)", minimum=1),
+    Key("max_poll_records", "int", 10000, "records returned by one poll (one Redis pipeline; larger polls "
+        "share the per-station presence, script and scheduling round trips over more records)", minimum=1),
     Key("max_poll_interval_ms", "int", 300000, "longest gap between polls before the group evicts us",
         minimum=1),
     Key("fetch_max_bytes", "int", 52428800, "bytes per fetch response", minimum=1),

@@ -100,7 +100,7 @@ def test_config_check_defaults_prints_loadable_toml(runner: CliRunner) -> None:
     assert res.exit_code == 0, res.output
     assert res.output.startswith("# effective stationflow configuration (secrets masked); source: built-in")
     parsed = tomllib.loads(res.output)
-    assert parsed["kafka"]["consumer"]["max_poll_records"] == 2000
+    assert parsed["kafka"]["consumer"]["max_poll_records"] == 10000
     assert Settings.from_dict(parsed) == Settings.from_dict({})
 
 

@@ -56,7 +56,7 @@ def test_defaults_without_any_file() -> None:
 def test_default_kafka_kwargs() -> None:
     k = Settings.from_dict({}).kafka
     c, p = k.consumer_config(), k.producer_config()
-    assert c["max_poll_records"] == 2000
+    assert c["max_poll_records"] == 10000
     assert c["auto_offset_reset"] == "earliest"
     assert c["enable_auto_commit"] is False
     assert c["group_id"] == "stationflow"
