@@ -28,7 +28,7 @@ import statistics
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,7 +81,7 @@ def _quiet() -> None:
 
 # ---- ingester processes -------------------------------------------------------------------
 
-def _ingester_child(cfg: dict[str, Any], shared: dict[str, Any], start: Any, stop: Any) -> None:
+def _ingester_child(cfg: dict[str, Any], shared: dict[str, Any], start: Any, stop: Any, gate: Any) -> None:
     """One `stationflow ingest` in this process; counts processed records into `shared`."""
     _quiet()
     from ingest.service import build
@@ -95,8 +95,6 @@ def _ingester_child(cfg: dict[str, Any], shared: dict[str, Any], start: Any, sto
     inner = proc.execute
 
     def execute(fl: Any) -> None:
-        if shared["first"].value == 0:
-            shared["first"].value = time.time()
         inner(fl)
         now_ms = time.time() * 1000
         if fl.records:
@@ -106,11 +104,27 @@ def _ingester_child(cfg: dict[str, Any], shared: dict[str, Any], start: Any, sto
         shared["last"].value = time.time()
 
     proc.execute = execute
+    consumer = svc.ingester.consumer
+    poll = consumer.poll
+
+    def gated_poll(*a: Any, **kw: Any) -> Any:
+        if not gate.is_set():  # a timed run is being produced: fetch nothing until it is all there
+            time.sleep(0.02)
+            return {}
+        if shared["first"].value == 0:  # the clock starts with the first fetch of the run
+            shared["first"].value = time.time()
+        return poll(*a, **kw)
+
+    consumer.poll = gated_poll
     if start is not None:
         start.wait(60)  # every member subscribes at once: one initial rebalance, not two
     th = threading.Thread(target=svc.ingester.run, daemon=True)
     th.start()
-    stop.wait()
+    while not stop.wait(0.1):  # the parent waits for a settled group before it produces
+        try:
+            shared["assigned"].value = len(svc.ingester.consumer.assignment())
+        except Exception:  # noqa: BLE001 - the set changed under us: read it next time
+            pass
     svc.ingester.stop()
     th.join(30)
 
@@ -125,13 +139,14 @@ class Ingesters:
     shared: list[dict[str, Any]] = field(default_factory=list)
 
     def start(self) -> Ingesters:
-        self._stop = MP.Event()
+        self._stop, self.gate = MP.Event(), MP.Event()
+        self.gate.set()
         # kept on self: a synchronisation object collected in the parent vanishes for the children
         self._barrier = barrier = MP.Barrier(self.n) if self.n > 1 else None
         for _ in range(self.n):
             sh = {"done": MP.Value("q", 0), "first": MP.Value("d", 0.0), "last": MP.Value("d", 0.0),
-                  "lag_ms": MP.Value("d", 0.0, lock=False)}
-            p = MP.Process(target=_ingester_child, args=(self.cfg, sh, barrier, self._stop), daemon=True,
+                  "lag_ms": MP.Value("d", 0.0, lock=False), "assigned": MP.Value("i", 0, lock=False)}
+            p = MP.Process(target=_ingester_child, args=(self.cfg, sh, barrier, self._stop, self.gate), daemon=True,
                            name="bench-ingester")
             p.start()
             self.procs.append(p)
@@ -151,6 +166,45 @@ class Ingesters:
         first = min(s["first"].value for s in self.shared if s["first"].value)
         last = max(s["last"].value for s in self.shared)
         return self.done / (last - first)
+
+    def wait_assigned(self, partitions: int, timeout_s: float = 90) -> float:
+        """Until every member owns part of the `partitions` and together all of them (one
+        settled generation, so no rebalance stalls a timed run); returns the seconds waited."""
+        t0 = time.monotonic()
+        stable, since = None, 0.0
+        while True:
+            owned = [s["assigned"].value for s in self.shared]
+            if all(owned) and sum(owned) == partitions:
+                if owned != stable:
+                    stable, since = owned, time.monotonic()
+                elif time.monotonic() - since >= 2.0:
+                    return time.monotonic() - t0
+            else:
+                stable = None
+            if time.monotonic() - t0 > timeout_s:
+                raise TimeoutError(f"consumer group not settled in {timeout_s:.0f} s: partitions owned {owned}")
+            if not all(p.is_alive() for p in self.procs):
+                raise RuntimeError("an ingester process died")
+            time.sleep(0.1)
+
+    def reset(self) -> None:
+        """Start a new timed run on the live processes."""
+        for s in self.shared:
+            with s["done"].get_lock():
+                s["done"].value = 0
+            s["first"].value = s["last"].value = 0.0
+
+    def timed(self, produce: Callable[[], int], timeout_s: float = 120) -> float:
+        """Records/s of one run: the gate holds every member's polls while `produce()` puts
+        the run's records on the topics, then opens; the clock runs from the first record
+        any member processed to the last."""
+        self.gate.clear()
+        time.sleep(0.2)  # polls already under way return before the records exist
+        self.reset()
+        n = produce()
+        self.gate.set()
+        self.wait_done(n, timeout_s)
+        return self.rate()
 
     def wait_done(self, n: int, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -179,14 +233,48 @@ def _reap(procs: list[Any], timeout_s: float) -> None:
             p.join(5)
 
 
-def ingest_processes(cfg: dict[str, Any], n: int, records: int, timeout_s: float = 120) -> float:
-    """Records/s of `n` ingester processes consuming `records` already on the topics."""
-    ing = Ingesters(cfg, n).start()
+def end_offsets(bootstrap: str, topics: list[str]) -> dict[Any, int]:
+    from kafka import KafkaConsumer, TopicPartition
+
+    c = KafkaConsumer(bootstrap_servers=bootstrap)
     try:
-        ing.wait_done(records, timeout_s)
-        return ing.rate()
+        tps = [TopicPartition(t, p) for t in topics for p in c.partitions_for_topic(t) or ()]
+        return c.end_offsets(tps)
     finally:
-        ing.stop()
+        c.close()
+
+
+def bare_consume_rate(cfg: dict[str, Any], start: dict[Any, int], n: int, timeout_s: float = 120) -> float:
+    """A bare kafka-python consumer with the ingester's client settings reads the `n` records
+    from `start` offsets (assigned, not subscribed: no group join per run) and only touches
+    each value. Timed like the ingester: from the first fetch (connection already up) to the
+    last record."""
+    from kafka import KafkaConsumer
+
+    from stationflow.settings import Settings
+
+    kc = Settings.from_dict(cfg).kafka.consumer_config()
+    kc["group_id"] = None
+    c = KafkaConsumer(**kc)
+    c.assign(list(start))
+    for tp, off in start.items():
+        c.seek(tp, off)
+    c.topics()  # metadata and connection before the clock
+    got, size = 0, 0
+    deadline = time.monotonic() + timeout_s
+    first = time.perf_counter()
+    try:
+        while got < n and time.monotonic() < deadline:
+            for recs in c.poll(timeout_ms=500, max_records=kc.get("max_poll_records", 2000)).values():
+                got += len(recs)
+                for r in recs:
+                    size += len(r.value)
+        end = time.perf_counter()
+    finally:
+        c.close(autocommit=False)
+    if got < n:
+        raise RuntimeError(f"bare consumer got {got} of {n} records")
+    return got / (end - first)
 
 
 # ---- worker processes ---------------------------------------------------------------------

@@ -53,10 +53,10 @@ class Profile:
     memory_stations: int
 
 
-QUICK = Profile("quick", repeat=3, ingest_stations=100, ingest_messages=4000, partitions=4,
+QUICK = Profile("quick", repeat=3, ingest_stations=100, ingest_messages=20000, partitions=4,
                 job_stations=400, job_batch=50, e2e_stations=100, e2e_rate=200, e2e_seconds=15,
                 e2e_steps=(300, 600, 1200), e2e_step_seconds=8, memory_stations=100)
-FULL = Profile("full", repeat=5, ingest_stations=200, ingest_messages=20000, partitions=4,
+FULL = Profile("full", repeat=5, ingest_stations=200, ingest_messages=60000, partitions=4,
                job_stations=1000, job_batch=50, e2e_stations=1000, e2e_rate=2000, e2e_seconds=60,
                e2e_steps=(500, 1000, 2000, 3000, 4000), e2e_step_seconds=15, memory_stations=1000)
 
@@ -103,50 +103,72 @@ def machine(r: Any, broker_binary: str | None) -> dict[str, Any]:
 # ---- 1. ingest ------------------------------------------------------------------------------
 
 def section_ingest(p: Profile, bootstrap: str, r: Any, redis_url: str, log: Callable[[str], None]) -> dict[str, Any]:
+    """A group of one ingester process, then one of two, each on its own topics and started
+    once (group joins are slow here and not what we measure). Untimed warm-up: the fleet's
+    initial state. Per run: hold the group's polls, produce the next `n` messages of the
+    realistic mix, release, time first record to last; then, back to back on exactly those
+    messages, the bare consumer and the bare Redis writers (on db 1)."""
+    import redis
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
 
     from bench import store_bench
-    from bench.e2e_bench import ingest_processes, settings_dict
-    from bench.ingest_bench import _catalogue, _produce, bare_rate
-    from stationflow.settings import Settings
+    from bench.e2e_bench import Ingesters, bare_consume_rate, end_offsets, settings_dict
+    from bench.ingest_bench import _catalogue, _produce
     from stationflow.traffic import Traffic
 
-    suffix = uuid.uuid4().hex[:8]
-    cat = _catalogue(suffix)
-    topics = [t.topic for t in cat.input_topics]
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    admin.create_topics([NewTopic(t, p.partitions, 1) for t in topics])
-    admin.close()
-    msgs = Traffic(stations=p.ingest_stations, seed=1, catalogue=cat,
-                   start_ms=int(time.time() * 1000) - 3_600_000).take(p.ingest_messages)
-    _produce(bootstrap, msgs)
-    n = len(msgs)
-    polls = store_bench.build_polls(p.ingest_stations, n, 500, partitions=p.partitions, topics=None)
-    records = sum(len(recs) for poll in polls for _, recs in poll)
-    log(f"ingest: {n} messages ({sum(len(m.value) for m in msgs) / 1e6:.1f} MB, {records} station records) "
-        f"on {len(topics)} topics x {p.partitions} partitions")
-
+    n = p.ingest_messages
+    kw = r.connection_pool.connection_kwargs
+    scratch = redis.Redis(host=kw.get("host", "127.0.0.1"), port=kw.get("port", 6379), password=kw.get("password"),
+                          db=1)  # the bare writers' own database (from_url's /0 would win over db=)
     runs: dict[str, list[float]] = {k: [] for k in ("bare", "one", "two", "grouped", "store")}
-    for i in range(p.repeat):
-        cfg = settings_dict(cat, bootstrap, redis_url, f"ing-{suffix}-{i}-1", high_water=10**9)
-        runs["bare"].append(bare_rate(Settings.from_dict(cfg), topics, n))
+    out: dict[str, Any] = {"messages": n, "stations": p.ingest_stations, "partitions": p.partitions,
+                           "unit": "input messages (Kafka records) per second"}
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    for members, key in ((1, "one"), (2, "two")):
+        suffix = uuid.uuid4().hex[:8]
+        cat = _catalogue(suffix)
+        topics = [t.topic for t in cat.input_topics]
+        admin.create_topics([NewTopic(t, p.partitions, 1) for t in topics])
+        cfg = settings_dict(cat, bootstrap, redis_url, f"ing-{suffix}", high_water=10**9)
+        traffic = Traffic(stations=p.ingest_stations, seed=1, catalogue=cat, start_ms=int(time.time() * 1000) - 3_600_000)
         r.flushall()
-        runs["one"].append(ingest_processes(cfg, 1, n))
-        r.flushall()
-        cfg2 = settings_dict(cat, bootstrap, redis_url, f"ing-{suffix}-{i}-2", high_water=10**9)
-        runs["two"].append(ingest_processes(cfg2, 2, n))
-        r.flushall()
-        runs["grouped"].append(n / store_bench.run_grouped(r, polls))
-        r.flushall()
-        runs["store"].append(n / store_bench.run_store(r, polls))
-        r.flushall()
-        log(f"  run {i + 1}/{p.repeat}: bare {runs['bare'][-1]:,.0f}, one ingester {runs['one'][-1]:,.0f}, "
-            f"two {runs['two'][-1]:,.0f}, grouped RPUSH+LTRIM {runs['grouped'][-1]:,.0f}, "
-            f"store.apply {runs['store'][-1]:,.0f} messages/s")
-    return {
-        "messages": n, "station_records": records, "stations": p.ingest_stations, "partitions": p.partitions,
-        "unit": "input messages (Kafka records) per second",
+        ing = Ingesters(cfg, members).start()
+        try:
+            out[f"group_join_s_{key}"] = ing.wait_assigned(len(topics) * p.partitions)
+            warm = traffic.take(max(n // 5, 2 * p.ingest_stations))
+            ing.timed(lambda: _produce(bootstrap, warm))  # noqa: B023
+            expected = len(warm)
+            for i in range(p.repeat):
+                msgs = traffic.take(n)
+                start = end_offsets(bootstrap, topics)
+                runs[key].append(ing.timed(lambda: _produce(bootstrap, msgs)))  # noqa: B023
+                expected += n
+                deadline = time.monotonic() + 10  # counters are flushed with the commits
+                while (counted := int(r.hget("sf:counters:ingest", "messages") or 0)) < expected \
+                        and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                if counted != expected:  # the rate is only worth quoting if every message went through
+                    raise RuntimeError(f"the ingesters counted {counted} messages of {expected} produced")
+                if key == "one":  # the baselines, on the same messages, right after
+                    polls = list(store_bench.polls_of(msgs, 500, p.partitions))
+                    out["station_records"] = sum(len(recs) for poll in polls for _, recs in poll)
+                    runs["bare"].append(bare_consume_rate(cfg, start, n))
+                    scratch.flushdb()
+                    runs["grouped"].append(n / store_bench.run_grouped(scratch, polls))
+                    scratch.flushdb()
+                    runs["store"].append(n / store_bench.run_store(scratch, polls))
+                    scratch.flushdb()
+                    log(f"  run {i + 1}/{p.repeat}: one ingester {runs['one'][-1]:,.0f}, bare consume "
+                        f"{runs['bare'][-1]:,.0f}, grouped RPUSH+LTRIM {runs['grouped'][-1]:,.0f}, store.apply "
+                        f"{runs['store'][-1]:,.0f} messages/s")
+                else:
+                    log(f"  run {i + 1}/{p.repeat}: two ingesters {runs['two'][-1]:,.0f} messages/s")
+        finally:
+            ing.stop()
+    admin.close()
+    r.flushall()
+    return out | {
         "bare_consume": spread(runs["bare"]), "one_ingester": spread(runs["one"]),
         "two_ingesters": spread(runs["two"]), "grouped_rpush_ltrim": spread(runs["grouped"]),
         "store_apply": spread(runs["store"]),
