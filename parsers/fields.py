@@ -264,31 +264,34 @@ def _fast_check(alias: str, required: tuple[str, ...]) -> Any:
     for f in required:
         body.append(f"if g({f!r}) is None: return False")
     compiled = _COMPILED.get(alias, {})
+    var: dict[str, str] = {}  # field -> the local holding its value
     for i, (f, (tag, _, nested)) in enumerate(compiled.items()):
-        v = f"v{i}"
+        v = var[f] = f"v{i}"
         body.append(f"{v} = g({f!r})")
         inner = _type_test(tag, v, 0)
+        subs = []
         for j, (sub, (sub_tag, _)) in enumerate(nested.items()):
             sv = f"{v}_{j}"
+            subs.append((sub, sv))
             inner.append(f"{sv} = {v}.get({sub!r})")
             inner.append(f"if {sv} is not None:")
             inner.extend(_indent(_type_test(sub_tag, sv, 1)))
+        if alias == "station_realtime_data" and f == "gunPower":  # _check_values: equal lengths
+            lists = [sv for sub, sv in subs if sub in ("gunNo", "outputPowerPerGunAvg", "outputPowerPerGunMax")]
+            inner.append("n = -1")
+            for sv in lists:
+                inner += [f"if {sv} is not None:",
+                          f"    if n == -1: n = len({sv})",
+                          f"    elif len({sv}) != n: return False"]
         body.append(f"if {v} is not None:")
         body.extend(_indent(inner))
-    # _check_values
-    body.append("st = g('sendTime')")
+    # _check_values (the gunPower lengths are checked above)
+    body.append(f"st = {var['sendTime']}" if "sendTime" in var else "st = g('sendTime')")
     body.append("if type(st) is str and not valid_send_time(st): return False")
     if alias == "environment_calendar":
         body.append("if not valid_date(g('date')): return False")
-    elif alias == "station_realtime_data":
-        body += ["gp = g('gunPower')",
-                 "if gp is not None:",
-                 "    n = -1",
-                 "    for k in ('gunNo', 'outputPowerPerGunAvg', 'outputPowerPerGunMax'):",
-                 "        lst = gp.get(k)",
-                 "        if lst is not None:",
-                 "            if n == -1: n = len(lst)",
-                 "            elif len(lst) != n: return False"]
+    elif alias == "station_realtime_data" and "gunPower" not in var:
+        raise ValueError("station_realtime_data: gunPower must be typed in FIELD_TYPES")
     elif alias == "car_price":
         body += ["for f in FEE_SLOT_FIELDS:",
                  "    code = g(f)",

@@ -73,19 +73,25 @@ def merge_hour_items(items: list[dict]) -> dict:
     guns: dict[str, tuple[Any, Any]] = {}
     has_guns = False
     for it in items:
-        for k, v in it.items():
-            if k == "gunPower":
-                continue
-            if v is not None or k not in merged:
-                merged[k] = v
+        if None in it.values():
+            for k, v in it.items():
+                if v is not None or k not in merged:
+                    merged[k] = v
+        else:  # the common case: every value wins as is
+            merged.update(it)
         gp = it.get("gunPower")
         if isinstance(gp, dict):
             has_guns = True
             nos = gp.get("gunNo") or []
             avg = gp.get("outputPowerPerGunAvg") or []
             mx = gp.get("outputPowerPerGunMax") or []
-            for j, g in enumerate(nos):
-                guns[g] = (avg[j] if j < len(avg) else None, mx[j] if j < len(mx) else None)
+            if len(avg) == len(nos) == len(mx):
+                for g, a, m in zip(nos, avg, mx, strict=True):
+                    guns[g] = (a, m)
+            else:
+                for j, g in enumerate(nos):
+                    guns[g] = (avg[j] if j < len(avg) else None, mx[j] if j < len(mx) else None)
+    merged.pop("gunPower", None)  # rebuilt from the united gun lists, placed last
     if has_guns:
         merged["gunPower"] = {
             "gunNo": list(guns),
