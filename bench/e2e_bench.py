@@ -607,6 +607,7 @@ def run_e2e(bootstrap: str, redis_url: str, *, stations: int, rate: float, secon
         result["steps"] = summaries[1:]
         ok = [s["achieved_records_s"] for s in summaries[1:] if s["sustainable"]]
         result["max_sustainable_records_s"] = max(ok) if ok else None
+        result["all_steps_sustainable"] = bool(summaries[1:]) and all(s["sustainable"] for s in summaries[1:])
         result["rss_end"] = {"ingester": ing.rss(), "workers": [rss_bytes(p.pid) for p in wprocs]}
         info = r.info("memory")
         result["redis_used_memory"] = int(info["used_memory"])
