@@ -478,6 +478,8 @@ class Phase:
     sent: int = 0
     wall_s: float = 0.0
     producer_behind_s: float = 0.0
+    stations: int = 0
+    jobs_done: int = 0
     ingest_lag_ms: list[float] = field(default_factory=list)
     queue_depth: list[int] = field(default_factory=list)
 
@@ -510,7 +512,9 @@ def summarise_phase(sender: Sender, outputs: Outputs, phase: Phase, windows: int
     achieved = phase.sent / phase.wall_s if phase.wall_s else 0.0
     lag_end = phase.ingest_lag_ms[-1] if phase.ingest_lag_ms else float("nan")
     growing = bool(second and first and pct(second, 50) > 1.5 * pct(first, 50) + 500)
-    sustainable = bool(vals) and phase.producer_behind_s <= 1.0 and lag_end <= 2000 and not growing
+    queue_end = phase.queue_depth[-1] if phase.queue_depth else 0
+    saturated = queue_end > phase.stations / 2
+    sustainable = bool(vals) and phase.producer_behind_s <= 1.0 and lag_end <= 2000 and not growing and not saturated
     out = {
         "phase": phase.name, "target_records_s": phase.target, "achieved_records_s": achieved,
         "producer_behind_s": phase.producer_behind_s, "latency_growing": growing,
@@ -519,7 +523,9 @@ def summarise_phase(sender: Sender, outputs: Outputs, phase: Phase, windows: int
         "max_ms": max(vals) if vals else float("nan"),
         "p50_first_half_ms": pct(first, 50), "p50_second_half_ms": pct(second, 50),
         "ingest_lag_end_ms": lag_end, "ingest_lag_max_ms": max(phase.ingest_lag_ms, default=float("nan")),
-        "queue_depth_max": max(phase.queue_depth, default=0), "sustainable": sustainable,
+        "queue_depth_max": max(phase.queue_depth, default=0), "queue_depth_end": queue_end,
+        "workers_saturated": saturated, "worker_jobs_s": phase.jobs_done / phase.wall_s if phase.wall_s else 0.0,
+        "sustainable": sustainable,
         "by_source_topic": {t: {"envelopes": len(v), "p50_ms": pct(v, 50), "p95_ms": pct(v, 95)}
                             for t, v in sorted(by_source.items())},
     }
@@ -583,16 +589,18 @@ def run_e2e(bootstrap: str, redis_url: str, *, stations: int, rate: float, secon
         phases = [("steady", rate, seconds)] + [(f"step {s:.0f}/s", s, step_seconds) for s in steps]
         summaries, done = [], []
         for name, target, secs in phases:
-            ph = Phase(name, target, int(time.time() * 1000))
+            ph = Phase(name, target, int(time.time() * 1000), stations=stations)
+            jobs0 = _jobs_done(r)
             stop = threading.Event()
             sampler = threading.Thread(target=_sample, args=(ing, depth, ph, stop), daemon=True)
             sampler.start()
             ph.sent, ph.wall_s = sender.paced(target / natural, secs)
             ph.t1_ms = int(time.time() * 1000)
             ph.producer_behind_s = sender.behind_s
+            ph.jobs_done = _jobs_done(r) - jobs0
             stop.set()
             sampler.join()
-            _settle(ing, sender, r, depth, 30)
+            _settle(ing, sender, r, depth, 60)
             s = summarise_phase(sender, outputs, ph)
             summaries.append(s)
             done.append(ph)
@@ -619,6 +627,14 @@ def run_e2e(bootstrap: str, redis_url: str, *, stations: int, rate: float, secon
         stop_workers(wprocs)
         outputs.stop()
     return result
+
+
+def _jobs_done(r: Any) -> int:
+    """Station jobs the registered workers finished so far (RQ's own per-worker counts)."""
+    from rq import Worker
+
+    return sum((getattr(w, "successful_job_count", 0) or 0) + (getattr(w, "failed_job_count", 0) or 0)
+               for w in Worker.all(connection=r))
 
 
 def _sample(ing: Ingesters, depth: Any, ph: Phase, stop: threading.Event) -> None:
