@@ -513,7 +513,9 @@ def summarise_phase(sender: Sender, outputs: Outputs, phase: Phase, windows: int
     lag_end = phase.ingest_lag_ms[-1] if phase.ingest_lag_ms else float("nan")
     growing = bool(second and first and pct(second, 50) > 1.5 * pct(first, 50) + 500)
     queue_end = phase.queue_depth[-1] if phase.queue_depth else 0
-    saturated = queue_end > phase.stations / 2
+    jobs_s = phase.jobs_done / phase.wall_s if phase.wall_s else 0.0
+    backlog_s = queue_end / jobs_s if jobs_s else (0.0 if queue_end == 0 else float("inf"))
+    saturated = backlog_s > 1.0  # coalescing caps the queue at the fleet: a backlog shows as waiting time
     sustainable = bool(vals) and phase.producer_behind_s <= 1.0 and lag_end <= 2000 and not growing and not saturated
     out = {
         "phase": phase.name, "target_records_s": phase.target, "achieved_records_s": achieved,
@@ -524,7 +526,7 @@ def summarise_phase(sender: Sender, outputs: Outputs, phase: Phase, windows: int
         "p50_first_half_ms": pct(first, 50), "p50_second_half_ms": pct(second, 50),
         "ingest_lag_end_ms": lag_end, "ingest_lag_max_ms": max(phase.ingest_lag_ms, default=float("nan")),
         "queue_depth_max": max(phase.queue_depth, default=0), "queue_depth_end": queue_end,
-        "workers_saturated": saturated, "worker_jobs_s": phase.jobs_done / phase.wall_s if phase.wall_s else 0.0,
+        "workers_saturated": saturated, "worker_jobs_s": jobs_s, "queue_backlog_s": backlog_s,
         "sustainable": sustainable,
         "by_source_topic": {t: {"envelopes": len(v), "p50_ms": pct(v, 50), "p95_ms": pct(v, 95)}
                             for t, v in sorted(by_source.items())},

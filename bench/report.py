@@ -476,17 +476,18 @@ def render(rep: dict[str, Any]) -> str:
         L += ["", "Stepped load (each step a fresh phase after the previous one drained; a step is sustainable "
               "while the producer keeps pace (≤ 1 s behind), the ingester's lag at the end is ≤ 2 s, the "
               "second half's p50 latency is not above 1.5x the first half's + 0.5 s, and the station-job queue "
-              "ends below half the fleet (with coalescing a saturated worker pool shows as a queue holding "
-              "most stations and latency = queue / job rate, not as an ever-growing queue); stepping stops "
-              "at the first unsustainable step):", "",
+              "left at the end is at most 1 s of the workers' measured job rate (coalescing caps the queue at one "
+              "job per station, so a saturated pool shows as waiting time, not as an ever-growing queue); "
+              "stepping stops at the first unsustainable step):", "",
               "| phase | target/s | achieved/s | envelopes | p50 ms | p95 ms | p99 ms | p50 1st/2nd half "
-              "| ingest lag end ms | queue end/max | worker jobs/s | sustainable |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| ingest lag end ms | queue end/max | worker jobs/s | backlog s | sustainable |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for s in [st] + e["steps"]:
             L += [f"| {s['phase'].split(' ')[0]} | {s['target_records_s']:,.0f} | {s['achieved_records_s']:,.0f} "
                   f"| {s['envelopes']:,} | {_n(s['p50_ms'])} | {_n(s['p95_ms'])} | {_n(s['p99_ms'])} "
                   f"| {_n(s['p50_first_half_ms'])}/{_n(s['p50_second_half_ms'])} | {_n(s['ingest_lag_end_ms'])} "
                   f"| {s.get('queue_depth_end', '–')}/{s['queue_depth_max']} | {_n(s.get('worker_jobs_s'))} "
+                  f"| {s.get('queue_backlog_s', float('nan')):.1f} "
                   f"| {'yes' if s['sustainable'] else 'no'} |"]
         mx = e.get("max_sustainable_records_s")
         L += ["", f"Highest sustainable load measured: **{_n(mx)} records/s**"
