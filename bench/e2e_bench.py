@@ -514,8 +514,8 @@ def summarise_phase(sender: Sender, outputs: Outputs, phase: Phase, windows: int
     growing = bool(second and first and pct(second, 50) > 1.5 * pct(first, 50) + 500)
     queue_end = phase.queue_depth[-1] if phase.queue_depth else 0
     jobs_s = phase.jobs_done / phase.wall_s if phase.wall_s else 0.0
-    backlog_s = queue_end / jobs_s if jobs_s else (0.0 if queue_end == 0 else float("inf"))
-    saturated = backlog_s > 1.0  # coalescing caps the queue at the fleet: a backlog shows as waiting time
+    backlog_s = queue_end / jobs_s if jobs_s else (0.0 if queue_end == 0 else None)  # None: nothing ran
+    saturated = backlog_s is None or backlog_s > 1.0  # coalescing caps the queue: a backlog is waiting time
     sustainable = bool(vals) and phase.producer_behind_s <= 1.0 and lag_end <= 2000 and not growing and not saturated
     out = {
         "phase": phase.name, "target_records_s": phase.target, "achieved_records_s": achieved,

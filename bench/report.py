@@ -487,7 +487,7 @@ def render(rep: dict[str, Any]) -> str:
                   f"| {s['envelopes']:,} | {_n(s['p50_ms'])} | {_n(s['p95_ms'])} | {_n(s['p99_ms'])} "
                   f"| {_n(s['p50_first_half_ms'])}/{_n(s['p50_second_half_ms'])} | {_n(s['ingest_lag_end_ms'])} "
                   f"| {s.get('queue_depth_end', '–')}/{s['queue_depth_max']} | {_n(s.get('worker_jobs_s'))} "
-                  f"| {s.get('queue_backlog_s', float('nan')):.1f} "
+                  f"| {'–' if s.get('queue_backlog_s') is None else format(s['queue_backlog_s'], '.1f')} "
                   f"| {'yes' if s['sustainable'] else 'no'} |"]
         mx = e.get("max_sustainable_records_s")
         L += ["", f"Highest sustainable load measured: **{_n(mx)} records/s**"
