@@ -41,7 +41,16 @@ def acdc(station: str, host: str = "52000000000088", power: float = 10.0) -> byt
     return json.dumps({"stationId": station, "hostCode": host, "acPower": power}).encode()
 
 
-def record(topic: str, partition: int, offset: int, value: bytes | None, ts: int = NOW_MS) -> Any:
+@pytest.fixture(autouse=True)
+def _fresh_now() -> None:
+    """Record times near the wall clock of each test, not of collection: in a long session the
+    import-time clock is minutes old and device windows (TTL 60 s) would hide the records."""
+    global NOW_MS
+    NOW_MS = int(time.time() * 1000)
+
+
+def record(topic: str, partition: int, offset: int, value: bytes | None, ts: int | None = None) -> Any:
+    ts = NOW_MS if ts is None else ts
     return ConsumerRecord(topic, partition, -1, offset, ts, 0, None, value, [], None,
                           -1, len(value or b""), -1)
 
