@@ -7,10 +7,9 @@ traffic generator in a thread of this process, a progress line every ~2 s, then 
 process group and is stopped by group, also on Ctrl-C, SIGTERM and errors.
 
 customer_mining has no inputs, so only a heartbeat runs it (spec §6.5). The demo configures
-`heartbeat_s` for it and, as no long-running process ticks heartbeats yet, ticks them here:
-every `heartbeat_s` it schedules one run per known station in the batch
-`customer_mining:heartbeat:0:<tick epoch seconds>`, through the same scheduler the
-ingesters use (coalescing, batches, one job per station).
+`heartbeat_s` for it; the workers' sweepers tick it (workers/heartbeat.py): every
+`heartbeat_s` one run per known station in the batch
+`customer_mining:heartbeat:0:<tick epoch seconds>`.
 """
 
 from __future__ import annotations
@@ -340,54 +339,12 @@ class Producer(threading.Thread):
             self.error = e
 
 
-class Heartbeat(threading.Thread):
-    """Schedules the heartbeat modules (heartbeat_s set) for every ready known station."""
-
-    def __init__(self, settings: Any, r: Any) -> None:
-        super().__init__(name="stationflow-demo-heartbeat", daemon=True)
-        self.settings, self.r = settings, r
-        self.halt = threading.Event()
-        self.ticks = 0
-        self.runs = 0
-        self.error: BaseException | None = None
-        self.modules = [m for m in settings.catalogue.modules if m.runs == "local" and m.heartbeat_s]
-
-    def stop(self) -> None:
-        self.halt.set()
-
-    def tick(self, now_s: float) -> int:
-        from parsers.readiness import missing_required
-        from store.windows import WindowStore
-        from workers.scheduling import schedule_with
-
-        store = WindowStore(self.r, self.settings.catalogue, self.settings.prefix)
-        stations = store.stations()
-        if not stations:
-            return 0
-        runs = []
-        for m in self.modules:
-            tick = int(now_s // m.heartbeat_s * m.heartbeat_s)
-            present = store.present(stations, m.all_inputs) if m.all_inputs else {s: set() for s in stations}
-            runs += [(s, m.name, f"{m.name}:heartbeat:0:{tick}") for s in stations
-                     if not missing_required(m, present[s])]
-        if runs:
-            schedule_with(self.r, self.settings, runs)
-        self.ticks += 1
-        self.runs += len(runs)
-        return len(runs)
-
-    def run(self) -> None:
-        if not self.modules:
-            return
-        period = min(m.heartbeat_s for m in self.modules)
-        try:
-            while not self.halt.wait(period - time.time() % period):
-                self.tick(time.time())
-        except BaseException as e:  # noqa: BLE001 - reported by the main thread
-            self.error = e
-
-
 # ---- the run -----------------------------------------------------------------------------------
+
+def heartbeat_runs(r: Any, settings: Any) -> int:
+    """Runs the workers' heartbeat ticks scheduled (plain-text counter, see workers/heartbeat.py)."""
+    return int(r.hget(f"{settings.prefix}:counters:heartbeat", "runs") or 0)
+
 
 def _snapshot(r: Any, settings: Any, bootstrap: str, lag: bool = True) -> st.Snapshot:
     snap = st.gather(r, settings.prefix, settings.queue.name, workers=False)
@@ -497,7 +454,6 @@ def run_demo(opts: DemoOptions, echo: Callable[[str], None] = print) -> int:
     interrupted = False
     summary: dict[str, Any] = {}
     producer: Producer | None = None
-    heartbeat: Heartbeat | None = None
     old_term = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         start_servers(run)
@@ -515,11 +471,9 @@ def run_demo(opts: DemoOptions, echo: Callable[[str], None] = print) -> int:
              + ", ".join(f"{c.name}={c.pid}" for c in run.children))
         baseline = st.summarise(st.gather(r, settings.prefix, settings.queue.name, workers=False))["messages"]
         producer = Producer(settings, run.bootstrap, opts)
-        heartbeat = Heartbeat(settings, r)
         echo(f"producing {opts.stations} stations for {opts.duration_s:g} s at speed {opts.speed:g} "
              f"(seed {opts.seed}); customer_mining every {opts.heartbeat_s:g} s")
         producer.start()
-        heartbeat.start()
         prev = None
         t_prod = time.monotonic()
         while producer.is_alive():
@@ -529,12 +483,8 @@ def run_demo(opts: DemoOptions, echo: Callable[[str], None] = print) -> int:
             echo(f"[{time.monotonic() - t_start:5.1f}s] " + st.progress_line(snap, prev))
             prev = snap
         produce_s = time.monotonic() - t_prod
-        heartbeat.stop()
-        heartbeat.join(5)
         if producer.error is not None:
             raise DemoError(f"the producer failed: {type(producer.error).__name__}: {producer.error}")
-        if heartbeat.error is not None:
-            run.errors.append(f"heartbeat failed: {type(heartbeat.error).__name__}: {heartbeat.error}")
         sent = producer.summary.sent if producer.summary else 0
         if producer.summary and producer.summary.errors:
             run.errors.append(f"{producer.summary.errors} message(s) failed to send")
@@ -571,7 +521,7 @@ def run_demo(opts: DemoOptions, echo: Callable[[str], None] = print) -> int:
             "dead_letters_by_reason": st.dead_letters_by(snap.dlq_counts),
             "drained": ok_drain,
             "drain_s": round(drain_s, 2),
-            "heartbeat_runs": heartbeat.runs,
+            "heartbeat_runs": heartbeat_runs(r, settings),
             "batches": {"created": v["batches_created"], "uploaded": v["batches_uploaded"],
                         "skipped": v["batches_skipped"], "expired": v["batches_expired"], "open": v["batches_open"]},
             "modules": table,
@@ -589,9 +539,8 @@ def run_demo(opts: DemoOptions, echo: Callable[[str], None] = print) -> int:
         run.errors.append(f"{type(e).__name__}: {e}")
         echo(f"error: {type(e).__name__}: {e}")
     finally:
-        for t in (producer, heartbeat):
-            if t is not None:
-                t.stop()
+        if producer is not None:
+            producer.stop()
         if producer is not None and producer.is_alive():
             producer.join(15)
         stop_all(run)

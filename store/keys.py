@@ -97,6 +97,10 @@ class Keys:
     def batches_due(self) -> str:
         return f"{self.prefix}:batches:due"
 
+    def heartbeat_tick(self, module: str, tick: int) -> str:
+        """Set once per (module, tick) by the process that schedules that heartbeat tick."""
+        return f"{self.prefix}:heartbeat:{module}:{tick}"
+
     # ---- documentation ----------------------------------------------------------------
     def describe_keys(self) -> list[tuple[str, str, str, str]]:
         """(pattern, type, meaning, redis-cli example) for `stationflow inspect --keys`."""
@@ -152,6 +156,8 @@ class Keys:
             (f"{p}:batch:<id>", "hash", "batch tracker state (workers)", f"HGETALL '{p}:batch:<id>'"),
             (f"{p}:batches:due", "zset", "batch id scored by deadline (workers)",
              f"ZRANGE {p}:batches:due 0 -1 WITHSCORES"),
+            (f"{p}:heartbeat:<module>:<tick>", "string", "heartbeat tick claimed by one sweeper (expires)",
+             f"KEYS '{p}:heartbeat:*'"),
         ]
 
 

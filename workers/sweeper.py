@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from stationflow import metrics as m
 from store.tracker import BatchTracker, Report
 from workers import context as wctx
+from workers import heartbeat
 from workers.upload import Uploader, observe_batch
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,20 @@ def sweep(ctx: wctx.WorkerContext, now_ms: int | None = None, limit: int = 200,
         for b in claimed:
             if b.status == "claimed":
                 m.BATCHES.inc(module=b.module, outcome="expired")
+    _heartbeat(ctx, now_ms)
     return out
+
+
+def _heartbeat(ctx: wctx.WorkerContext, now_ms: int) -> None:
+    """Tick heartbeat modules (spec §6.5); a no-op unless some module sets heartbeat_s."""
+    if not heartbeat.heartbeat_modules(ctx.catalogue):
+        return
+    q = ctx.settings.queue if ctx.settings is not None else None
+    kw = {"queue": ctx.queue}
+    if q is not None:
+        kw.update(job_ttl_s=q.job_ttl_s, result_ttl_s=q.result_ttl_s, failure_ttl_s=q.failure_ttl_s,
+                  retries=q.retries)
+    heartbeat.tick(ctx.r, ctx.catalogue, now_ms / 1000, prefix=ctx.prefix, store=ctx.store, schedule_kw=kw)
 
 
 class SweeperThread(threading.Thread):

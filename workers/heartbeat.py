@@ -1,0 +1,81 @@
+"""Heartbeat runs (spec §6.5): modules with `heartbeat_s` run once per period for every ready
+known station, even without new data. customer_mining has no inputs, so this is how it runs.
+
+Every worker's sweeper calls `tick` about once a second; any number may do so at once. One
+`SET NX` per (module, tick) elects the process that schedules that tick, and the batch id
+`<module>:heartbeat:0:<tick epoch seconds>` is deterministic, so a tick is scheduled once
+and coalescing still applies (a station whose previous heartbeat run is pending absorbs it).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from parsers.catalogue import Catalogue, ModuleSpec
+from parsers.readiness import missing_required
+from store.counters import Counters
+from store.keys import Keys
+from store.windows import WindowStore
+from workers.scheduling import schedule
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class HeartbeatResult:
+    ticks: list[str] = field(default_factory=list)  # batch ids this call scheduled
+    runs: int = 0
+    not_ready: int = 0
+
+
+def heartbeat_modules(catalogue: Catalogue) -> list[ModuleSpec]:
+    return [m for m in catalogue.modules if m.runs == "local" and m.heartbeat_s]
+
+
+def tick(r: redis.Redis, catalogue: Catalogue, now_s: float, *, prefix: str = "sf",
+         store: WindowStore | None = None, schedule_kw: dict[str, Any] | None = None,
+         modules: Sequence[ModuleSpec] | None = None) -> HeartbeatResult:
+    """Schedule the current tick of every heartbeat module unless another process already did."""
+    out = HeartbeatResult()
+    mods = list(modules) if modules is not None else heartbeat_modules(catalogue)
+    if not mods:
+        return out
+    keys = Keys(prefix)
+    won = []
+    pipe = r.pipeline(transaction=False)
+    ticks = {}
+    for m in mods:
+        t = int(now_s // m.heartbeat_s * m.heartbeat_s)
+        ticks[m.name] = t
+        pipe.set(keys.heartbeat_tick(m.name, t), "1", nx=True, ex=max(60, int(2 * m.heartbeat_s)))
+    for m, ok in zip(mods, pipe.execute(), strict=True):
+        if ok:
+            won.append(m)
+    if not won:
+        return out
+    store = store or WindowStore(r, catalogue, prefix)
+    stations = store.stations()
+    runs: list[tuple[str, str, str]] = []
+    for m in won:
+        batch = f"{m.name}:heartbeat:0:{ticks[m.name]}"
+        present = store.present(stations, m.all_inputs) if m.all_inputs else {s: set() for s in stations}
+        ready = [s for s in stations if not missing_required(m, present.get(s, set()))]
+        out.not_ready += len(stations) - len(ready)
+        runs += [(s, m.name, batch) for s in ready]
+        out.ticks.append(batch)
+    if runs:
+        schedule(r, catalogue, runs, prefix=prefix, **(schedule_kw or {}))
+    out.runs = len(runs)
+    c = Counters(r, prefix)
+    pipe = r.pipeline(transaction=False)
+    c.incr(pipe, "heartbeat", "ticks", len(out.ticks))
+    c.incr(pipe, "heartbeat", "runs", out.runs)
+    c.incr(pipe, "heartbeat", "not_ready", out.not_ready)
+    pipe.execute()
+    log.debug("heartbeat %s: %d runs, %d not ready", out.ticks, out.runs, out.not_ready)
+    return out
