@@ -66,6 +66,9 @@ def test_sigkilled_ingester_loses_and_duplicates_nothing(kafka_bootstrap: str, p
     kills = during_backlog = 0
     try:
         for _ in range(n_kills):
+            # Not right after the victim got its partitions: a SIGKILL in the middle of a
+            # cooperative rebalance can leave the group rebalancing for ever on Tansu (see
+            # tests/faults/README.md); that is a broker/client finding, not what this tests.
             time.sleep(rng.uniform(1.5, 4.0))
             ingested = int(r.hget("k1:counters:ingest", "messages") or 0)
             victim.kill()
@@ -89,7 +92,7 @@ def test_sigkilled_ingester_loses_and_duplicates_nothing(kafka_bootstrap: str, p
 
     problems, differing = window_differences(store, model)
     lost, dup = order_counts(store, model)
-    replays = int(r.hget("k1:counters:ingest", "replays_skipped") or 0)
+    replays = sum(int(r.hget(k, "replays_skipped") or 0) for k in r.scan_iter("k1:counters:topic:*"))
     figures("ingester_sigkill", messages=n_messages, kills=kills, kills_during_backlog=during_backlog,
             restarts=victim.starts - 1, windows_differing=differing, orders_lost=lost, orders_duplicated=dup,
             losses=lost, duplicates=dup, dead_letters=len(model.dead), replays_skipped=replays,

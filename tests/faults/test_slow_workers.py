@@ -48,7 +48,7 @@ POLL = 20  # max_poll_records: after the start-up fan-out each record adds at mo
 def test_slow_workers_backpressure_then_catch_up(kafka_bootstrap: str, private_redis: Any, tmp_path: Path) -> None:
     cat = unique_catalogue()
     create_topics(kafka_bootstrap, [t.topic for t in cat.topics], partitions=2)
-    n_messages = scaled(20_000, 2000)
+    n_messages = scaled(8_000, 1500)
     cfg_dict = config_dict(cat, private_redis.url, kafka_bootstrap, prefix="sw", group="g-slow", extra={
         "modules": modules_config(), "queue": {"high_water": HIGH, "low_water": LOW},
         "kafka": {"consumer": {"max_poll_records": POLL}}})
@@ -105,17 +105,20 @@ def test_slow_workers_backpressure_then_catch_up(kafka_bootstrap: str, private_r
         slow_phase = [x for x in samples if x[0] >= slow_from]
         # the workers speed up: everything catches up
         delay.write_text("0")
+        extra = worker(tmp_path, cfg, "sw-worker-2", env=slow_env(delay)).start()
         wait_caught_up(kafka_bootstrap, "g-slow", produced, 600, procs=[ing, wrk])
         store = WindowStore(r, settings.catalogue, "sw")
         model = Model(settings.catalogue).add_all(in_offset_order(produced))
         wait_orders_closed(store, model, 20)
         batches = wait_batches_finished(r, "sw", 300)
-        assert ing.alive() and wrk.alive(), ing.log() + wrk.log()
+        assert ing.alive() and wrk.alive() and extra.alive(), ing.log() + wrk.log()
     finally:
         stop.set()
         sampler.join(5)
         ing.stop(15)
         wrk.stop(15)
+        if "extra" in locals():
+            extra.stop(15)
 
     problems, differing = window_differences(store, model)
     lost, dup = order_counts(store, model)
