@@ -111,6 +111,8 @@ class Ingester:
     def _poll(self) -> list[Any]:
         try:
             batch = self.consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=self.max_records)
+            if batch:
+                self.stats.sample("poll_records", sum(len(v) for v in batch.values()))
         except Exception as e:
             if not is_kafka_outage(e):
                 raise
@@ -249,8 +251,10 @@ class Ingester:
 
         payload = {TopicPartition(tp.topic, tp.partition): OffsetAndMetadata(off, "", -1)
                    for tp, off in offsets.items()}
+        t0 = time.perf_counter()
         try:
             self.consumer.commit(offsets=payload)
+            self.stats.sample("commit", time.perf_counter() - t0)
         except (CommitFailedError, IllegalGenerationError, RebalanceInProgressError) as e:
             # the group moved on: these partitions belong to someone else now, who redoes
             # the uncommitted tail (idempotent writes make that harmless)

@@ -140,9 +140,11 @@ class Processor:
                 messages.append((src, recs))
                 n_recs[topic] = n_recs.get(topic, 0) + len(recs)
         n_dead: dict[str, int] = {}
-        for d in dead:  # per (topic, reason) counts are kept by the dead-letter store
-            n_dead[d.topic] = n_dead.get(d.topic, 0) + 1
         counts: dict[tuple[str, str], int] = {}
+        for d in dead:  # the dead-letter store keeps its own (topic, reason) counter in Redis
+            n_dead[d.topic] = n_dead.get(d.topic, 0) + 1
+            key = (f"topic:{d.topic}", f"dead:{d.reason}")
+            counts[key] = counts.get(key, 0) + 1
         for fld, per_topic in (("messages", n_msgs), ("stamped", n_stamped), ("records", n_recs),
                                ("dead_letters", n_dead)):
             if per_topic:
@@ -156,9 +158,11 @@ class Processor:
         """Run the remaining stages; a store or queue outage propagates (retry later)."""
         if not fl.written:
             now_ms = int(self.clock() * 1000)
+            t0 = time.perf_counter()
             fl.applied = self.store.apply(fl.messages, now_ms) if fl.messages else None
             if fl.dead:
                 self.dead_letters.add(fl.dead)
+            self.stats.sample("write", time.perf_counter() - t0)
             fl.written = True
             self._after_write()
         if fl.plan is None:
@@ -166,7 +170,9 @@ class Processor:
             fl.plan = self._plan(triggers)
         if not fl.scheduled:
             if fl.plan.runs:
+                t0 = time.perf_counter()
                 fl.coalesced = getattr(self.schedule(fl.plan.runs), "absorbed", None)
+                self.stats.sample("schedule", time.perf_counter() - t0)
             fl.scheduled = True
         if not fl.counted:
             fl.counted = True

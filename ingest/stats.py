@@ -24,6 +24,9 @@ class IngestStats:
         self.totals: Counter[Key] = Counter()
         self._unsent: Counter[Key] = Counter()
         self.observers: list[Callable[[str, str, int], None]] = []  # (group, field, n)
+        #: (name, value): durations in seconds ("write", "schedule", "commit") and sizes
+        #: ("poll_records") for histograms; nothing is kept here, observers decide
+        self.samplers: list[Callable[[str, float], None]] = []
 
     def add(self, group: str, field: str, n: int = 1) -> None:
         if n:
@@ -31,6 +34,10 @@ class IngestStats:
             self._unsent[(group, field)] += n
             for obs in self.observers:
                 obs(group, field, n)
+
+    def sample(self, name: str, value: float) -> None:
+        for obs in self.samplers:
+            obs(name, value)
 
     def add_many(self, counts: dict[Key, int]) -> None:
         for (g, f), n in counts.items():

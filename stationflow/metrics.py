@@ -351,10 +351,15 @@ class MetricsServer:
         self._thread.join(timeout=5)
 
 
-def serve(port: int, registry: Metrics | None = None, host: str = "127.0.0.1") -> MetricsServer:
+def serve(port: int, registry: Metrics | None = None, host: str | None = None) -> MetricsServer:
     """Answer GET /metrics on host:port from a daemon thread (port 0 picks a free one).
 
-    Loopback by default: exposing it on all interfaces ("0.0.0.0") is a deployment choice."""
+    Loopback by default: exposing it on all interfaces ("0.0.0.0", e.g. in a container) is a
+    deployment choice, made with `--metrics-host` / STATIONFLOW_METRICS_HOST."""
+    if host is None:
+        import os
+
+        host = os.environ.get("STATIONFLOW_METRICS_HOST") or "127.0.0.1"
     reg = registry if registry is not None else REGISTRY
 
     class Handler(BaseHTTPRequestHandler):

@@ -47,12 +47,16 @@ def export_metrics(stats: Any, ingester: Any) -> None:
     from stationflow import metrics as m
 
     by_field = {"messages": m.MESSAGES, "records": m.RECORDS, "stamped": m.STAMPED}
+    histograms = {"write": m.REDIS_WRITE_SECONDS, "schedule": m.ENQUEUE_SECONDS,
+                  "commit": m.COMMIT_SECONDS, "poll_records": m.POLL_RECORDS}
 
     def observe(group: str, field: str, n: int) -> None:
         if group.startswith("topic:"):
             fam = by_field.get(field)
             if fam is not None:
                 fam.inc(n, topic=group[6:])
+            elif field.startswith("dead:"):
+                m.DEAD_LETTERS.inc(n, topic=group[6:], reason=field[5:])
         elif group == "triggers":
             module, _, outcome = field.rpartition(":")
             m.TRIGGERS.inc(n, module=module, outcome=outcome)
@@ -68,7 +72,13 @@ def export_metrics(stats: Any, ingester: Any) -> None:
         for tp, n in lag.items():
             m.CONSUMER_LAG.set(n, topic=tp.topic, partition=str(tp.partition))
 
+    def sample(name: str, value: float) -> None:
+        h = histograms.get(name)
+        if h is not None:
+            h.observe(value)
+
     stats.observers.append(observe)
+    stats.samplers.append(sample)
     ingester.on_lag = on_lag
 
 
@@ -80,11 +90,13 @@ def export_metrics(stats: Any, ingester: Any) -> None:
 @click.option("--from-beginning", is_flag=True, help="A new group starts at the earliest offsets.")
 @click.option("--until-idle", type=float, metavar="SECONDS",
               help="Exit 0 once no record arrived for SECONDS after the last commit.")
-@click.option("--metrics-port", type=int, help="Serve Prometheus metrics on this port (127.0.0.1).")
+@click.option("--metrics-port", type=int, help="Serve Prometheus metrics (/metrics) on this port.")
+@click.option("--metrics-host", envvar="STATIONFLOW_METRICS_HOST", default="127.0.0.1", show_default=True,
+              help="Address the metrics endpoint listens on (0.0.0.0 to expose it, e.g. in a container).")
 @click.pass_context
 def ingest(ctx: click.Context, topics: str | None, modules: str | None, group: str | None,
            instance_id: str | None, from_beginning: bool, until_idle: float | None,
-           metrics_port: int | None) -> None:
+           metrics_port: int | None, metrics_host: str) -> None:
     """Run an ingester: poll Kafka, write windows to Redis, schedule station jobs, commit.
 
     \b
@@ -111,7 +123,7 @@ def ingest(ctx: click.Context, topics: str | None, modules: str | None, group: s
         from stationflow import metrics
 
         export_metrics(svc.stats, svc.ingester)
-        server = metrics.serve(metrics_port)
+        server = metrics.serve(metrics_port, host=metrics_host)
         log.info("metrics on %s", server.url)
 
     def on_signal(signum: int, frame: object) -> None:

@@ -112,10 +112,15 @@ def run_pool(config_path: str | None, queues: list[str], processes: int, *, burs
               help="Worker processes (each in-process; scale further with more hosts).")
 @click.option("--metrics-port", type=int, default=None,
               help="Serve /metrics here (process i of --processes uses port + i).")
+@click.option("--metrics-host", envvar="STATIONFLOW_METRICS_HOST", default="127.0.0.1", show_default=True,
+              help="Address the metrics endpoint listens on (0.0.0.0 to expose it, e.g. in a container).")
 @click.pass_context
 def worker(ctx: click.Context, queues: tuple[str, ...], burst: bool, max_jobs: int | None, processes: int,
-           metrics_port: int | None) -> None:
+           metrics_port: int | None, metrics_host: str) -> None:
     """Run station jobs from the RQ queue(s) and sweep expired batches."""
+    import os
+
+    os.environ["STATIONFLOW_METRICS_HOST"] = metrics_host  # read by metrics.serve, here and in --processes children
     settings = get_settings(ctx)
     names = list(queues) or [settings.queue.name]
     if processes < 1:
