@@ -63,6 +63,8 @@ class Ingester:
         self.depth_interval_s = depth_interval_s
         self.until_idle_s = until_idle_s
         self.on_lag = on_lag
+        #: called with the partitions this ingester no longer owns (metrics drop their series)
+        self.on_released: Callable[[list[TP]], None] | None = None
         self.clock = clock
         self.sleep = sleep
         self.backoff = backoff or Backoff()
@@ -430,6 +432,8 @@ class Ingester:
                 self.book.mark_done(fl.commit_offsets())
         self._commit(self.book.pending(only=revoked))
         self.book.forget(revoked)
+        if self.on_released is not None:
+            self.on_released([TP(t.topic, t.partition) for t in revoked])
         log.info("partitions revoked: %s", _tps(revoked))
 
     def on_assigned(self, assigned: Iterable[Any]) -> None:

@@ -77,9 +77,14 @@ def export_metrics(stats: Any, ingester: Any) -> None:
         if h is not None:
             h.observe(value)
 
+    def released(partitions: Any) -> None:
+        for tp in partitions:  # series of partitions we no longer own would go stale
+            m.REGISTRY.remove({"topic": tp.topic, "partition": str(tp.partition)})
+
     stats.observers.append(observe)
     stats.samplers.append(sample)
     ingester.on_lag = on_lag
+    ingester.on_released = released
 
 
 @click.command("ingest")

@@ -35,3 +35,28 @@ def test_module_selection_only_local_modules() -> None:
     assert select_modules(cat, None) is None
     with pytest.raises(IngestConfigError, match="external"):
         select_modules(cat, ["load_prediction"])
+
+
+def test_exported_metrics_follow_counters_and_drop_released_partitions():
+    from types import SimpleNamespace
+
+    from ingest.offsets import TP
+    from ingest.stats import IngestStats
+    from stationflow import metrics as m
+    from stationflow.commands.ingest_cmd import export_metrics
+
+    stats, ing = IngestStats(), SimpleNamespace(on_lag=None, on_released=None)
+    export_metrics(stats, ing)
+    dead_before = m.DEAD_LETTERS.value(topic="T-exp", reason="bad_json")
+    commits_before = m.COMMIT_SECONDS.count()
+    stats.add("topic:T-exp", "dead:bad_json", 2)
+    stats.sample("commit", 0.004)
+    ing.on_lag({TP("T-exp", 0): 5, TP("T-exp", 1): 7})
+    text = m.REGISTRY.render()
+    assert 'stationflow_consumer_lag{topic="T-exp",partition="0"} 5' in text
+    assert m.DEAD_LETTERS.value(topic="T-exp", reason="bad_json") == dead_before + 2
+    assert m.COMMIT_SECONDS.count() == commits_before + 1
+    ing.on_released([TP("T-exp", 0)])
+    text = m.REGISTRY.render()
+    assert 'stationflow_consumer_lag{topic="T-exp",partition="0"}' not in text
+    assert 'stationflow_consumer_lag{topic="T-exp",partition="1"} 7' in text
