@@ -1,6 +1,7 @@
 """Station jobs per second of one worker process against bare RQ, and batch completion latency.
 
     python -m bench.jobs_bench [--stations 500] [--batch 50] [--repeat 3]
+    python -m bench.jobs_bench --real [--stations 200] [--upload] [--profile FILE]
 
 On a private redis-server, in one process, same worker class (SimpleWorker), same JSON
 serializer:
@@ -10,6 +11,12 @@ serializer:
   and SOH_model, real windows, the algorithms stubbed to no-ops so only our overhead is
   measured: take, replay check, one windows read, input build, store output, report), drained
   the same way; uploads are off (no broker) so completed batches stay `uploading`.
+- `--real`: station jobs as production runs them: windows filled by `stationflow.traffic`
+  (every input topic, 168 h history, the last `--sim-s` seconds of device/order traffic)
+  through `WindowStore.apply`, every triggered module per station (all local modules but
+  heartbeat ones), the reference algorithms, and with `--upload` a private broker receiving
+  the batches (acks=all). With no-op algorithms too (`--real --noop`). `--profile FILE`
+  writes a cProfile of the first drained run.
 - latency: a feeder thread schedules one batch of `--batch` stations every `--interval-ms`
   while the worker serves them; batch completion latency = completed - created (ms), p50/p99.
 """
@@ -67,6 +74,90 @@ def seed_windows(ctx: wctx.WorkerContext, stations: list[str]) -> None:
         spec = cat.topic(alias)
         batch.append((Source(spec.topic, 0, i, now - 1000), parse_message(spec, orjson.dumps(value)).records))
     ctx.store.apply(batch, now)
+
+
+def seed_traffic(ctx: wctx.WorkerContext, n: int, sim_s: float) -> list[str]:
+    """Windows of `n` traffic stations after `sim_s` simulated seconds ending now."""
+    from bench.store_bench import polls_of
+    from stationflow.traffic import Traffic
+
+    now = int(time.time() * 1000)
+    traffic = Traffic(stations=n, seed=1, start_ms=now - int(sim_s * 1000))
+    for poll in polls_of(traffic.messages(until_ms=now), 2000):
+        ctx.store.apply(poll, now)
+    ctx.store.flush_counters()
+    return [st.id for st in traffic.stations]
+
+
+def real_modules(cat) -> tuple[str, ...]:
+    return tuple(m for m in cat.local_modules() if cat.by_module[m].heartbeat_s is None)
+
+
+def bench_real(ctx: wctx.WorkerContext, stations: list[str], batch: int, seq: int, modules: tuple[str, ...],
+               profile: str | None = None) -> float:
+    runs = [PlannedRun(s, m, f"{m}:REAL:{seq}:{i // batch}") for i, s in enumerate(stations) for m in modules]
+    schedule(ctx.r, ctx.catalogue, runs, queue="real")
+    q = Queue("real", connection=ctx.r, serializer=JSONSerializer)
+    w = SimpleWorker([q], connection=ctx.r, serializer=JSONSerializer)
+    prof = None
+    if profile:
+        import cProfile
+
+        prof = cProfile.Profile()
+        prof.enable()
+    t0 = time.perf_counter()
+    w.work(burst=True, logging_level="WARNING")
+    flush = getattr(ctx.uploader, "flush", None)
+    if flush is not None:
+        flush()
+    dt = time.perf_counter() - t0
+    if prof is not None:
+        prof.disable()
+        prof.dump_stats(profile)
+    tr = BatchTracker(ctx.r)
+    want = "uploaded" if ctx.uploader is not None else "uploading"
+    states = [tr.get(f"{m}:REAL:{seq}:{i // batch}").get("state") for m in modules
+              for i in range(0, len(stations), batch)]
+    bad = [s for s in states if s not in (want, "skipped")]
+    assert not bad, f"every batch must complete ({want}/skipped), got {bad[:5]}"
+    return len(stations) / dt
+
+
+def main_real(args: argparse.Namespace) -> None:
+    import redis
+
+    server = start_redis()
+    broker = None
+    try:
+        r = redis.Redis.from_url(server.url)
+        cat = default_catalogue()
+        modules = real_modules(cat)
+        overrides = {m: noop for m in cat.local_modules()} if args.noop else {}
+        producer_config = None
+        if args.upload:
+            from stationflow.local import start_broker
+
+            broker = start_broker()
+            producer_config = {"bootstrap_servers": broker.bootstrap, "acks": "all", "linger_ms": 5}
+        ctx = wctx.WorkerContext.build(r, cat, algorithms=overrides, producer_config=producer_config)
+        if not args.upload:
+            ctx.uploader = None
+        ctx.background_upload = not args.sync_upload
+        wctx.install(ctx)
+        stations = seed_traffic(ctx, args.stations, args.sim_s)
+        rates = [bench_real(ctx, stations, args.batch, i, modules, args.profile if i == 0 else None)
+                 for i in range(args.repeat)]
+        close = getattr(ctx.uploader, "close", None)
+        if close is not None:
+            close()
+        kind = "no-op" if args.noop else "reference"
+        print(f"real station jobs: {len(stations)} traffic stations x {len(modules)} modules, {kind} algorithms, "
+              f"uploads {('to a broker, ' + ('in the job' if args.sync_upload else 'upload thread')) if args.upload else 'off'}, SimpleWorker, {args.repeat} runs")
+        print(f"  {statistics.median(rates):8.1f} jobs/s median (min {min(rates):.1f}, max {max(rates):.1f})")
+    finally:
+        if broker is not None:
+            broker.stop()
+        server.stop()
 
 
 def bench_bare(r, n: int) -> float:
@@ -132,7 +223,17 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--latency-batches", type=int, default=40)
     ap.add_argument("--interval-ms", type=float, default=250.0)
+    ap.add_argument("--real", action="store_true", help="traffic windows, every module, reference algorithms")
+    ap.add_argument("--noop", action="store_true", help="with --real: no-op algorithms")
+    ap.add_argument("--upload", action="store_true", help="with --real: upload batches to a private broker")
+    ap.add_argument("--sync-upload", action="store_true",
+                    help="with --real --upload: each job waits for its batches' acks (no upload thread)")
+    ap.add_argument("--sim-s", type=float, default=120.0, help="with --real: simulated seconds of traffic")
+    ap.add_argument("--profile", help="with --real: cProfile of the first run to this file")
     args = ap.parse_args()
+    if args.real:
+        main_real(args)
+        return
 
     server = start_redis()
     try:

@@ -32,12 +32,21 @@ class View:
 
 
 def build_input(catalogue: Catalogue, module: str, station_id: str, windows: Mapping[str, Any],
-                now_ms: int) -> dict[str, Any]:
-    """The input of `module` for `station_id` from `windows` (alias / dep name -> window)."""
+                now_ms: int, shared: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The input of `module` for `station_id` from `windows` (alias / dep name -> window).
+
+    `shared`: a dict kept across the modules of one station job, so the costly hourly grid
+    (168 hours of per-gun rows) is built once per window and each module gets its own copy.
+    """
     spec = catalogue.module(module)
     views: dict[str, View] = {}
     for alias in spec.inputs:
-        views[alias] = topic_view(catalogue.by_alias[alias], windows.get(alias), now_ms)
+        topic = catalogue.by_alias[alias]
+        window = windows.get(alias)
+        if shared is not None and topic.kind == "hourly" and window:
+            views[alias] = _shared_grid_view(topic, window, now_ms, shared)
+        else:
+            views[alias] = topic_view(topic, window, now_ms)
     for dep in spec.deps:
         views[dep] = output_view(catalogue.by_alias[dep], windows.get(dep))
     quality = data_quality(views, spec.all_inputs, now_ms)
@@ -96,6 +105,19 @@ def topic_view(topic: TopicSpec, window: Any, now_ms: int) -> View:
             return View(None, False, None, ttl)
         return View([it["payload"] for it in window], True, max(it["ts"] for it in window), ttl)
     raise ValueError(f"topic {topic.topic}: unknown window kind {kind!r}")
+
+
+def _shared_grid_view(topic: TopicSpec, window: Any, now_ms: int, shared: dict[str, Any]) -> View:
+    """The hourly view built once per window object; a copy down to the row lists, so a module
+    that changes its grid in place does not change another module's."""
+    hit = shared.get(topic.alias)
+    if hit is None or hit[0] is not window:
+        hit = (window, topic_view(topic, window, now_ms))
+        shared[topic.alias] = hit
+    v: View = hit[1]
+    grid = {k: [list(x) if isinstance(x, list) else x for x in val] if isinstance(val, list) else val
+            for k, val in v.value.items()}
+    return View(grid, v.present, v.ts_ms, v.ttl_s)
 
 
 def output_view(topic: TopicSpec, item: Any) -> View:

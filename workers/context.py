@@ -41,6 +41,10 @@ class WorkerContext:
     #: a running marker older than this belongs to a dead job: its runs are reported `lost`
     lost_after_s: float = 0.0
     settings: Any = None
+    #: completed batches go to the uploader's background thread (the job does not wait for the
+    #: acks); only for processes that flush the uploader at exit (`stationflow worker` does),
+    #: never in a forking RQ worker whose work horse exits after each job
+    background_upload: bool = False
     store: WindowStore = field(init=False)
     tracker: BatchTracker = field(init=False)
     pending: PendingRuns = field(init=False)

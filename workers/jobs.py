@@ -4,7 +4,9 @@ Round trips per job, whatever the number of modules: take the pending runs (1), 
 batches already hold this station's report (1, makes a replayed run a no-op), read every
 window the modules need (1), store each ok output (1 per ok module), advance order cursors
 (1 per module that received closed seconds), report every run (1) and clear the running
-marker with the counters (1). The batch completed by a report is uploaded by this job.
+marker with the counters (1). The batch completed by a report is uploaded by this job, or,
+with `background_upload` (`stationflow worker`), handed to the process's upload thread so the
+job does not wait for Kafka's acks (workers/upload.py).
 
 Per-module timeout: the algorithm runs on a long-lived daemon thread ("lane") and the job
 waits for it at most `run_timeout_s`. A signal timer is not used because RQ already owns
@@ -109,12 +111,13 @@ class JobSummary:
     runs: list[RunOutcome] = field(default_factory=list)
     skipped_replays: int = 0
     uploaded: list[str] = field(default_factory=list)
+    queued: list[str] = field(default_factory=list)  # handed to the background upload thread
     statuses: Counter[str] = field(default_factory=Counter)
 
     def as_dict(self) -> dict[str, Any]:
         return {"station": self.station,
                 "runs": {r.module: r.outcome if r.reason is None else f"failed:{r.reason}" for r in self.runs},
-                "skipped_replays": self.skipped_replays, "uploaded": self.uploaded}
+                "skipped_replays": self.skipped_replays, "uploaded": self.uploaded, "queued": self.queued}
 
 
 def run_station(station_id: str) -> dict[str, Any]:
@@ -156,6 +159,7 @@ def execute(ctx: wctx.WorkerContext, station: str, job_id: str, now_ms: int | No
     not_ok: set[str] = set()
     reports: list[Report] = []
     counts: Counter[str] = Counter()
+    shared_inputs: dict[str, Any] = {}  # parsed windows reused by the job's modules (build_input)
     for mod in unknown:  # configuration changed under a queued job: nothing to run it with
         _fail_all(reports, summary, mod, todo[mod], station, "not_ready")
     for mod in order:
@@ -168,7 +172,7 @@ def execute(ctx: wctx.WorkerContext, station: str, job_id: str, now_ms: int | No
             for dep in spec.deps:
                 if dep in fresh:
                     w[dep] = fresh[dep]
-            inp = build_input(cat, mod, station, w, now_ms)
+            inp = build_input(cat, mod, station, w, now_ms, shared_inputs)
             missing = missing_required(spec, inp["_data_quality"]["available_topics"])
             if missing:
                 reason = "upstream_failed" if any(x in not_ok for x in missing) else "not_ready"
@@ -220,8 +224,12 @@ def execute(ctx: wctx.WorkerContext, station: str, job_id: str, now_ms: int | No
     rep = ctx.tracker.report(reports, int(time.time() * 1000))
     summary.statuses.update(rep.statuses)
     if rep.claimed and ctx.uploader is not None:
-        ok = ctx.uploader.upload(rep.claimed)
-        summary.uploaded = [b.batch_id for b, good in zip(rep.claimed, ok, strict=True) if good]
+        if ctx.background_upload:
+            ctx.uploader.submit(rep.claimed)
+            summary.queued = [b.batch_id for b in rep.claimed]
+        else:
+            ok = ctx.uploader.upload(rep.claimed)
+            summary.uploaded = [b.batch_id for b, good in zip(rep.claimed, ok, strict=True) if good]
     for bid in rep.skipped:
         m.BATCHES.inc(module=bid.split(":", 1)[0], outcome="skipped")
     pipe = ctx.r.pipeline(transaction=False)
@@ -272,7 +280,10 @@ def on_job_failure(job: Any, connection: Any, *exc_info: Any) -> None:
         m.RUNS.inc(module=mod, outcome="failed:exception")
     rep = ctx.tracker.report(reports, int(time.time() * 1000))
     if rep.claimed and ctx.uploader is not None:
-        ctx.uploader.upload(rep.claimed)
+        if ctx.background_upload:
+            ctx.uploader.submit(rep.claimed)
+        else:
+            ctx.uploader.upload(rep.claimed)
     m.JOBS.inc(outcome="failed")
 
 

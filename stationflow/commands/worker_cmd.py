@@ -39,6 +39,7 @@ def run_worker(settings: Any, queues: list[str], *, burst: bool = False, max_job
         ctx = wctx.WorkerContext.from_settings(settings)
     except AlgorithmImportError as e:
         raise click.ClickException(str(e)) from e
+    ctx.background_upload = True  # flushed below, before the process exits
     wctx.install(ctx)
     # RQ blocks on BLPOP for minutes: its connection must not have the store's short timeout
     rq_conn = settings.redis.connect(socket_timeout=None)
@@ -50,6 +51,8 @@ def run_worker(settings: Any, queues: list[str], *, burst: bool = False, max_job
         while sweep(ctx):
             pass
         worker.work(burst=True, max_jobs=max_jobs, logging_level=_level())
+        if ctx.uploader is not None:
+            ctx.uploader.flush(30.0)
         while sweep(ctx):
             pass
     else:

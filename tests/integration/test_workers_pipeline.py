@@ -288,3 +288,36 @@ def test_pickle_job_planted_by_hand_is_refused(pipeline, tmp_path):
     p.work()
     assert not marker.exists()
     assert p.r.hget(Job.key_for(job_id), "status") in (b"failed", None)
+
+
+def test_background_upload_job_returns_before_the_ack_and_the_thread_marks_uploaded(pipeline):
+    p = pipeline()
+    p.ctx.background_upload = True
+    base_windows(p, S)
+    plan, _ = p.schedule(p.write("station_realtime_data", realtime(S)))
+    p.work()
+    assert p.ctx.uploader.flush(20.0) and p.ctx.uploader.queued == 0
+    for module in ("load_prediction", "SOH_model"):
+        batch = next(r.batch_id for r in plan.runs if r.module == module)
+        b = p.ctx.tracker.get(batch)
+        assert b["state"] == "uploaded" and b["ok"] == "3"
+        envs = p.envelopes(module, 1)
+        assert [e["batch_id"] for e in envs] == [batch] and envs[0]["stations_count"] == 3
+    assert p.envelopes("load_prediction", 2, timeout_s=2) == p.envelopes("load_prediction", 1)  # exactly one
+
+
+def test_background_upload_leaves_a_batch_that_waited_too_long_to_the_sweeper(pipeline):
+    p = pipeline()
+    p.ctx.background_upload = True
+    p.ctx.tracker.reclaim_after_ms = 0  # every queued batch counts as waiting too long
+    base_windows(p, S)
+    plan, _ = p.schedule(p.write("station_realtime_data", realtime(S)))
+    p.work()
+    assert p.ctx.uploader.flush(20.0)
+    batch = next(r.batch_id for r in plan.runs if r.module == "load_prediction")
+    assert p.ctx.tracker.get(batch)["state"] == "uploading"  # not sent by the thread
+    assert p.envelopes("load_prediction", 1, timeout_s=2) == []
+    swept = sweep(p.ctx, now_ms=int(time.time() * 1000) + 1)  # the re-claim sends it, once
+    assert swept.uploaded == 2
+    assert p.ctx.tracker.get(batch)["state"] == "uploaded"
+    assert [e["batch_id"] for e in p.envelopes("load_prediction", 1)] == [batch]
