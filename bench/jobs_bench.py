@@ -94,7 +94,8 @@ def real_modules(cat) -> tuple[str, ...]:
 
 
 def bench_real(ctx: wctx.WorkerContext, stations: list[str], batch: int, seq: int, modules: tuple[str, ...],
-               profile: str | None = None) -> float:
+               cpu_ms: list[float], profile: str | None = None) -> float:
+    """Jobs/s of one drained run; appends the worker process's CPU ms per job (every thread)."""
     runs = [PlannedRun(s, m, f"{m}:REAL:{seq}:{i // batch}") for i, s in enumerate(stations) for m in modules]
     schedule(ctx.r, ctx.catalogue, runs, queue="real")
     q = Queue("real", connection=ctx.r, serializer=JSONSerializer)
@@ -105,12 +106,13 @@ def bench_real(ctx: wctx.WorkerContext, stations: list[str], batch: int, seq: in
 
         prof = cProfile.Profile()
         prof.enable()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     w.work(burst=True, logging_level="WARNING")
     flush = getattr(ctx.uploader, "flush", None)
     if flush is not None:
         flush()
     dt = time.perf_counter() - t0
+    cpu_ms.append((time.process_time() - c0) * 1000 / len(stations))
     if prof is not None:
         prof.disable()
         prof.dump_stats(profile)
@@ -145,7 +147,8 @@ def main_real(args: argparse.Namespace) -> None:
         ctx.background_upload = not args.sync_upload
         wctx.install(ctx)
         stations = seed_traffic(ctx, args.stations, args.sim_s)
-        rates = [bench_real(ctx, stations, args.batch, i, modules, args.profile if i == 0 else None)
+        cpu: list[float] = []
+        rates = [bench_real(ctx, stations, args.batch, i, modules, cpu, args.profile if i == 0 else None)
                  for i in range(args.repeat)]
         close = getattr(ctx.uploader, "close", None)
         if close is not None:
@@ -153,7 +156,8 @@ def main_real(args: argparse.Namespace) -> None:
         kind = "no-op" if args.noop else "reference"
         print(f"real station jobs: {len(stations)} traffic stations x {len(modules)} modules, {kind} algorithms, "
               f"uploads {('to a broker, ' + ('in the job' if args.sync_upload else 'upload thread')) if args.upload else 'off'}, SimpleWorker, {args.repeat} runs")
-        print(f"  {statistics.median(rates):8.1f} jobs/s median (min {min(rates):.1f}, max {max(rates):.1f})")
+        print(f"  {statistics.median(rates):8.1f} jobs/s median (min {min(rates):.1f}, max {max(rates):.1f}); "
+              f"worker CPU {statistics.median(cpu):.2f} ms/job (min {min(cpu):.2f}, max {max(cpu):.2f})")
     finally:
         if broker is not None:
             broker.stop()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from parsers.catalogue import Catalogue, TopicSpec
@@ -140,39 +141,47 @@ def realtime_grid(window: Mapping[str, Any], size: int, fill: float | None) -> d
     Gaps are filled (`filled` marks them); `gunNo` is the union of guns, first seen oldest hour
     first; every per-gun row and the station-level lists are aligned to the same grid.
     """
-    by_index = {hour_index(k): it["payload"] for k, it in window.items()}
+    by_index = {_hour_index(k): it["payload"] for k, it in window.items()}
     newest = max(by_index)
     start = newest - size + 1
-    hours = sorted(i for i in by_index if i >= start)
     guns: dict[str, int] = {}
-    per_hour: dict[int, dict[str, tuple[Any, Any]]] = {}
-    for i in hours:
+    # per stored hour: gun -> avg, gun -> max (non-numbers already replaced by `fill`)
+    per_hour: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+    for i in sorted(i for i in by_index if i >= start):
         gp = _as_dict(_as_dict(by_index[i]).get("gunPower"))
         nos = _list(gp.get("gunNo"))
         avg, mx = _list(gp.get("outputPowerPerGunAvg")), _list(gp.get("outputPowerPerGunMax"))
-        row: dict[str, tuple[Any, Any]] = {}
+        n_avg, n_mx = len(avg), len(mx)
+        row_avg: dict[str, Any] = {}
+        row_max: dict[str, Any] = {}
         for j, g in enumerate(nos):
             if not isinstance(g, str):
                 continue
-            guns.setdefault(g, len(guns))
-            row[g] = (avg[j] if j < len(avg) else None, mx[j] if j < len(mx) else None)
-        per_hour[i] = row
+            if g not in guns:
+                guns[g] = len(guns)
+            a = avg[j] if j < n_avg else None
+            x = mx[j] if j < n_mx else None
+            row_avg[g] = a if (type(a) is float or type(a) is int) else fill
+            row_max[g] = x if (type(x) is float or type(x) is int) else fill
+        per_hour[i] = (row_avg, row_max)
     union = list(guns)
+    gap = [fill] * len(union)
     send_time, filled, gun_avg, gun_max, st_avg, st_max = [], [], [], [], [], []
     for i in range(start, newest + 1):
         send_time.append(hour_key(i))
-        row = per_hour.get(i)
-        if row is None:
+        rows = per_hour.get(i)
+        if rows is None:
             filled.append(True)
-            gun_avg.append([fill] * len(union))
-            gun_max.append([fill] * len(union))
+            gun_avg.append(gap.copy())
+            gun_max.append(gap.copy())
             st_avg.append(fill)
             st_max.append(fill)
             continue
         payload = _as_dict(by_index[i])
         filled.append(False)
-        gun_avg.append([_num_or(row[g][0], fill) if g in row else fill for g in union])
-        gun_max.append([_num_or(row[g][1], fill) if g in row else fill for g in union])
+        get_avg, get_max = rows[0].get, rows[1].get
+        gun_avg.append([get_avg(g, fill) for g in union])
+        gun_max.append([get_max(g, fill) for g in union])
         st_avg.append(_num_or(payload.get("outputPowerPerStationAvg"), fill))
         st_max.append(_num_or(payload.get("outputPowerPerStationMax"), fill))
     return {
@@ -184,6 +193,10 @@ def realtime_grid(window: Mapping[str, Any], size: int, fill: float | None) -> d
         "outputPowerPerStationAvg": st_avg,
         "outputPowerPerStationMax": st_max,
     }
+
+
+#: hour keys repeat across jobs (the same 168 hours for every station): parse each once
+_hour_index = lru_cache(maxsize=65536)(hour_index)
 
 
 # ---- data quality ---------------------------------------------------------------------------
