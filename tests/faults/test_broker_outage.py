@@ -23,24 +23,21 @@ import pytest
 from harness import (
     Sender,
     audit_batches,
-    config_dict,
     figures,
     in_offset_order,
     ingester,
     order_counts,
     scaled,
+    scenario,
     wait_batches_finished,
     wait_caught_up,
     wait_orders_closed,
     window_differences,
     worker,
-    write_config,
 )
-from kafkautil import create_topics, unique_catalogue
 from model import Model
 
 from stationflow.local import wait_for
-from stationflow.settings import Settings
 from stationflow.traffic import Traffic
 from store.windows import WindowStore
 
@@ -52,12 +49,9 @@ OUTAGE_S = 10.0
 def test_broker_outage_pauses_and_resumes_without_loss(private_broker: Any, private_redis: Any,
                                                        tmp_path: Path) -> None:
     bootstrap = private_broker.bootstrap
-    cat = unique_catalogue()
-    create_topics(bootstrap, [t.topic for t in cat.topics], partitions=2)
+    sc = scenario(bootstrap, private_redis.url, tmp_path, prefix="bo", group="g-broker")
+    cat, cfg, settings = sc.cat, sc.cfg, sc.settings
     n_messages = scaled(20_000, 1000)
-    cfg_dict = config_dict(cat, private_redis.url, bootstrap, prefix="bo", group="g-broker")
-    cfg = write_config(tmp_path / "bo.toml", cfg_dict)
-    settings = Settings.from_dict(cfg_dict)
     messages = Traffic(stations=100, seed=4, start_ms=int(time.time() * 1000), catalogue=cat).take(n_messages)
     first, second = messages[: n_messages // 2], messages[n_messages // 2:]
 

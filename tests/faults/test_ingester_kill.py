@@ -17,21 +17,18 @@ from typing import Any
 import pytest
 from harness import (
     Sender,
-    config_dict,
     figures,
     in_offset_order,
     ingester,
     order_counts,
     scaled,
+    scenario,
     wait_caught_up,
     wait_orders_closed,
     window_differences,
-    write_config,
 )
-from kafkautil import create_topics, unique_catalogue
 from model import Model
 
-from stationflow.settings import Settings
 from stationflow.traffic import Traffic
 from store.windows import WindowStore
 
@@ -40,13 +37,10 @@ pytestmark = pytest.mark.faults
 
 def test_sigkilled_ingester_loses_and_duplicates_nothing(kafka_bootstrap: str, private_redis: Any,
                                                         tmp_path: Path) -> None:
-    cat = unique_catalogue()
-    create_topics(kafka_bootstrap, [t.topic for t in cat.topics], partitions=2)
+    sc = scenario(kafka_bootstrap, private_redis.url, tmp_path, prefix="k1", group="g-kill")
+    cat, cfg, settings = sc.cat, sc.cfg, sc.settings
     n_messages, n_kills = scaled(50_000, 500), scaled(5, 2)
     rng = random.Random(1)
-    cfg_dict = config_dict(cat, private_redis.url, kafka_bootstrap, prefix="k1", group="g-kill")
-    cfg = write_config(tmp_path / "kill.toml", cfg_dict)
-    settings = Settings.from_dict(cfg_dict)
 
     traffic = Traffic(stations=200, seed=11, start_ms=int(time.time() * 1000), catalogue=cat)
     messages = traffic.take(n_messages)

@@ -18,22 +18,19 @@ import pytest
 from harness import (
     Sender,
     committed,
-    config_dict,
     figures,
     in_offset_order,
     ingester,
     order_counts,
     scaled,
+    scenario,
     wait_caught_up,
     wait_orders_closed,
     window_differences,
-    write_config,
 )
-from kafkautil import create_topics, unique_catalogue
 from model import Model
 
 from stationflow.local import wait_for
-from stationflow.settings import Settings
 from stationflow.traffic import Traffic
 from store.windows import WindowStore
 
@@ -44,12 +41,9 @@ OUTAGE_S = 10.0
 
 def test_redis_restart_pauses_and_resumes_without_loss(kafka_bootstrap: str, private_redis: Any,
                                                        tmp_path: Path) -> None:
-    cat = unique_catalogue()
-    create_topics(kafka_bootstrap, [t.topic for t in cat.topics], partitions=2)
+    sc = scenario(kafka_bootstrap, private_redis.url, tmp_path, prefix="rr", group="g-redis")
+    cat, cfg, settings = sc.cat, sc.cfg, sc.settings
     n_messages = scaled(30_000, 1000)
-    cfg_dict = config_dict(cat, private_redis.url, kafka_bootstrap, prefix="rr", group="g-redis")
-    cfg = write_config(tmp_path / "rr.toml", cfg_dict)
-    settings = Settings.from_dict(cfg_dict)
     messages = Traffic(stations=100, seed=3, start_ms=int(time.time() * 1000), catalogue=cat).take(n_messages)
     first, second = messages[: n_messages // 2], messages[n_messages // 2:]
 

@@ -15,26 +15,23 @@ from typing import Any
 import pytest
 from harness import (
     Sender,
-    config_dict,
     figures,
     in_offset_order,
     ingester,
     order_counts,
     scaled,
+    scenario,
     wait_batches_finished,
     wait_caught_up,
     wait_orders_closed,
     window_differences,
     worker,
-    write_config,
 )
-from kafkautil import create_topics, unique_catalogue
 from model import Model
 from slow_algorithms import env as slow_env
 from slow_algorithms import modules_config
 
 from stationflow.local import wait_for
-from stationflow.settings import Settings
 from stationflow.traffic import Traffic
 from store.windows import WindowStore
 
@@ -46,14 +43,11 @@ POLL = 20  # max_poll_records: after the start-up fan-out each record adds at mo
 
 
 def test_slow_workers_backpressure_then_catch_up(kafka_bootstrap: str, private_redis: Any, tmp_path: Path) -> None:
-    cat = unique_catalogue()
-    create_topics(kafka_bootstrap, [t.topic for t in cat.topics], partitions=2)
-    n_messages = scaled(8_000, 1500)
-    cfg_dict = config_dict(cat, private_redis.url, kafka_bootstrap, prefix="sw", group="g-slow", extra={
+    sc = scenario(kafka_bootstrap, private_redis.url, tmp_path, prefix="sw", group="g-slow", extra={
         "modules": modules_config(), "queue": {"high_water": HIGH, "low_water": LOW},
         "kafka": {"consumer": {"max_poll_records": POLL}}})
-    cfg = write_config(tmp_path / "sw.toml", cfg_dict)
-    settings = Settings.from_dict(cfg_dict)
+    cat, cfg, settings = sc.cat, sc.cfg, sc.settings
+    n_messages = scaled(8_000, 1500)
     delay = tmp_path / "delay_s"
     delay.write_text("0")
     start = int(time.time() * 1000)

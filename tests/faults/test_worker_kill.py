@@ -18,16 +18,14 @@ import pytest
 from harness import (
     Sender,
     audit_batches,
-    config_dict,
     figures,
     ingester,
     scaled,
+    scenario,
     wait_batches_finished,
     wait_caught_up,
     worker,
-    write_config,
 )
-from kafkautil import create_topics, unique_catalogue
 from slow_algorithms import env as slow_env
 from slow_algorithms import modules_config
 
@@ -61,12 +59,11 @@ def wait_busy(r: Any, pid: int, timeout_s: float) -> bool:
 
 def test_sigkilled_worker_every_batch_uploaded_once(kafka_bootstrap: str, private_redis: Any,
                                                     tmp_path: Path) -> None:
-    cat = unique_catalogue()
-    create_topics(kafka_bootstrap, [t.topic for t in cat.topics], partitions=2)
+    sc = scenario(kafka_bootstrap, private_redis.url, tmp_path, prefix="w2", group="g-worker",
+                  extra={"modules": modules_config()})
+    cat, cfg = sc.cat, sc.cfg
     n_messages, n_kills = scaled(10_000, 500), scaled(5, 2)
     rng = random.Random(2)
-    cfg = write_config(tmp_path / "w.toml", config_dict(cat, private_redis.url, kafka_bootstrap, prefix="w2",
-                                                          group="g-worker", extra={"modules": modules_config()}))
     delay = tmp_path / "delay_s"
     delay.write_text("0.05")  # every module run sleeps: a kill lands in a job most of the time
     slow = slow_env(delay)
