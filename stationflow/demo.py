@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from stationflow import status as st
+from stationflow.local import stop_group
 
 #: failure reasons a demo run may show without anything being wrong: a station whose data
 #: has not all arrived yet is `not_ready` (and its dependents `upstream_failed`)
@@ -208,15 +209,7 @@ def stop_child(c: Child, grace_s: float = 15.0) -> None:
     if p is None:
         return
     c.expected_stop = True
-    if p.poll() is None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(p.pid, signal.SIGTERM)
-        try:
-            p.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(p.pid, signal.SIGKILL)
-            p.wait(5)
+    stop_group(p, grace_s)
     # the group may still hold grandchildren (a worker pool): make sure none outlives us
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(p.pid, signal.SIGKILL)

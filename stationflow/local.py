@@ -83,6 +83,22 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
         time.sleep(interval)
 
 
+def stop_group(popen: subprocess.Popen, grace_s: float) -> int | None:
+    """SIGTERM the process group led by `popen`, SIGKILL it if it lingers past `grace_s`;
+    returns the exit code. Our children lead their own group (start_new_session), so
+    grandchildren (a worker pool, a server's helpers) go with them."""
+    if popen.poll() is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(popen.pid, signal.SIGTERM)
+        try:
+            popen.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(popen.pid, signal.SIGKILL)
+            popen.wait(5)
+    return popen.returncode
+
+
 def _port_open(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(0.2)
@@ -214,15 +230,7 @@ class _Process:
         popen, self._popen = self._popen, None
         if popen is None:
             return
-        if popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(popen.pid, signal.SIGTERM)
-            try:
-                popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(popen.pid, signal.SIGKILL)
-                popen.wait(5)
+        stop_group(popen, timeout)
         _LIVE.discard(self)
 
     def close(self) -> None:

@@ -24,7 +24,7 @@ from kafkautil import PRODUCER_SETTINGS
 from model import Model, Produced, order_second_problems, partition_for, stored_order_sources
 
 from parsers.catalogue import Catalogue
-from stationflow.local import wait_for
+from stationflow.local import stop_group, wait_for
 from store.windows import WindowStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -122,6 +122,29 @@ def write_config(path: Path, d: dict[str, Any]) -> Path:
     return path
 
 
+@dataclass
+class Scenario:
+    """What every scenario starts from: its own topics, a config file and the settings in it."""
+
+    cat: Catalogue
+    cfg: Path
+    settings: Any  # stationflow.settings.Settings
+
+
+def scenario(bootstrap: str, redis_url: str, tmp_path: Path, *, prefix: str, group: str,
+             extra: dict[str, Any] | None = None, partitions: int = 2) -> Scenario:
+    """Topics with a unique suffix (one broker serves many tests), created with `partitions`,
+    and a config (prefix, group, long device TTLs, `extra`) written to `tmp_path/<prefix>.toml`."""
+    from kafkautil import create_topics, unique_catalogue
+
+    from stationflow.settings import Settings
+
+    cat = unique_catalogue()
+    create_topics(bootstrap, [t.topic for t in cat.topics], partitions=partitions)
+    d = config_dict(cat, redis_url, bootstrap, prefix=prefix, group=group, extra=extra)
+    return Scenario(cat, write_config(tmp_path / f"{prefix}.toml", d), Settings.from_dict(d))
+
+
 # ---- processes ---------------------------------------------------------------------------
 
 @dataclass
@@ -173,14 +196,7 @@ class Proc:
         """SIGTERM and wait (SIGKILL after `timeout`); returns the exit code."""
         if self.popen is None:
             return None
-        if self.alive():
-            os.killpg(self.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.pid, signal.SIGKILL)
-                self.popen.wait(10)
-        return self.popen.returncode
+        return stop_group(self.popen, timeout)
 
     def wait(self, timeout: float) -> int:
         assert self.popen is not None
