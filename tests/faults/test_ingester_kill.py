@@ -7,7 +7,6 @@ same caps), and the car orders of every station appear exactly once in arrival o
 
 from __future__ import annotations
 
-import os
 import random
 import threading
 import time
@@ -23,7 +22,7 @@ from harness import (
     order_counts,
     scaled,
     scenario,
-    wait_caught_up,
+    wait_caught_up_after_kill,
     wait_orders_closed,
     window_differences,
 )
@@ -77,16 +76,7 @@ def test_sigkilled_ingester_loses_and_duplicates_nothing(kafka_bootstrap: str, p
         producer.join(180)
         assert len(produced) == n_messages
         # bounded: a group stuck rebalancing (README) fails here with both logs, not at the CI timeout
-        try:
-            wait_caught_up(kafka_bootstrap, "g-kill", produced, 240, procs=[steady, victim])
-        except AssertionError as e:
-            if os.environ.get("STATIONFLOW_KAFKA") or "did not catch up" not in str(e):
-                raise
-            # Known open problem (README): on the bundled broker a member SIGKILLed while the
-            # group rebalances can leave both members rejoining for ever. Nothing was lost or
-            # doubled up to here; the windows cannot be compared while partitions are unowned.
-            pytest.xfail("consumer group never settled after a SIGKILL on the bundled broker "
-                         "(Tansu rebalance livelock, tests/faults/README.md)")
+        wait_caught_up_after_kill(kafka_bootstrap, "g-kill", produced, 240, procs=[steady, victim])
         store = WindowStore(r, settings.catalogue, "k1")
         model = Model(settings.catalogue).add_all(in_offset_order(produced))
         wait_orders_closed(store, model, 20)

@@ -24,7 +24,7 @@ from harness import (
     order_counts,
     scaled,
     scenario,
-    wait_caught_up,
+    wait_caught_up_after_kill,
     wait_orders_closed,
     window_differences,
 )
@@ -74,7 +74,7 @@ def test_redis_restart_pauses_and_resumes_without_loss(kafka_bootstrap: str, pri
         b.start()
         feeder.join(120)
         produced += sender.results()
-        wait_caught_up(kafka_bootstrap, "g-redis", produced, 300, procs=[a, b])
+        wait_caught_up_after_kill(kafka_bootstrap, "g-redis", produced, 300, procs=[a, b])
         store = WindowStore(r, settings.catalogue, "rr")
         model = Model(settings.catalogue).add_all(in_offset_order(produced))
         wait_orders_closed(store, model, 20)
