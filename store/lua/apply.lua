@@ -184,6 +184,11 @@ local function replay_closes(a, idx, src)
 end
 
 local ridx = 0
+-- scratch tables reused by every unit (cleared or overwritten per unit): allocating and
+-- growing a dozen small tables per station was a large share of the script's cost
+local A, fseen = {}, {}
+M, hwm, applying, meta_out = {}, {}, {}, {}
+local alist, mnames, Rs, Ro, Rt, Rk = {}, {}, {}, {}, {}, {}
 for u = 1, #KEYS do
   local meta = KEYS[u]
   local base = ARGV[pos]
@@ -192,33 +197,37 @@ for u = 1, #KEYS do
   pos = first_rec + n * 2
 
   -- the aliases and partitions of this unit, and every meta field it may need, in one read
-  local A, alist, mnames, fseen = {}, {}, {}, {}
-  local Rs, Ro, Rt, Rk = {}, {}, {}, {}
-  local r = 0
+  local r, nm, na_u = 0, 0, 0
   for b = first_rec, pos - 1, 2 do
     local si, off_s, ts, key = match(ARGV[b], '^(%d+)|(%d+)|([^|]*)|(.*)$')
     local s = SK[si]
     r = r + 1
     Rs[r], Ro[r], Rt[r], Rk[r] = s, off_s, ts, key
-    if not fseen[s.field] then fseen[s.field] = true; mnames[#mnames + 1] = s.field end
+    local f = s.field
+    if not fseen[f] then fseen[f] = true; nm = nm + 1; mnames[nm] = f end
     if not A[s.ai] then
       local d = D[s.ai]
+      -- every field a unit may set is named here, so the table is sized once
       local a = {alias = d.alias, kind = d.kind, wkey = base .. d.suffix, ret = d.ret, cap = d.cap,
                  x1 = d.x1, x2 = d.x2, idx = d.idx, mods = d.mods, ts_f = d.ts_f, x_f = d.x_f,
                  hn_f = d.hn_f, hc_f = d.hc_f, every = d.every, cutoff = d.cutoff, cutoff_s = d.cutoff_s,
-                 names = d.names, close_ms = d.close_ms}
+                 names = d.names, close_ms = d.close_ms, loaded = false, ts = nil, ts_s = nil,
+                 refresh = false, tkey = nil, created = false, touched = false, items = nil, hn = nil,
+                 hc = nil, hour_moved = false, dirty = false}
       A[s.ai] = a
-      alist[#alist + 1] = a
-      mnames[#mnames + 1] = d.ts_f
-      mnames[#mnames + 1] = d.x_f
-      if d.hn_f then mnames[#mnames + 1] = d.hn_f; mnames[#mnames + 1] = d.hc_f end
+      na_u = na_u + 1
+      alist[na_u] = a
+      mnames[nm + 1] = d.ts_f
+      mnames[nm + 2] = d.x_f
+      nm = nm + 2
+      if d.hn_f then mnames[nm + 1] = d.hn_f; mnames[nm + 2] = d.hc_f; nm = nm + 2 end
     end
   end
-  mnames[#mnames + 1] = 'xm'
-  M, hwm, applying, meta_out = {}, {}, {}, {}
-  local mvals = call('HMGET', meta, unpack(mnames))
-  for i, f in ipairs(mnames) do M[f] = mvals[i] end
-  for f in pairs(fseen) do hwm[f] = tonumber(M[f]) or -1 end
+  nm = nm + 1
+  mnames[nm] = 'xm'
+  local mvals = call('HMGET', meta, unpack(mnames, 1, nm))
+  for i = 1, nm do M[mnames[i]] = mvals[i] end
+  for f in pairs(fseen) do hwm[f] = tonumber(M[f]) or -1; applying[f] = nil end
 
   r = 0
   for b = first_rec, pos - 1, 2 do
@@ -335,7 +344,9 @@ for u = 1, #KEYS do
   end
 
   -- write back per-alias state, evict, expire
-  for _, a in ipairs(alist) do
+  for ai = 1, na_u do
+    local a = alist[ai]
+    A[a.idx] = nil
     if a.loaded then
       local k = a.kind
       if a.ts_s then meta_out[a.ts_f] = a.ts_s end
@@ -379,7 +390,8 @@ for u = 1, #KEYS do
     end
   end
   local mf = {}
-  for f, v in pairs(meta_out) do mf[#mf + 1] = f; mf[#mf + 1] = v end
+  for f, v in pairs(meta_out) do mf[#mf + 1] = f; mf[#mf + 1] = v; meta_out[f] = nil end
+  for f in pairs(fseen) do fseen[f] = nil end
   local stamp = tonumber(M.xm)
   local refresh_meta = meta_ttl and (stamp == nil or now - stamp >= meta_every)
   if refresh_meta then mf[#mf + 1] = 'xm'; mf[#mf + 1] = ARGV[1] end
