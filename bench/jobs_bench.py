@@ -41,6 +41,9 @@ from workers import context as wctx
 from workers.scheduling import PlannedRun, schedule
 
 MODULES = ("load_prediction", "SOH_model")
+#: queued jobs outlive the drain: with the default TTL (batch timeout + 5 s) a slow, shared
+#: machine dropped the last jobs of a 500-job run before the worker reached them
+JOB_TTL_S = 3600
 
 
 def trivial() -> None:
@@ -97,7 +100,7 @@ def bench_real(ctx: wctx.WorkerContext, stations: list[str], batch: int, seq: in
                cpu_ms: list[float], profile: str | None = None) -> float:
     """Jobs/s of one drained run; appends the worker process's CPU ms per job (every thread)."""
     runs = [PlannedRun(s, m, f"{m}:REAL:{seq}:{i // batch}") for i, s in enumerate(stations) for m in modules]
-    schedule(ctx.r, ctx.catalogue, runs, queue="real")
+    schedule(ctx.r, ctx.catalogue, runs, queue="real", job_ttl_s=JOB_TTL_S)
     q = Queue("real", connection=ctx.r, serializer=JSONSerializer)
     w = SimpleWorker([q], connection=ctx.r, serializer=JSONSerializer)
     prof = None
@@ -175,7 +178,7 @@ def bench_bare(r, n: int) -> float:
 
 def bench_station_jobs(ctx: wctx.WorkerContext, stations: list[str], batch: int, seq: int) -> float:
     runs = [PlannedRun(s, m, f"{m}:BENCH:{seq}:{i // batch}") for i, s in enumerate(stations) for m in MODULES]
-    schedule(ctx.r, ctx.catalogue, runs, queue="bench")
+    schedule(ctx.r, ctx.catalogue, runs, queue="bench", job_ttl_s=JOB_TTL_S)
     q = Queue("bench", connection=ctx.r, serializer=JSONSerializer)
     w = SimpleWorker([q], connection=ctx.r, serializer=JSONSerializer)
     t0 = time.perf_counter()

@@ -3,6 +3,7 @@ readable with HGETALL by an operator."""
 
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
 from typing import Any
 
@@ -37,14 +38,21 @@ class Counters:
 
 
 class Tally:
-    """Counts gathered in memory, written later in one pipeline."""
+    """Counts gathered in memory, written later in one pipeline. Thread-safe: a worker's job,
+    upload and sweeper threads may share one (a count added while another thread drains is
+    never lost)."""
 
     def __init__(self) -> None:
         self.counts: dict[tuple[str, str], int] = defaultdict(int)
+        self._lock = threading.Lock()
+
+    def __bool__(self) -> bool:
+        return any(self.counts.values())
 
     def add(self, name: str, field: str, n: int = 1) -> None:
         if n:
-            self.counts[(name, field)] += n
+            with self._lock:
+                self.counts[(name, field)] += n
 
     def restore(self, counts: dict[tuple[str, str], int]) -> None:
         """Put back counts whose write failed, so the next flush carries them."""
@@ -52,8 +60,9 @@ class Tally:
             self.add(name, fld, n)
 
     def drain(self) -> dict[tuple[str, str], int]:
-        out = dict(self.counts)
-        self.counts.clear()
+        with self._lock:
+            out = {k: n for k, n in self.counts.items() if n}
+            self.counts.clear()
         return out
 
 

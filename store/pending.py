@@ -25,6 +25,7 @@ from typing import Any
 import redis
 
 from store.keys import Keys
+from store.scripts import LuaScript, ScriptPipeline
 
 #: pending markers of a station whose job vanished are not kept for ever
 PENDING_EXPIRE_MS = 7 * 86_400_000
@@ -116,6 +117,10 @@ return out
 """
 
 
+_SCRIPTS = {"mark": LuaScript("mark", _MARK), "take": LuaScript("take", _TAKE),
+            "reclaim": LuaScript("reclaim", _RECLAIM)}
+
+
 @dataclass(frozen=True, slots=True)
 class Marked:
     """The outcome of marking one station's runs pending."""
@@ -135,9 +140,9 @@ class PendingRuns:
         self.r = r
         self.keys = Keys(prefix)
         self.running_index = f"{prefix}:running"
-        self._mark = r.register_script(_MARK)
-        self._take = r.register_script(_TAKE)
-        self._reclaim = r.register_script(_RECLAIM)
+        self._mark = _SCRIPTS["mark"]
+        self._take = _SCRIPTS["take"]
+        self._reclaim = _SCRIPTS["reclaim"]
 
     def running_key(self, station: str, job_id: str) -> str:
         return f"{self.keys.station_base(station)}running:{job_id}"
@@ -154,12 +159,12 @@ class PendingRuns:
         stations = list(runs)
         if not stations:
             return []
-        pipe = self.r.pipeline(transaction=False)
+        pipe = ScriptPipeline(self.r)
         for s in stations:
             args: list[Any] = [job_ids[s], PENDING_EXPIRE_MS]
             for module, batch in runs[s]:
                 args += [module, batch]
-            self._mark(keys=[self.keys.pending(s)], args=args, client=pipe)
+            pipe.call(self._mark, [self.keys.pending(s)], args)
         out = []
         for s, reply in zip(stations, pipe.execute(), strict=True):
             out.append(Marked(s, _text(reply[0]), int(reply[1]) == 1, tuple(int(x) for x in reply[2:])))
@@ -168,10 +173,9 @@ class PendingRuns:
     def take(self, station: str, job_id: str, now_ms: int) -> dict[str, list[str]]:
         """Atomically move the station's pending runs (and any a failed attempt of this same
         job left) to the job's running marker; module -> batch ids."""
-        pipe = self.r.pipeline(transaction=False)
-        self._take(keys=[self.keys.pending(station), self.running_key(station, job_id)], args=[now_ms],
-                   client=pipe)
-        pipe.zadd(self.running_index, {self._member(station, job_id): now_ms})
+        pipe = ScriptPipeline(self.r)
+        pipe.call(self._take, [self.keys.pending(station), self.running_key(station, job_id)], [now_ms])
+        pipe.pipe.zadd(self.running_index, {self._member(station, job_id): now_ms})
         reply = pipe.execute()[0]
         runs = {_text(reply[i]): _text(reply[i + 1]).split() for i in range(0, len(reply), 2)}
         if not runs:
@@ -194,9 +198,9 @@ class PendingRuns:
         return {_text(k): _text(v) for k, v in self.r.hgetall(self.keys.pending(station)).items()}
 
     def _reclaim_one(self, station: str, job_id: str, cutoff_ms: int) -> dict[str, list[str]]:
-        pipe = self.r.pipeline(transaction=False)
-        self._reclaim(keys=[self.running_key(station, job_id)], args=[cutoff_ms], client=pipe)
-        pipe.zrem(self.running_index, self._member(station, job_id))
+        pipe = ScriptPipeline(self.r)
+        pipe.call(self._reclaim, [self.running_key(station, job_id)], [cutoff_ms])
+        pipe.pipe.zrem(self.running_index, self._member(station, job_id))
         reply = pipe.execute()[0]
         if not reply or _text(reply[0]) != "lost":
             return {}
@@ -209,9 +213,9 @@ class PendingRuns:
         if not members:
             return {}
         pairs = [tuple(m.rsplit(" ", 1)) for m in members]
-        pipe = self.r.pipeline(transaction=False)
+        pipe = ScriptPipeline(self.r)
         for station, job_id in pairs:
-            self._reclaim(keys=[self.running_key(station, job_id)], args=[cutoff_ms], client=pipe)
+            pipe.call(self._reclaim, [self.running_key(station, job_id)], [cutoff_ms])
         replies = pipe.execute()
         out: dict[tuple[str, str], dict[str, list[str]]] = {}
         post = self.r.pipeline(transaction=False)

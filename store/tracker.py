@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
 import orjson
@@ -29,6 +28,7 @@ import redis
 
 from store.counters import Tally
 from store.keys import Keys
+from store.scripts import LuaScript, ScriptPipeline
 
 OUTCOMES = ("ok", "none", "failed")
 FAILURE_REASONS = ("exception", "timeout", "not_ready", "upstream_failed", "unserialisable", "lost")
@@ -110,10 +110,6 @@ def _text(v: bytes | str) -> str:
     return v.decode() if isinstance(v, bytes) else v
 
 
-def _load(name: str) -> str:
-    return (resources.files("store") / "lua" / name).read_text()
-
-
 class BatchTracker:
     """Create, report to, claim and finish batches. All methods are safe with many callers."""
 
@@ -125,31 +121,36 @@ class BatchTracker:
         self.keys = Keys(prefix)
         self.keep_ms = int(keep_s * 1000)
         self.reclaim_after_ms = int(reclaim_after_s * 1000)
-        self._script = {n: r.register_script(_load(n)) for n in self.SCRIPTS}
+        self._script = {n: _script(n) for n in self.SCRIPTS}
+        self._create_script: Any = None
         self.tally = Tally()
 
     # ---- creation (scheduling) ---------------------------------------------------------
     def queue_create(self, pipe: Any, batch: NewBatch, now_ms: int) -> None:
-        """Queue create-if-absent of `batch` on `pipe` (the scheduler's pipeline); the reply is
-        1 (created) or 0 (already there). Never creates a batch without expected stations."""
+        """Queue create-if-absent of `batch` on `pipe` (the scheduler's pipeline: a
+        `ScriptPipeline`, or a plain redis-py pipeline); the reply is 1 (created) or 0 (already
+        there). Never creates a batch without expected stations."""
         if not batch.stations:
             raise TrackerError(f"batch {batch.batch_id}: no expected stations")
         deadline = now_ms + int(batch.timeout_s * 1000)
         expire_ms = deadline - now_ms + int(OPEN_GRACE_S * 1000)
         expected = orjson.dumps(sorted(batch.stations))
-        self._script["tracker_create.lua"](
-            keys=[self.keys.batch(batch.batch_id)],
-            args=[batch.module, now_ms, deadline, int(batch.upload_empty), expire_ms, expected,
-                  *batch.stations],
-            client=pipe,
-        )
+        keys = [self.keys.batch(batch.batch_id)]
+        args = [batch.module, now_ms, deadline, int(batch.upload_empty), expire_ms, expected, *batch.stations]
+        if isinstance(pipe, ScriptPipeline):
+            pipe.call(self._script["tracker_create.lua"], keys, args)
+            pipe = pipe.pipe
+        else:  # a redis-py pipeline: its Script check costs a round trip, but works
+            if self._create_script is None:
+                self._create_script = self.r.register_script(self._script["tracker_create.lua"].body)
+            self._create_script(keys=keys, args=args, client=pipe)
         # NX: a replay must not move an existing deadline; a finished batch re-added here is
         # dropped by the next sweep ("done")
         pipe.zadd(self.keys.batches_due, {batch.batch_id: deadline}, nx=True)
 
     def create(self, batches: Sequence[NewBatch], now_ms: int) -> list[bool]:
         """Create batches in one round trip; True where a batch was created (not replayed)."""
-        pipe = self.r.pipeline(transaction=False)
+        pipe = ScriptPipeline(self.r)
         for b in batches:
             self.queue_create(pipe, b, now_ms)
         replies = pipe.execute()
@@ -157,12 +158,25 @@ class BatchTracker:
 
     # ---- reports (workers) -------------------------------------------------------------
     def report(self, reports: Sequence[Report], now_ms: int) -> ReportSummary:
-        """Record reports in one round trip. Batches completed by them are returned claimed:
-        the caller uploads them and then calls `finish`."""
-        out = ReportSummary()
+        """Record reports in one round trip (two when one completes a batch). Batches
+        completed by them are returned claimed: the caller uploads them and then calls `finish`."""
         if not reports:
-            return out
-        pipe = self.r.pipeline(transaction=False)
+            return ReportSummary()
+        pipe = ScriptPipeline(self.r)
+        at = self.queue_reports(pipe, reports, now_ms)
+        replies = pipe.execute()
+        return self.reports_done(reports, [replies[i] for i in at], now_ms)
+
+    def queue_reports(self, pipe: ScriptPipeline, reports: Sequence[Report], now_ms: int) -> list[int]:
+        """Queue `reports` on the caller's pipeline (a station job's one closing round trip);
+        returns where their replies are, for `reports_done`.
+
+        The batch counters go in the same round trip, counted as if every report were
+        `recorded` (the outcome of all but the last report of a batch); `reports_done` corrects
+        the few that were not, in the round trip a completed batch needs anyway."""
+        counts: dict[str, int] = {}
+        at = []
+        script = self._script["tracker_report.lua"]
         for rep in reports:
             if rep.outcome not in OUTCOMES:
                 raise TrackerError(f"batch {rep.batch_id} station {rep.station}: unknown outcome {rep.outcome!r}")
@@ -170,21 +184,32 @@ class BatchTracker:
                 raise TrackerError(f"batch {rep.batch_id} station {rep.station}: unknown reason {rep.reason!r}")
             if rep.outcome == "ok" and rep.result_json is None:
                 raise TrackerError(f"batch {rep.batch_id} station {rep.station}: ok without a result")
-            self._script["tracker_report.lua"](
-                keys=[self.keys.batch(rep.batch_id)],
-                args=[rep.station, rep.outcome, rep.result_json or b"", rep.reason or "", now_ms,
-                      self.keep_ms, rep.nonfinite, int(rep.mismatch), int(rep.wrapped)],
-                client=pipe,
-            )
-        replies = pipe.execute()
+            at.append(pipe.call(script, [self.keys.batch(rep.batch_id)],
+                                [rep.station, rep.outcome, rep.result_json or b"", rep.reason or "", now_ms,
+                                 self.keep_ms, rep.nonfinite, int(rep.mismatch), int(rep.wrapped)]))
+            label = f"stations_{_label(rep)}"
+            counts[label] = counts.get(label, 0) + 1
+        if reports:
+            counts["report_recorded"] = len(reports)
+        key = self.keys.counters(COUNTER_GROUP)
+        for fld, n in counts.items():
+            pipe.pipe.hincrby(key, fld, n)
+        return at
+
+    def reports_done(self, reports: Sequence[Report], replies: Sequence[Any], now_ms: int) -> ReportSummary:
+        """The outcome of reports queued with `queue_reports` (`replies`: their script replies,
+        in order). Moves the due index of the batches they completed and corrects the counters,
+        in one more round trip only when there is something to move or correct."""
+        out = ReportSummary()
         post = self.r.pipeline(transaction=False)
         for rep, reply in zip(reports, replies, strict=True):
             status = _text(reply[0])
             out.statuses.append(status)
-            self.tally.add(COUNTER_GROUP, f"report_{status}")
-            if status in ("recorded", "claimed", "skipped"):
-                label = rep.outcome if rep.outcome != "failed" else f"failed:{rep.reason}"
-                self.tally.add(COUNTER_GROUP, f"stations_{label}")
+            if status != "recorded":
+                self.tally.add(COUNTER_GROUP, "report_recorded", -1)
+                self.tally.add(COUNTER_GROUP, f"report_{status}")
+                if status not in ("claimed", "skipped"):  # late, duplicate, not_expected, unknown
+                    self.tally.add(COUNTER_GROUP, f"stations_{_label(rep)}", -1)
             if status == "claimed":
                 b = _batch(rep.batch_id, "claimed", reply[1:])
                 out.claimed.append(b)
@@ -193,7 +218,8 @@ class BatchTracker:
                 out.skipped.append(rep.batch_id)
                 post.zrem(self.keys.batches_due, rep.batch_id)
                 self.tally.add(COUNTER_GROUP, "skipped")
-        self._flush(post)
+        if len(post) or self.tally:
+            self._flush(post)
         return out
 
     # ---- expiry (sweepers) -------------------------------------------------------------
@@ -203,10 +229,10 @@ class BatchTracker:
         ids = [_text(x) for x in self.r.zrangebyscore(self.keys.batches_due, "-inf", now_ms, start=0, num=limit)]
         if not ids:
             return out
-        pipe = self.r.pipeline(transaction=False)
+        pipe = ScriptPipeline(self.r)
         for bid in ids:
-            self._script["tracker_claim.lua"](keys=[self.keys.batch(bid)],
-                                              args=[now_ms, self.reclaim_after_ms, self.keep_ms], client=pipe)
+            pipe.call(self._script["tracker_claim.lua"], [self.keys.batch(bid)],
+                      [now_ms, self.reclaim_after_ms, self.keep_ms])
         replies = pipe.execute()
         post = self.r.pipeline(transaction=False)
         for bid, reply in zip(ids, replies, strict=True):
@@ -245,11 +271,10 @@ class BatchTracker:
         ids = list(batch_ids)
         if not ids:
             return []
-        pipe = self.r.pipeline(transaction=False)
+        pipe = ScriptPipeline(self.r)
         for bid in ids:
-            self._script["tracker_finish.lua"](keys=[self.keys.batch(bid)], args=[state, now_ms, self.keep_ms],
-                                               client=pipe)
-            pipe.zrem(self.keys.batches_due, bid)
+            pipe.call(self._script["tracker_finish.lua"], [self.keys.batch(bid)], [state, now_ms, self.keep_ms])
+            pipe.pipe.zrem(self.keys.batches_due, bid)
         replies = pipe.execute()
         won = [bool(int(x)) for x in replies[0::2]]
         self.tally.add(COUNTER_GROUP, state, sum(won))
@@ -280,6 +305,20 @@ class BatchTracker:
 
     def flush_counters(self) -> None:
         self._flush(self.r.pipeline(transaction=False))
+
+
+def _label(rep: Report) -> str:
+    return rep.outcome if rep.outcome != "failed" else f"failed:{rep.reason}"
+
+
+def _script(name: str) -> LuaScript:
+    s = _SCRIPTS.get(name)
+    if s is None:
+        s = _SCRIPTS[name] = LuaScript.from_file(name)
+    return s
+
+
+_SCRIPTS: dict[str, LuaScript] = {}
 
 
 def _batch(batch_id: str, status: str, flat: Sequence[bytes | str]) -> Batch:

@@ -17,6 +17,7 @@ from typing import Any
 import redis
 
 from parsers.catalogue import Catalogue
+from store.job_writes import JobWrites
 from store.pending import PendingRuns
 from store.tracker import BatchTracker
 from store.windows import WindowStore
@@ -48,11 +49,20 @@ class WorkerContext:
     store: WindowStore = field(init=False)
     tracker: BatchTracker = field(init=False)
     pending: PendingRuns = field(init=False)
+    #: a job's outputs and cursor moves, queued on its closing pipeline
+    writes: JobWrites = field(init=False)
+    #: module -> its inputs of kind `orders` (the cursors a run may move), from the catalogue
+    order_inputs: dict[str, tuple[str, ...]] = field(init=False)
 
     def __post_init__(self) -> None:
         self.store = WindowStore(self.r, self.catalogue, self.prefix, outputs_keep=self.outputs_keep)
         self.tracker = BatchTracker(self.r, self.prefix)
         self.pending = PendingRuns(self.r, self.prefix)
+        self.writes = JobWrites(self.catalogue, self.prefix, self.outputs_keep)
+        self.order_inputs = {
+            m.name: tuple(a for a in m.inputs if self.catalogue.by_alias[a].kind == "orders")
+            for m in self.catalogue.modules
+        }
         if not self.algorithms:
             self.algorithms = load_all(self.catalogue)
         if not self.lost_after_s:

@@ -2,11 +2,20 @@
 
 Round trips per job, whatever the number of modules: take the pending runs (1), check which
 batches already hold this station's report (1, makes a replayed run a no-op), read every
-window the modules need (1), store each ok output (1 per ok module), advance order cursors
-(1 per module that received closed seconds), report every run (1) and clear the running
-marker with the counters (1). The batch completed by a report is uploaded by this job, or,
-with `background_upload` (`stationflow worker`), handed to the process's upload thread so the
-job does not wait for Kafka's acks (workers/upload.py).
+window the modules need (1), then one closing pipeline with everything the job writes, in
+this order: every ok output and order cursor move (one script, `store.job_writes`), every
+report (one tracker script each), the clearing of the running marker and the run counters (1).
+A report that completes a batch (or finds it already closed) costs one more round trip, for
+the due index and the batch counters (`BatchTracker.reports_done`). The batch completed by a
+report is uploaded by this job, or, with `background_upload` (`stationflow worker`), handed to
+the process's upload thread so the job does not wait for Kafka's acks (workers/upload.py).
+Script calls go as plain EVALSHAs (`store.scripts`): redis-py's `Script` would add a
+`SCRIPT EXISTS` round trip to every pipeline.
+
+Outputs reach Redis when the job ends, not as each module finishes: a dependent module of the
+same job gets its dependency's fresh result in memory, the result handler hook is called once
+they are stored, and a job that dies midway leaves nothing stored but its running marker, so
+its retry (or the sweeper's `lost` reports) settles every run as before.
 
 Per-module timeout: the algorithm runs on a long-lived daemon thread ("lane") and the job
 waits for it at most `run_timeout_s`. A signal timer is not used because RQ already owns
@@ -29,6 +38,7 @@ from typing import Any
 from parsers.inputs import build_input
 from parsers.readiness import missing_required
 from stationflow import metrics as m
+from store.scripts import ScriptPipeline
 from store.tracker import Report, UnserialisableResult, normalise_result
 from workers import context as wctx
 from workers.algorithms import Algorithm, is_async
@@ -139,14 +149,16 @@ def execute(ctx: wctx.WorkerContext, station: str, job_id: str, now_ms: int | No
     cat = ctx.catalogue
 
     # a replayed run whose every batch already holds this station's report is not run again
-    batches = [(mod, b) for mod, bs in taken.items() for b in bs]
+    batches = [b for bs in taken.values() for b in bs]
     pipe = ctx.r.pipeline(transaction=False)
-    for _, b in batches:
-        pipe.hget(ctx.tracker.keys.batch(b), f"e:{station}")
-    done = {b for (_, b), v in zip(batches, pipe.execute(), strict=True) if v not in (None, b"-", "-")}
+    reported = f"e:{station}"
+    batch_key = ctx.tracker.keys.batch
+    for b in batches:
+        pipe.hget(batch_key(b), reported)
+    done = {b for b, v in zip(batches, pipe.execute(), strict=True) if v is not None and v != b"-" and v != "-"}
     todo: dict[str, list[str]] = {}
     for mod, bs in taken.items():
-        open_bs = [b for b in bs if b not in done]
+        open_bs = [b for b in bs if b not in done] if done else bs
         if open_bs:
             todo[mod] = open_bs
         else:
@@ -158,6 +170,9 @@ def execute(ctx: wctx.WorkerContext, station: str, job_id: str, now_ms: int | No
     fresh: dict[str, dict[str, Any]] = {}
     not_ok: set[str] = set()
     reports: list[Report] = []
+    outputs: list[tuple[str, Any]] = []  # (module, normalised result) to store
+    cursors: list[tuple[str, str, int]] = []  # (module, orders alias, newest seq it received)
+    hooks: list[tuple[Any, Any]] = []  # (input, result) for the result handler, once stored
     counts: Counter[str] = Counter()
     shared_inputs: dict[str, Any] = {}  # parsed windows reused by the job's modules (build_input)
     for mod in unknown:  # configuration changed under a queued job: nothing to run it with
@@ -185,7 +200,10 @@ def execute(ctx: wctx.WorkerContext, station: str, job_id: str, now_ms: int | No
                     log.warning("station %s module %s: algorithm raised %s: %s", station, mod, type(e).__name__, e)
                     reason = "exception"
                 else:
-                    _advance_cursors(ctx, station, mod, w)
+                    for alias in ctx.order_inputs[mod]:  # it received the closed seconds after its cursor
+                        seconds = w.get(alias)
+                        if seconds:
+                            cursors.append((mod, alias, max(s["seq"] for s in seconds)))
                     if result is not None:
                         try:
                             norm = normalise_result(station, result)
@@ -203,11 +221,10 @@ def execute(ctx: wctx.WorkerContext, station: str, job_id: str, now_ms: int | No
         else:
             outcome = "ok"
         if outcome == "ok":
-            item = {"ts": now_ms, "src": "local", "payload": norm.value}
-            ctx.store.store_output(station, mod, norm.value, now_ms)
-            fresh[mod] = item
+            outputs.append((mod, norm.value))  # type: ignore[union-attr]
+            fresh[mod] = {"ts": now_ms, "src": "local", "payload": norm.value}  # type: ignore[union-attr]
             if ctx.result_handler is not None:
-                _hook(ctx.result_handler, station, inp, norm.value)
+                hooks.append((inp, norm.value))  # type: ignore[union-attr]
         else:
             not_ok.add(mod)
         label = outcome if reason is None else f"failed:{reason}"
@@ -221,8 +238,20 @@ def execute(ctx: wctx.WorkerContext, station: str, job_id: str, now_ms: int | No
                                   norm.nonfinite if norm else 0, bool(norm and norm.mismatch),
                                   bool(norm and norm.wrapped)))
 
-    rep = ctx.tracker.report(reports, int(time.time() * 1000))
+    # everything the job writes, in one round trip and in this order: outputs and cursors,
+    # reports (a report may complete a batch), the running marker and the run counters
+    sp = ScriptPipeline(ctx.r)
+    ctx.writes.queue(sp, station, outputs, cursors, now_ms)
+    at = ctx.tracker.queue_reports(sp, reports, int(time.time() * 1000))
+    ctx.pending.queue_done(sp.pipe, station, job_id)
+    runs_key = ctx.tracker.keys.counters(RUNS_GROUP)
+    for k, n in counts.items():
+        sp.pipe.hincrby(runs_key, k, n)
+    replies = sp.execute()
+    rep = ctx.tracker.reports_done(reports, [replies[i] for i in at], int(time.time() * 1000))
     summary.statuses.update(rep.statuses)
+    for inp, value in hooks:
+        _hook(ctx.result_handler, station, inp, value)
     if rep.claimed and ctx.uploader is not None:
         if ctx.background_upload:
             ctx.uploader.submit(rep.claimed)
@@ -232,11 +261,6 @@ def execute(ctx: wctx.WorkerContext, station: str, job_id: str, now_ms: int | No
             summary.uploaded = [b.batch_id for b, good in zip(rep.claimed, ok, strict=True) if good]
     for bid in rep.skipped:
         m.BATCHES.inc(module=bid.split(":", 1)[0], outcome="skipped")
-    pipe = ctx.r.pipeline(transaction=False)
-    ctx.pending.queue_done(pipe, station, job_id)
-    for k, n in counts.items():
-        pipe.hincrby(ctx.tracker.keys.counters(RUNS_GROUP), k, n)
-    pipe.execute()
     m.JOBS.inc(outcome="ok")
     m.JOB_SECONDS.observe(time.perf_counter() - t0)
     return summary
@@ -248,16 +272,6 @@ def _fail_all(reports: list[Report], summary: JobSummary, mod: str, batches: lis
     m.RUNS.inc(module=mod, outcome=f"failed:{reason}")
     for b in batches:
         reports.append(Report(b, station, "failed", None, reason))
-
-
-def _advance_cursors(ctx: wctx.WorkerContext, station: str, module: str, w: dict[str, Any]) -> None:
-    """The module received the closed order seconds after its cursor: move the cursor."""
-    for alias in ctx.catalogue.by_module[module].inputs:
-        spec = ctx.catalogue.by_alias[alias]
-        if spec.kind == "orders":
-            seconds = w.get(alias) or []
-            if seconds:
-                ctx.store.advance_cursor(station, module, alias, max(s["seq"] for s in seconds))
 
 
 def _hook(fn: Any, station: str, inp: Any, result: Any) -> None:

@@ -34,6 +34,7 @@ from rq.serializers import JSONSerializer
 
 from parsers.catalogue import Catalogue
 from store.pending import PendingRuns
+from store.scripts import ScriptPipeline
 from store.tracker import BatchTracker, NewBatch
 
 #: the RQ job function and its failure callback, by dotted path (JSON jobs carry names only)
@@ -147,15 +148,15 @@ def schedule(
             batch_module[batch] = module
 
     # (b) batches + status of the jobs the stations rely on
-    pipe = r.pipeline(transaction=False)
+    sp = ScriptPipeline(r)
     for batch, stations in expected.items():
         spec = catalogue.by_module[batch_module[batch]]
-        tracker.queue_create(pipe, NewBatch(batch, spec.name, tuple(stations), spec.batch_timeout_s,
-                                            spec.upload_empty), now_ms)
+        tracker.queue_create(sp, NewBatch(batch, spec.name, tuple(stations), spec.batch_timeout_s,
+                                          spec.upload_empty), now_ms)
     job_ids = list(dict.fromkeys(mk.job_id for mk in marked))
     for jid in job_ids:
-        pipe.hget(Job.key_for(jid), "status")
-    replies = pipe.execute()
+        sp.pipe.hget(Job.key_for(jid), "status")
+    replies = sp.execute()
     nb = 2 * len(expected)
     created = sum(int(x) for x in replies[0:nb:2])
     out.batches_created = created

@@ -189,3 +189,22 @@ def test_flat_layout_input_reaches_the_algorithm(redis_client, layout):
     _load_ready(ctx)
     _run(ctx, [PlannedRun(S, "load_prediction", "load_prediction:T:0:1")])
     assert seen["stationId"] == S and seen["outputPowerPerStationAvg"][-1] == 42.0
+
+
+def test_job_after_a_flushed_script_cache_writes_and_reports_once(redis_client):
+    """Every write of a job goes in one pipeline of EVALSHAs; after a Redis restart without the
+    scripts they are re-sent, and the plain commands of that pipeline still run once."""
+    ctx = _ctx(redis_client, load_prediction=lambda s, i: {"p": 1}, SOH_model=lambda s, i: None)
+    _load_ready(ctx)
+    _run(ctx, [PlannedRun(S, "load_prediction", "load_prediction:T:0:1")], "job-1")
+    redis_client.script_flush()
+    runs = [PlannedRun(S, "load_prediction", "load_prediction:T:0:2"), PlannedRun(S, "SOH_model", "SOH_model:T:0:2")]
+    summary = _run(ctx, runs, "job-2")
+    assert {r.module: r.outcome for r in summary.runs} == {"load_prediction": "ok", "SOH_model": "none"}
+    assert summary.statuses == {"claimed": 1, "skipped": 1}
+    assert len(ctx.store.read_output(S, "load_prediction", 5)) == 2  # one per job, not re-pushed
+    counters = {k.decode(): int(v) for k, v in redis_client.hgetall("sf:counters:runs").items()}
+    assert counters["load_prediction:ok"] == 2 and counters["SOH_model:none"] == 1
+    assert ctx.pending.running(S, "job-2") == {}
+    b = BatchTracker(redis_client).get("load_prediction:T:0:2")
+    assert b["state"] == "uploading" and b["ok"] == "1"

@@ -1,0 +1,72 @@
+"""A station job's window writes, queued on the job's one closing pipeline.
+
+A job used to store each ok output (`WindowStore.store_output`: one round trip per module)
+and move each order cursor (`WindowStore.advance_cursor`: one more) as its modules ran.
+`JobWrites` queues the same writes, on the same keys (`store.keys.Keys`), as one script call
+plus one ZADD on the pipeline that also carries the job's batch reports and the clearing of
+its running marker: one round trip for everything a job writes.
+
+Same semantics as the two WindowStore methods: outputs newest first, `outputs_keep` kept, the
+module's output retention as TTL, `ts:<module>` in the station's meta hash, the station's
+last-seen score raised (never lowered) in the registry; cursors never move back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from parsers.catalogue import Catalogue
+from store.codec import encode_item
+from store.keys import Keys
+from store.scripts import LuaScript, ScriptPipeline
+
+_SCRIPT: LuaScript | None = None
+
+
+def _script() -> LuaScript:
+    global _SCRIPT
+    if _SCRIPT is None:
+        _SCRIPT = LuaScript.from_file("job_writes.lua")
+    return _SCRIPT
+
+
+def _ms(seconds: float | None) -> str:
+    return "" if seconds is None else str(int(seconds * 1000))
+
+
+class JobWrites:
+    """Queues a job's outputs and cursor moves; the per-module and per-alias constants (output
+    retention, order retention) are worked out once per process, not once per job."""
+
+    def __init__(self, catalogue: Catalogue, prefix: str = "sf", outputs_keep: int = 1) -> None:
+        self.keys = Keys(prefix)
+        self.keep = max(1, int(outputs_keep))
+        self.script = _script()
+        self._output_ttl = {t.alias: _ms(t.retention_s) for t in catalogue.topics if t.is_module_output}
+        self._orders_ttl = {t.alias: _ms(t.retention_s) for t in catalogue.topics if t.kind == "orders"}
+
+    def queue(self, pipe: ScriptPipeline, station: str, outputs: Sequence[tuple[str, Any]],
+              cursors: Sequence[tuple[str, str, int]], ts_ms: int) -> int | None:
+        """Queue the writes: `outputs` (module, normalised result) stored as items stamped
+        `ts_ms` from source "local"; `cursors` (module, orders alias, newest sequence number the
+        module received). Returns the index of the script's reply (the cursors after the
+        call), None when there was nothing to write."""
+        if not outputs and not cursors:
+            return None
+        k = self.keys
+        keys: list[str] = [k.meta(station)]
+        args: list[Any] = [len(outputs), int(ts_ms), self.keep]
+        for module, value in outputs:
+            ttl = self._output_ttl.get(module)
+            if ttl is None:
+                raise KeyError(f"unknown module {module!r}")
+            keys.append(k.output(station, module))
+            args += [module, encode_item(ts_ms, "local", value), ttl]
+        for module, alias, seq in cursors:
+            keys.append(k.orders_state(station, alias))
+            args += [module, int(seq), self._orders_ttl[alias]]
+        at = pipe.call(self.script, keys, args)
+        if outputs:
+            pipe.pipe.zadd(k.stations, {station: int(ts_ms)}, gt=True)
+        return at
