@@ -15,6 +15,8 @@ file at all is fine), then the environment variables in `ENV_OVERRIDES`:
     STATIONFLOW_KAFKA_SSL_CERTFILE       kafka.ssl_certfile
     STATIONFLOW_KAFKA_SSL_KEYFILE        kafka.ssl_keyfile
     STATIONFLOW_KAFKA_SSL_PASSWORD       kafka.ssl_password
+    STATIONFLOW_KAFKA_STATIC_MEMBERSHIP  kafka.static_membership
+    STATIONFLOW_KAFKA_ASSIGNOR           kafka.assignor
     STATIONFLOW_PREFIX                   prefix
     STATIONFLOW_LOG_LEVEL                log_level
     STATIONFLOW_QUEUE_NAME               queue.name
@@ -150,6 +152,23 @@ KAFKA_SHARED_KEYS: tuple[Key, ...] = (
         nullable=True, example="3.0"),
 )
 
+#: kafka.static_membership values: "auto" = on when the broker supports it (JoinGroup v5+,
+#: Kafka 2.3+) and is not one known to mishandle it (the bundled Tansu, see ingest/consumer.py)
+STATIC_MEMBERSHIP_MODES = ("auto", "on", "off")
+#: kafka.assignor values: "auto" = cooperative-sticky on Kafka 2.4+ brokers, else kafka-python's
+#: default (range, then roundrobin)
+ASSIGNORS = ("auto", "cooperative-sticky", "range", "roundrobin")
+
+#: How the ingesters join their consumer group. [kafka] only (not kafka-python options: they
+#: never reach the client kwargs); `ingest.consumer.build_consumer` applies them.
+KAFKA_GROUP_KEYS: tuple[Key, ...] = (
+    Key("static_membership", "str", "auto",
+        "group.instance.id per ingester: auto, on or off (off: a restart rebalances, but no broker "
+        "bug with static members can stall the group)", choices=STATIC_MEMBERSHIP_MODES),
+    Key("assignor", "str", "auto", "partition assignor: auto, cooperative-sticky, range or roundrobin",
+        choices=ASSIGNORS),
+)
+
 KAFKA_CONSUMER_KEYS: tuple[Key, ...] = (
     Key("session_timeout_ms", "int", 45000, "group session timeout", minimum=1),
     Key("heartbeat_interval_ms", "int", 3000, "group heartbeat interval", minimum=1),
@@ -244,7 +263,7 @@ HOOKS_KEYS: tuple[Key, ...] = (
 SECTIONS: dict[str, tuple[Key, ...]] = {
     "": GLOBAL_KEYS,
     "redis": REDIS_KEYS,
-    "kafka": KAFKA_SHARED_KEYS,
+    "kafka": KAFKA_SHARED_KEYS + KAFKA_GROUP_KEYS,
     "kafka.consumer": KAFKA_CONSUMER_KEYS,
     "kafka.producer": KAFKA_PRODUCER_KEYS,
     "topics.<alias>": TOPIC_KEYS,
@@ -277,6 +296,10 @@ ENV_OVERRIDES: tuple[EnvOverride, ...] = (
     EnvOverride("STATIONFLOW_KAFKA_SSL_CERTFILE", ("kafka", "ssl_certfile"), "client certificate"),
     EnvOverride("STATIONFLOW_KAFKA_SSL_KEYFILE", ("kafka", "ssl_keyfile"), "client key"),
     EnvOverride("STATIONFLOW_KAFKA_SSL_PASSWORD", ("kafka", "ssl_password"), "client key password"),
+    EnvOverride("STATIONFLOW_KAFKA_STATIC_MEMBERSHIP", ("kafka", "static_membership"),
+                "static group membership: auto, on or off"),
+    EnvOverride("STATIONFLOW_KAFKA_ASSIGNOR", ("kafka", "assignor"),
+                "partition assignor: auto, cooperative-sticky, range or roundrobin"),
     EnvOverride("STATIONFLOW_PREFIX", ("prefix",), "Redis key prefix"),
     EnvOverride("STATIONFLOW_LOG_LEVEL", ("log_level",), "log level"),
     EnvOverride("STATIONFLOW_QUEUE_NAME", ("queue", "name"), "RQ queue name"),
@@ -568,9 +591,19 @@ class RedisSettings:
         return f"RedisSettings({self.to_dict(masked=True)!r})"
 
 
+class ConsumerConfig(dict):  # type: ignore[type-arg]
+    """kwargs for kafka.KafkaConsumer that also carry the group policy (kafka.static_membership,
+    kafka.assignor) as attributes: not as keys, so the dict can still be splatted into
+    KafkaConsumer (which rejects unknown keys), while `ingest.consumer.build_consumer`, which
+    gets this dict from the ingest service, applies them. Copies (`dict(cfg)`) drop them."""
+
+    static_membership: str = "auto"
+    assignor: str = "auto"
+
+
 @dataclass(frozen=True)
 class KafkaSettings:
-    """Resolved kafka-python kwargs for the consumer and the producer.
+    """Resolved kafka-python kwargs for the consumer and the producer, plus the group policy.
 
     Precedence per key: [kafka.consumer]/[kafka.producer] as written > [kafka] as written >
     section default > shared default.
@@ -578,6 +611,8 @@ class KafkaSettings:
 
     consumer: Mapping[str, Any] = field(repr=False)
     producer: Mapping[str, Any] = field(repr=False)
+    static_membership: str = "auto"
+    assignor: str = "auto"
 
     @property
     def bootstrap_servers(self) -> str:
@@ -595,9 +630,13 @@ class KafkaSettings:
     def security_protocol(self) -> str:
         return self.consumer.get("security_protocol", "PLAINTEXT")
 
-    def consumer_config(self) -> dict[str, Any]:
-        """kwargs for kafka.KafkaConsumer (a fresh dict: callers may add deserializers)."""
-        return dict(self.consumer)
+    def consumer_config(self) -> ConsumerConfig:
+        """kwargs for kafka.KafkaConsumer (a fresh dict: callers may add deserializers), with
+        the group policy attached (see ConsumerConfig)."""
+        cfg = ConsumerConfig(self.consumer)
+        cfg.static_membership = self.static_membership
+        cfg.assignor = self.assignor
+        return cfg
 
     def producer_config(self) -> dict[str, Any]:
         """kwargs for kafka.KafkaProducer (a fresh dict: callers may add serializers)."""
@@ -627,6 +666,8 @@ class KafkaSettings:
         cons = {k: show(k, v) for k, v in self.consumer.items() if k not in shared}
         prod = {k: show(k, v) for k, v in self.producer.items() if k not in shared}
         out: dict[str, Any] = dict(shared)
+        out["static_membership"] = self.static_membership
+        out["assignor"] = self.assignor
         out["consumer"] = cons
         out["producer"] = prod
         return out
@@ -841,16 +882,33 @@ def _redis(raw: Any) -> RedisSettings:
     return RedisSettings(**r)
 
 
+def _group_policy(raw: dict[str, Any]) -> dict[str, str]:
+    """kafka.static_membership / kafka.assignor, taken out of the [kafka] table (they are
+    ours, not kafka-python options). true/false are accepted for static_membership."""
+    out: dict[str, str] = {}
+    for key in KAFKA_GROUP_KEYS:
+        value = raw.pop(key.name, key.default)
+        if key.name == "static_membership" and isinstance(value, bool):
+            value = "on" if value else "off"
+        out[key.name] = _check(f"kafka.{key.name}", key, value)
+    return out
+
+
 def _kafka(raw: Any) -> KafkaSettings:
     raw = _table("kafka", raw)
     cons_raw = _table("kafka.consumer", raw.pop("consumer", {}))
     prod_raw = _table("kafka.producer", raw.pop("producer", {}))
+    policy = _group_policy(raw)
     cons_keys, prod_keys = _kafka_key_sets()
     shared_keys = {**cons_keys, **prod_keys}
+    group_keys = {k.name for k in KAFKA_GROUP_KEYS}
 
     def explicit(path: str, table: dict[str, Any], keys: dict[str, Key], extra: list[str]) -> dict:
         out = {}
         for k, v in table.items():
+            if k in group_keys and path != "kafka":
+                raise ConfigError(f"{path}.{k}: set it in [kafka] (kafka.{k}); it applies to the "
+                                  "ingesters' consumer group only")
             if k not in keys:
                 raise _unknown(path, k, list(keys) + extra)
             out[k] = _check(f"{path}.{k}", keys[k], v)
@@ -904,7 +962,7 @@ def _kafka(raw: Any) -> KafkaSettings:
     if cons["heartbeat_interval_ms"] >= cons["session_timeout_ms"]:
         raise ConfigError(f"{cons_origin['heartbeat_interval_ms']}: must be below session_timeout_ms "
                           f"({cons['session_timeout_ms']})")
-    return KafkaSettings(consumer=MappingProxyType(cons), producer=MappingProxyType(prod))
+    return KafkaSettings(consumer=MappingProxyType(cons), producer=MappingProxyType(prod), **policy)
 
 
 def _check_security(cfg: dict[str, Any], origin: dict[str, str]) -> None:
@@ -972,8 +1030,8 @@ def _catalogue(topics_raw: Any, modules_raw: Any
 
 def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> tuple[str, ...]:
     """Write the environment overrides into the parsed TOML; returns the variables used."""
-    all_keys = {"": GLOBAL_KEYS, "redis": REDIS_KEYS, "kafka": KAFKA_SHARED_KEYS, "queue": QUEUE_KEYS,
-                "hooks": HOOKS_KEYS}
+    all_keys = {"": GLOBAL_KEYS, "redis": REDIS_KEYS, "kafka": KAFKA_SHARED_KEYS + KAFKA_GROUP_KEYS,
+                "queue": QUEUE_KEYS, "hooks": HOOKS_KEYS}
     applied = []
     for ov in ENV_OVERRIDES:
         text = env.get(ov.var)
