@@ -174,9 +174,18 @@ class PendingRuns:
         """Atomically move the station's pending runs (and any a failed attempt of this same
         job left) to the job's running marker; module -> batch ids."""
         pipe = ScriptPipeline(self.r)
-        pipe.call(self._take, [self.keys.pending(station), self.running_key(station, job_id)], [now_ms])
+        at = self.queue_take(pipe, station, job_id, now_ms)
+        return self.took(station, job_id, pipe.execute()[at])
+
+    def queue_take(self, pipe: ScriptPipeline, station: str, job_id: str, now_ms: int) -> int:
+        """`take` queued on the caller's pipeline (a job reads more in the same round trip);
+        returns where its reply is, for `took`."""
+        at = pipe.call(self._take, [self.keys.pending(station), self.running_key(station, job_id)], [now_ms])
         pipe.pipe.zadd(self.running_index, {self._member(station, job_id): now_ms})
-        reply = pipe.execute()[0]
+        return at
+
+    def took(self, station: str, job_id: str, reply: Any) -> dict[str, list[str]]:
+        """The runs of a queued take (module -> batch ids); nothing taken: unindex the job."""
         runs = {_text(reply[i]): _text(reply[i + 1]).split() for i in range(0, len(reply), 2)}
         if not runs:
             self.r.zrem(self.running_index, self._member(station, job_id))

@@ -32,6 +32,7 @@ import queue
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,7 @@ from store.scripts import ScriptPipeline
 from store.tracker import Report, UnserialisableResult, normalise_result
 from workers import context as wctx
 from workers.algorithms import Algorithm, is_async
+from workers.scheduling import BATCHES_META
 from workers.upload import observe_batch
 
 log = logging.getLogger(__name__)
@@ -131,31 +133,49 @@ class JobSummary:
 
 
 def run_station(station_id: str) -> dict[str, Any]:
-    """The RQ job function (enqueued by `workers.scheduling.schedule`)."""
+    """The RQ job function (enqueued by `workers.scheduling.schedule`, which lists the batches
+    of the runs it put in the job in the job's meta: see `execute`)."""
     from rq import get_current_job
 
     job = get_current_job()
-    return execute(wctx.current(), station_id, job.id if job is not None else "direct").as_dict()
+    if job is None:
+        return execute(wctx.current(), station_id, "direct").as_dict()
+    hint = job.meta.get(BATCHES_META) if job.meta else None
+    return execute(wctx.current(), station_id, job.id, batch_hint=hint or ()).as_dict()
 
 
-def execute(ctx: wctx.WorkerContext, station: str, job_id: str, now_ms: int | None = None) -> JobSummary:
+def execute(ctx: wctx.WorkerContext, station: str, job_id: str, now_ms: int | None = None,
+            batch_hint: Sequence[str] = ()) -> JobSummary:
+    """Run the station's pending runs. `batch_hint`: batches the job probably takes (those it
+    was enqueued for); their replay check goes in the take's round trip, and only runs that
+    joined the job later need a round trip of their own for it."""
     t0 = time.perf_counter()
     summary = JobSummary(station)
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    taken = ctx.pending.take(station, job_id, now_ms)
+    reported = f"e:{station}"
+    batch_key = ctx.tracker.keys.batch
+    sp = ScriptPipeline(ctx.r)
+    at = ctx.pending.queue_take(sp, station, job_id, now_ms)
+    hinted = list(dict.fromkeys(batch_hint))
+    first = len(sp)
+    for b in hinted:
+        sp.pipe.hget(batch_key(b), reported)
+    replies = sp.execute()
+    taken = ctx.pending.took(station, job_id, replies[at])
     if not taken:
         m.JOBS.inc(outcome="empty")
         return summary
     cat = ctx.catalogue
 
     # a replayed run whose every batch already holds this station's report is not run again
-    batches = [b for bs in taken.values() for b in bs]
-    pipe = ctx.r.pipeline(transaction=False)
-    reported = f"e:{station}"
-    batch_key = ctx.tracker.keys.batch
-    for b in batches:
-        pipe.hget(batch_key(b), reported)
-    done = {b for b, v in zip(batches, pipe.execute(), strict=True) if v is not None and v != b"-" and v != "-"}
+    state = dict(zip(hinted, replies[first:], strict=True))
+    unknown_state = [b for bs in taken.values() for b in bs if b not in state]
+    if unknown_state:
+        pipe = ctx.r.pipeline(transaction=False)
+        for b in unknown_state:
+            pipe.hget(batch_key(b), reported)
+        state.update(zip(unknown_state, pipe.execute(), strict=True))
+    done = {b for bs in taken.values() for b in bs if state[b] is not None and state[b] not in (b"-", "-")}
     todo: dict[str, list[str]] = {}
     for mod, bs in taken.items():
         open_bs = [b for b in bs if b not in done] if done else bs

@@ -41,6 +41,10 @@ from store.tracker import BatchTracker, NewBatch
 JOB_FUNCTION = "workers.jobs.run_station"
 FAILURE_CALLBACK = "workers.jobs.on_job_failure"
 
+#: job meta key: the batch ids of the runs a job was enqueued for; the job checks them for
+#: replays in the round trip that takes its runs (workers.jobs.execute's batch_hint)
+BATCHES_META = "batches"
+
 #: statuses of a job that will still run (and take the pending runs)
 _ALIVE = {b"queued", b"scheduled", b"deferred", b"started"}
 _JOB_ID_BAD = re.compile(r"[^A-Za-z0-9_-]")
@@ -188,10 +192,12 @@ def schedule(
         if ttl is None:
             longest = max(catalogue.by_module[m].batch_timeout_s for m in per_station[mk.station])
             ttl = int(math.ceil(longest)) + 5
+        batches = [b for b, flag in zip(per_station[mk.station].values(), mk.flags, strict=True) if flag]
         datas.append(Queue.prepare_data(
             JOB_FUNCTION, args=(mk.station,), timeout=timeout, result_ttl=result_ttl_s, ttl=ttl,
             failure_ttl=failure_ttl_s, job_id=jid, description=f"station {mk.station}",
             retry=Retry(max=retries) if retries > 0 else None, on_failure=Callback(FAILURE_CALLBACK),
+            meta={BATCHES_META: batches},
         ))
         out.enqueued.append(jid)
     if datas:

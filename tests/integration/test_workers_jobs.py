@@ -208,3 +208,34 @@ def test_job_after_a_flushed_script_cache_writes_and_reports_once(redis_client):
     assert ctx.pending.running(S, "job-2") == {}
     b = BatchTracker(redis_client).get("load_prediction:T:0:2")
     assert b["state"] == "uploading" and b["ok"] == "1"
+
+
+def test_replay_check_with_the_job_hint_and_for_runs_that_joined_later(redis_client):
+    calls = []
+
+    def count(station, inp):
+        calls.append(inp["module"])
+        return {"n": len(calls)}
+
+    ctx = _ctx(redis_client, load_prediction=count, SOH_model=count)
+    _load_ready(ctx)
+    lp, soh = PlannedRun(S, "load_prediction", "load_prediction:T:0:1"), PlannedRun(S, "SOH_model", "SOH_model:T:0:1")
+    schedule(redis_client, ctx.catalogue, [lp, soh])
+    jobs.execute(ctx, S, "job-a", batch_hint=[lp.batch_id, soh.batch_id])
+    assert calls == ["load_prediction", "SOH_model"]
+    # both replayed: one checked in the take's round trip (hinted), one on its own (joined later)
+    schedule(redis_client, ctx.catalogue, [lp, soh])
+    again = jobs.execute(ctx, S, "job-b", batch_hint=[lp.batch_id, "other:T:0:9"])
+    assert calls == ["load_prediction", "SOH_model"] and again.skipped_replays == 2 and again.runs == []
+    assert ctx.pending.running(S, "job-b") == {}
+
+
+def test_rq_job_carries_its_batches_in_meta(redis_client):
+    from rq.job import Job
+    from rq.serializers import JSONSerializer
+
+    ctx = _ctx(redis_client)
+    res = schedule(redis_client, ctx.catalogue, [PlannedRun(S, "load_prediction", "load_prediction:T:0:1"),
+                                                 PlannedRun(S, "SOH_model", "SOH_model:T:0:1")])
+    job = Job.fetch(res.enqueued[0], connection=redis_client, serializer=JSONSerializer)
+    assert sorted(job.meta["batches"]) == ["SOH_model:T:0:1", "load_prediction:T:0:1"]
