@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -157,6 +158,7 @@ class Proc:
     env_extra: dict[str, str] = field(default_factory=dict)
     popen: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    start_offset: int = 0  # log size when the current incarnation started
 
     def start(self) -> Proc:
         env = dict(os.environ, STATIONFLOW_CONFIG=str(self.config), PYTHONUNBUFFERED="1", **self.env_extra)
@@ -164,6 +166,7 @@ class Proc:
             if k not in self.env_extra:
                 env.pop(k, None)
         log = open(self.log_path, "ab")
+        self.start_offset = log.tell()
         try:
             self.popen = subprocess.Popen([STATIONFLOW, *self.argv], env=env, cwd=ROOT, stdout=log,
                                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -205,6 +208,15 @@ class Proc:
     def log(self, tail: int = 4000) -> str:
         try:
             return self.log_path.read_text(errors="replace")[-tail:]
+        except OSError:
+            return ""
+
+    def log_since_start(self) -> str:
+        """What the current incarnation logged so far."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self.start_offset)
+                return f.read().decode(errors="replace")
         except OSError:
             return ""
 
@@ -297,21 +309,64 @@ def wait_caught_up(bootstrap: str, group: str, produced: Sequence[Produced], tim
         raise AssertionError(f"group {group} did not catch up: {behind}\n{logs}") from None
 
 
+#: the last JoinGroup/SyncGroup round that completed, as kafka-python logs it (cooperative, eager)
+_SETTLED = ("Cooperative rebalance complete", "Setting newly assigned partitions")
+_SUMMARY_LAG = re.compile(r"ingest: .*? lag (\d+) over (\d+) partitions")
+LIVELOCK = ("consumer group never settled after a SIGKILL on the bundled broker (Tansu rebalance "
+            "livelock with static membership, tests/faults/README.md)")
+STALE_COMMITS = ("every record was ingested but some offsets were never committed: a commit rejected "
+                 "during a cooperative rebalance is forgotten by ingest/loop.py although the member "
+                 "keeps the partitions (tests/faults/README.md)")
+
+
+def group_diagnosis(procs: Sequence[Proc], partitions: int) -> str | None:
+    """Why a group that had to catch up did not, from the ingesters' logs:
+
+    - "livelock": an ingester keeps failing SyncGroup ("coordinator rebalance") and never
+      completes a rebalance again (the Tansu static-membership stall, README);
+    - "stale_commits": all ingesters alive, their latest summaries report lag 0 over all
+      `partitions`, and one logged a rejected commit (the ingest/loop.py bug, README);
+    - None: anything else, a real failure."""
+    if not procs or not all(p.alive() for p in procs):
+        return None
+    texts = [p.log_since_start() for p in procs]
+    for text in texts:
+        if text.rfind("failed due to coordinator rebalance") > max(text.rfind(m) for m in _SETTLED):
+            return "livelock"
+    lags = [_SUMMARY_LAG.findall(text) for text in texts]
+    if all(lags) and all(int(found[-1][0]) == 0 for found in lags) and \
+            sum(int(found[-1][1]) for found in lags) >= partitions and \
+            any("commit rejected by the group" in text for text in texts):
+        return "stale_commits"
+    return None
+
+
 def wait_caught_up_after_kill(bootstrap: str, group: str, produced: Sequence[Produced], timeout_s: float,
-                              procs: Sequence[Proc] = ()) -> None:
-    """`wait_caught_up` for scenarios that SIGKILL an ingester. Known open problem (README):
-    on the bundled broker a member killed while the group rebalances can leave the members
-    rejoining for ever; the windows cannot be compared while partitions are unowned, so there
-    the test ends as xfail with that reason. Against a real Kafka it fails as usual."""
+                              procs: Sequence[Proc] = ()) -> str | None:
+    """`wait_caught_up` for scenarios that SIGKILL an ingester; returns None when the group
+    caught up. Two known problems (README) are told apart from real failures:
+
+    - the Tansu livelock (static membership forced on against the bundled broker): the
+      windows cannot be compared while partitions are unowned, so the test ends as xfail
+      here (against a real Kafka, STATIONFLOW_KAFKA, it fails as usual);
+    - offsets written but never committed (ingest/loop.py): everything was ingested, so this
+      returns the xfail reason, to be given only after every window was compared."""
     import pytest
 
     try:
         wait_caught_up(bootstrap, group, produced, timeout_s, procs=procs)
+        return None
     except AssertionError as e:
-        if os.environ.get("STATIONFLOW_KAFKA") or "did not catch up" not in str(e):
+        if "did not catch up" not in str(e):
             raise
-        pytest.xfail("consumer group never settled after a SIGKILL on the bundled broker "
-                     "(Tansu rebalance livelock, tests/faults/README.md)")
+        partitions = len({(p.topic, p.partition) for p in produced})
+        diagnosis = group_diagnosis(procs, partitions)
+        if diagnosis == "livelock" and not os.environ.get("STATIONFLOW_KAFKA"):
+            pytest.xfail(LIVELOCK)
+        if diagnosis == "stale_commits":
+            print(f"FAULTS stale commits: {str(e).splitlines()[0]}", flush=True)
+            return STALE_COMMITS
+        raise
 
 
 # ---- comparing with the model -------------------------------------------------------------

@@ -3,6 +3,10 @@
 Nothing may be lost or applied twice: after the group has caught up, every window of every
 station equals the model computed from the produced messages (same records, same order,
 same caps), and the car orders of every station appear exactly once in arrival order.
+
+Every other kill lands within a second of the victim receiving its partitions, i.e. in the
+middle of a (cooperative) rebalance: the moment that used to stall the group on the bundled
+broker while the ingesters used static membership (tests/faults/README.md).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from harness import (
 )
 from model import Model
 
+from stationflow.local import wait_for
 from stationflow.traffic import Traffic
 from store.windows import WindowStore
 
@@ -57,17 +62,26 @@ def test_sigkilled_ingester_loses_and_duplicates_nothing(kafka_bootstrap: str, p
     producer = threading.Thread(target=produce, daemon=True)
     producer.start()
     r = private_redis.client()
-    kills = during_backlog = owning = 0
+    kills = during_backlog = owning = just_assigned = 0
+
+    def assigned() -> bool:
+        return "partitions assigned" in victim.log_since_start()
+
     try:
-        for _ in range(n_kills):
-            # Not right after the victim got its partitions: a SIGKILL in the middle of a
-            # cooperative rebalance can leave the group rebalancing for ever on Tansu (see
-            # tests/faults/README.md); that is a broker/client finding, not what this tests.
-            time.sleep(rng.uniform(1.5, 4.0))
+        for i in range(n_kills):
+            if i % 2 == 0:
+                # right after it got partitions, while the rebalance is still going on
+                try:
+                    wait_for(assigned, 60, "the victim to get partitions", interval=0.05)
+                    just_assigned += 1
+                except TimeoutError:
+                    pass  # killed while still joining, which is a fault worth having too
+                time.sleep(rng.uniform(0.0, 1.0))
+            else:
+                time.sleep(rng.uniform(1.5, 6.0))
             ingested = int(r.hget("k1:counters:ingest", "messages") or 0)
-            text = victim.log(10**8)
-            owning += text.rfind("partitions assigned") > max(text.rfind("static membership"),
-                                                              text.rfind("partitions revoked"))
+            text = victim.log_since_start()
+            owning += text.rfind("partitions assigned") > text.rfind("partitions revoked")
             victim.kill()
             kills += 1
             during_backlog += ingested < n_messages
@@ -76,7 +90,7 @@ def test_sigkilled_ingester_loses_and_duplicates_nothing(kafka_bootstrap: str, p
         producer.join(180)
         assert len(produced) == n_messages
         # bounded: a group stuck rebalancing (README) fails here with both logs, not at the CI timeout
-        wait_caught_up_after_kill(kafka_bootstrap, "g-kill", produced, 240, procs=[steady, victim])
+        stale = wait_caught_up_after_kill(kafka_bootstrap, "g-kill", produced, 240, procs=[steady, victim])
         store = WindowStore(r, settings.catalogue, "k1")
         model = Model(settings.catalogue).add_all(in_offset_order(produced))
         wait_orders_closed(store, model, 20)
@@ -92,9 +106,10 @@ def test_sigkilled_ingester_loses_and_duplicates_nothing(kafka_bootstrap: str, p
     lost, dup = order_counts(store, model)
     replays = sum(int(r.hget(k, "replays_skipped") or 0) for k in r.scan_iter("k1:counters:topic:*"))
     figures("ingester_sigkill", messages=n_messages, kills=kills, kills_during_backlog=during_backlog,
-            kills_while_owning_partitions=owning,
+            kills_while_owning_partitions=owning, kills_just_after_assignment=just_assigned,
             restarts=victim.starts - 1, windows_differing=differing, orders_lost=lost, orders_duplicated=dup,
             losses=lost, duplicates=dup, dead_letters=len(model.dead), replays_skipped=replays,
+            stale_commits=bool(stale),
             stations=len(model.stations))
     assert kills == n_kills
     assert during_backlog >= 1, "no kill happened while messages were still being ingested"
@@ -102,3 +117,5 @@ def test_sigkilled_ingester_loses_and_duplicates_nothing(kafka_bootstrap: str, p
     assert (lost, dup) == (0, 0)
     assert model.dead == []
     assert len(model.stations) == 200
+    if stale:
+        pytest.xfail(stale)  # everything else was checked and holds
