@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -85,6 +86,7 @@ class Ingester:
         self._store_failing = False
         self._kafka_failing = False
         self._gc_paused = False
+        self._loop_thread: threading.Thread | None = None  # the thread running run()
 
     # ---- control --------------------------------------------------------------------------
     def stop(self) -> None:
@@ -92,6 +94,7 @@ class Ingester:
         self.stopping = True
 
     def run(self) -> int:
+        self._loop_thread = threading.current_thread()
         try:
             while not self.stopping:
                 self._tick()
@@ -244,9 +247,14 @@ class Ingester:
         if self._commit(self.book.pending()):
             self.processor.flush()  # counters follow the commits, so HGETALL is never far behind
 
+    def _on_loop_thread(self) -> bool:
+        return self._loop_thread is None or threading.current_thread() is self._loop_thread
+
     def _commit(self, offsets: dict[TP, int]) -> bool:
         if not offsets:
             return True
+        if not self._on_loop_thread():
+            return self._commit_from_listener(offsets)
         from kafka import TopicPartition
         from kafka.errors import CommitFailedError, IllegalGenerationError, RebalanceInProgressError
         from kafka.structs import OffsetAndMetadata
@@ -258,11 +266,18 @@ class Ingester:
             self.consumer.commit(offsets=payload)
             self.stats.sample("commit", time.perf_counter() - t0)
         except (CommitFailedError, IllegalGenerationError, RebalanceInProgressError) as e:
-            # the group moved on: these partitions belong to someone else now, who redoes
-            # the uncommitted tail (idempotent writes make that harmless)
-            log.warning("commit rejected by the group (%s); the new owners redeliver the tail", e)
+            # the group is rebalancing. Partitions we keep (cooperative-sticky usually keeps
+            # them all) stay pending and are committed after the rejoin; partitions that go
+            # are forgotten by the revoke/lost callbacks, and their new owners redo the
+            # uncommitted tail (idempotent writes make that harmless). Forgetting the kept
+            # ones here would leave written work uncommitted until newer records arrive.
+            log.warning("commit rejected by the group (%s); retried after the rebalance", e)
             self.stats.add("ingest", "commit_errors")
-            self.book.forget(list(offsets))
+            try:
+                owned = {TP(t.topic, t.partition) for t in self.consumer.assignment()}
+            except Exception:  # noqa: BLE001 - no assignment known: keep nothing
+                owned = set()
+            self.book.forget([tp for tp in offsets if tp not in owned])
             return False
         except Exception as e:
             if not is_kafka_outage(e):
@@ -275,6 +290,31 @@ class Ingester:
         now = self.clock()
         self._last_commit = now
         self._last_activity = now
+        return True
+
+    def _commit_from_listener(self, offsets: dict[TP, int]) -> bool:
+        """Commit from a rebalance callback. kafka-python 3 runs listeners on its IO thread,
+        where a blocking `commit()` raises ("Cannot block on net.run() from the IO thread"),
+        so the commit is sent without waiting. If it fails, the partitions' next owner
+        redelivers the tail, which the idempotent writes absorb; nothing is lost either way."""
+        from kafka import TopicPartition
+        from kafka.structs import OffsetAndMetadata
+
+        payload = {TopicPartition(tp.topic, tp.partition): OffsetAndMetadata(off, "", -1)
+                   for tp, off in offsets.items()}
+
+        def done(_offsets: Any, response: Any) -> None:
+            if isinstance(response, BaseException):
+                log.warning("commit on revoke failed (%s); the new owners redeliver the tail", response)
+
+        try:
+            self.consumer.commit_async(offsets=payload, callback=done)
+        except Exception as e:  # noqa: BLE001 - best effort, see above
+            log.warning("commit on revoke not sent (%s); the new owners redeliver the tail", e)
+            self.stats.add("ingest", "commit_errors")
+            return False
+        self.book.committed(offsets)
+        self.stats.add("ingest", "commits")
         return True
 
     # ---- periodic work ---------------------------------------------------------------------

@@ -422,3 +422,56 @@ def test_collector_paused_during_a_poll_running_while_waiting_and_after(fake_red
     with pytest.raises(RuntimeError, match="bug"):
         ing2.run()
     assert gc.isenabled()
+
+
+def test_commit_rejected_by_a_rebalance_keeps_owned_offsets_for_the_next_commit(fake_redis: Any) -> None:
+    """A rejected commit must not forget the partitions we keep: the written work is committed
+    after the rejoin, not only once newer records arrive. Partitions no longer ours are dropped."""
+    from kafka.errors import RebalanceInProgressError
+
+    ing, consumer, _, _, _ = make(fake_redis, [[record(ACDC, 0, 2, acdc("S1")), record(ACDC, 1, 4, acdc("S2"))]])
+    real_commit = consumer.commit
+    rejected: list[int] = []
+
+    def reject_once(offsets: dict[TopicPartition, Any]) -> None:
+        if not rejected:
+            rejected.append(1)
+            consumer.assigned.discard(TopicPartition(ACDC, 1))  # the rebalance moves partition 1 away
+            raise RebalanceInProgressError("rebalancing")
+        real_commit(offsets)
+
+    consumer.commit = reject_once  # type: ignore[method-assign]
+    assert ing.run() == 0
+    assert rejected == [1]
+    # partition 0 (still ours) committed after the rejected attempt; partition 1 left to its owner
+    assert consumer.commits == [{(ACDC, 0): 3}]
+
+
+def test_revoke_on_the_clients_io_thread_commits_without_blocking(fake_redis: Any) -> None:
+    """kafka-python 3 calls rebalance listeners on its IO thread, where a blocking commit()
+    raises; the revoke then sends the commit asynchronously."""
+    import threading
+
+    sent: list[dict[tuple[str, int], int]] = []
+
+    def revoke_from_io_thread(c: FakeConsumer) -> list[Any]:
+        loop_commit = c.commit
+
+        def blocking_commit(offsets: Any) -> None:
+            raise RuntimeError("Cannot block on net.run() from the IO thread itself")
+
+        def commit_async(offsets: dict[TopicPartition, Any], callback: Any = None) -> None:
+            sent.append({(tp.topic, tp.partition): om.offset for tp, om in offsets.items()})
+
+        c.commit, c.commit_async = blocking_commit, commit_async  # type: ignore[method-assign,attr-defined]
+        t = threading.Thread(target=c.revoke, args=([(ACDC, 1)],))
+        t.start()
+        t.join()
+        c.commit = loop_commit  # type: ignore[method-assign]
+        return []
+
+    polls = [[record(ACDC, 0, 2, acdc("S1")), record(ACDC, 1, 4, acdc("S2"))], revoke_from_io_thread]
+    ing, consumer, *_ = make(fake_redis, polls, commit_interval_s=3600.0)
+    assert ing.run() == 0
+    assert sent == [{(ACDC, 1): 5}]  # the revoked partition, sent from the listener's thread
+    assert consumer.commits == [{(ACDC, 0): 3}]  # the rest at the end, on the loop thread
