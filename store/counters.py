@@ -5,11 +5,35 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import Any
 
 import redis
 
 from store.keys import Keys
+from store.scripts import LuaScript, ScriptPipeline
+
+#: several HINCRBYs on one hash as one command (one key: Redis-Cluster safe); a station job
+#: bumps two counters per module run, which as separate commands cost more to build and parse
+#: than the Redis work they do
+_INCR_MANY = LuaScript("incr_many", """
+-- KEYS[1] counter hash; ARGV: field, n, field, n, ...
+for i = 1, #ARGV, 2 do
+  redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+return #ARGV / 2
+""")
+
+
+def queue_incr_many(pipe: ScriptPipeline, key: str, counts: Mapping[str, int]) -> None:
+    """Queue the increments of `counts` (field -> n, zeros left out) on hash `key`, as one
+    script call on the caller's pipeline."""
+    args: list[Any] = []
+    for fld, n in counts.items():
+        if n:
+            args += [fld, n]
+    if args:
+        pipe.call(_INCR_MANY, [key], args)
 
 
 class Counters:

@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 import redis
 
-from store.counters import Tally
+from store.counters import Tally, queue_incr_many
 from store.keys import Keys
 from store.scripts import LuaScript, ScriptPipeline
 
@@ -191,9 +191,7 @@ class BatchTracker:
             counts[label] = counts.get(label, 0) + 1
         if reports:
             counts["report_recorded"] = len(reports)
-        key = self.keys.counters(COUNTER_GROUP)
-        for fld, n in counts.items():
-            pipe.pipe.hincrby(key, fld, n)
+        queue_incr_many(pipe, self.keys.counters(COUNTER_GROUP), counts)
         return at
 
     def reports_done(self, reports: Sequence[Report], replies: Sequence[Any], now_ms: int) -> ReportSummary:

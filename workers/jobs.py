@@ -39,6 +39,7 @@ from typing import Any
 from parsers.inputs import build_input
 from parsers.readiness import missing_required
 from stationflow import metrics as m
+from store.counters import queue_incr_many
 from store.scripts import ScriptPipeline
 from store.tracker import Report, UnserialisableResult, normalise_result
 from workers import context as wctx
@@ -264,9 +265,7 @@ def execute(ctx: wctx.WorkerContext, station: str, job_id: str, now_ms: int | No
     ctx.writes.queue(sp, station, outputs, cursors, now_ms)
     at = ctx.tracker.queue_reports(sp, reports, int(time.time() * 1000))
     ctx.pending.queue_done(sp.pipe, station, job_id)
-    runs_key = ctx.tracker.keys.counters(RUNS_GROUP)
-    for k, n in counts.items():
-        sp.pipe.hincrby(runs_key, k, n)
+    queue_incr_many(sp, ctx.tracker.keys.counters(RUNS_GROUP), counts)
     replies = sp.execute()
     rep = ctx.tracker.reports_done(reports, [replies[i] for i in at], int(time.time() * 1000))
     summary.statuses.update(rep.statuses)

@@ -99,3 +99,16 @@ def test_report_counters_are_exact_after_claims_duplicates_and_unknown_batches(f
     c = t.counters()
     assert (c["report_recorded"], c["report_duplicate"], c["report_unknown"], c["report_claimed"]) == (1, 1, 1, 1)
     assert c["stations_ok"] == 1 and c["stations_failed:timeout"] == 1 and c.get("stations_none", 0) == 0
+
+
+def test_counter_increments_as_one_script_call(fake_redis):
+    from store.counters import queue_incr_many
+
+    sp = ScriptPipeline(fake_redis)
+    queue_incr_many(sp, "c", {"a:ok": 2, "a:us": 1500, "zero": 0})
+    queue_incr_many(sp, "c", {})  # nothing queued
+    assert len(sp) == 1
+    sp.execute()
+    queue_incr_many(sp := ScriptPipeline(fake_redis), "c", {"a:ok": -1})
+    sp.execute()
+    assert fake_redis.hgetall("c") == {b"a:ok": b"1", b"a:us": b"1500"}
