@@ -167,23 +167,32 @@ def main_real(args: argparse.Namespace) -> None:
         server.stop()
 
 
-def bench_bare(r, n: int) -> float:
+def bench_bare(r, n: int, cpu_ms: list[float] | None = None) -> float:
+    """Jobs/s of draining `n` trivial jobs; appends the worker's CPU ms per job to `cpu_ms`."""
     q = Queue("bare", connection=r, serializer=JSONSerializer)
     q.enqueue_many([Queue.prepare_data("bench.jobs_bench.trivial", result_ttl=60) for _ in range(n)])
     w = SimpleWorker([q], connection=r, serializer=JSONSerializer)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     w.work(burst=True, logging_level="WARNING")
-    return n / (time.perf_counter() - t0)
+    dt = time.perf_counter() - t0
+    if cpu_ms is not None:
+        cpu_ms.append((time.process_time() - c0) * 1000 / n)
+    return n / dt
 
 
-def bench_station_jobs(ctx: wctx.WorkerContext, stations: list[str], batch: int, seq: int) -> float:
+def bench_station_jobs(ctx: wctx.WorkerContext, stations: list[str], batch: int, seq: int,
+                       cpu_ms: list[float] | None = None) -> float:
+    """Jobs/s of draining one job per station; appends the worker's CPU ms per job to `cpu_ms`
+    (every thread of the process, the algorithm lane included; scheduling not counted)."""
     runs = [PlannedRun(s, m, f"{m}:BENCH:{seq}:{i // batch}") for i, s in enumerate(stations) for m in MODULES]
     schedule(ctx.r, ctx.catalogue, runs, queue="bench", job_ttl_s=JOB_TTL_S)
     q = Queue("bench", connection=ctx.r, serializer=JSONSerializer)
     w = SimpleWorker([q], connection=ctx.r, serializer=JSONSerializer)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     w.work(burst=True, logging_level="WARNING")
     dt = time.perf_counter() - t0
+    if cpu_ms is not None:
+        cpu_ms.append((time.process_time() - c0) * 1000 / len(stations))
     done = sum(1 for i in range(0, len(stations), batch)
                if BatchTracker(ctx.r).get(f"load_prediction:BENCH:{seq}:{i // batch}").get("state") == "uploading")
     assert done == (len(stations) + batch - 1) // batch, "every batch must complete"
@@ -253,15 +262,21 @@ def main() -> None:
         wctx.install(ctx)
         stations = _stations(args.stations)
         seed_windows(ctx, stations)
-        bare, ours = [], []
+        bare, ours, cpu_bare, cpu_ours = [], [], [], []
         for i in range(args.repeat):
-            bare.append(bench_bare(r, args.stations))
-            ours.append(bench_station_jobs(ctx, stations, args.batch, i))
+            bare.append(bench_bare(r, args.stations, cpu_bare))
+            ours.append(bench_station_jobs(ctx, stations, args.batch, i, cpu_ours))
         b, o = statistics.median(bare), statistics.median(ours)
+        pairs = [y / x for x, y in zip(bare, ours, strict=True)]
+        cb, co = statistics.median(cpu_bare), statistics.median(cpu_ours)
         print(f"worker class SimpleWorker, JSON serializer, {args.stations} jobs x {args.repeat} runs (median)")
         print(f"  bare RQ trivial jobs:  {b:8.0f} jobs/s")
         print(f"  station jobs ({len(MODULES)} modules, no-op algorithms): {o:8.0f} jobs/s"
               f"  = {o / b:.2f} x bare RQ  ({o * len(MODULES):.0f} module runs/s)")
+        # on a shared machine the wall ratio moves with the neighbours' load: show its spread
+        # and the worker process's own CPU per job (the time other processes take is not in it)
+        print(f"  ratio per run (station / bare of the same run): {min(pairs):.2f}-{max(pairs):.2f}; "
+              f"worker CPU ms/job: bare {cb:.2f}, station {co:.2f} ({cb / co:.2f} x)")
         lat = bench_latency(ctx, stations, args.batch, args.latency_batches, args.interval_ms)
         print(f"batch completion latency ({len(lat)} batches of {args.batch} stations, one every "
               f"{args.interval_ms:.0f} ms, one worker): p50 {pct(lat, 50):.0f} ms, p99 {pct(lat, 99):.0f} ms, "
