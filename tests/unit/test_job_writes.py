@@ -5,6 +5,7 @@ that runs every command exactly once, and tracker counters corrected after the f
 from __future__ import annotations
 
 import pytest
+from redisstate import redis_state
 
 from parsers.catalogue import default_catalogue
 from store.job_writes import JobWrites
@@ -19,19 +20,7 @@ CAT = default_catalogue()
 
 def _dump(r, pattern: str) -> dict:
     """Every key matching `pattern`: type, value and TTL set (not its exact value)."""
-    out = {}
-    for k in sorted(r.scan_iter(match=pattern)):
-        t = r.type(k).decode()
-        if t == "list":
-            v = r.lrange(k, 0, -1)
-        elif t == "hash":
-            v = r.hgetall(k)
-        elif t == "zset":
-            v = r.zrange(k, 0, -1, withscores=True)
-        else:
-            v = r.get(k)
-        out[k] = (t, v, r.pttl(k) > 0)
-    return out
+    return redis_state(r, pattern)
 
 
 @pytest.mark.parametrize("keep", [1, 3])

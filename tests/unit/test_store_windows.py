@@ -7,6 +7,7 @@ import random
 import threading
 
 import pytest
+from redisstate import redis_state
 
 from parsers import windows as model
 from parsers.catalogue import Catalogue
@@ -65,25 +66,7 @@ def hour(i: int) -> str:
 def dump(r, prefix="sf"):
     """Every window key's full content and whether it has a TTL (counters, registry and the
     order-due index excluded: they record deliveries, not window content)."""
-    out = {}
-    skip = (f"{prefix}:counters:", f"{prefix}:stations", f"{prefix}:due:")
-    for k in sorted(r.keys("*")):
-        ks = k.decode()
-        if ks.startswith(skip):
-            continue
-        t = r.type(k).decode()
-        if t == "string":
-            v = r.get(k)
-        elif t == "list":
-            v = r.lrange(k, 0, -1)
-        elif t == "hash":
-            v = r.hgetall(k)
-        elif t == "zset":
-            v = r.zrange(k, 0, -1, withscores=True)
-        else:
-            v = None
-        out[ks] = (t, v, r.pttl(k) > 0)
-    return out
+    return redis_state(r, skip=(f"{prefix}:counters:", f"{prefix}:stations", f"{prefix}:due:"), decode=True)
 
 
 # ---- latest, append, outputs ---------------------------------------------------------------
