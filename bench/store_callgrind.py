@@ -38,10 +38,10 @@ def _capture_apply(polls: list) -> tuple[str, list[list[tuple[Any, ...]]]]:
     captured: list[list[tuple[Any, ...]]] = []
     real = sw.run_streamed
 
-    def keep(r: Any, cmds: Iterable[tuple[Any, ...]]) -> list[Any]:
+    def keep(r: Any, cmds: Iterable[tuple[Any, ...]], *args: Any) -> list[Any]:
         cmds = list(cmds)
         captured.append([c for c in cmds if c[0] == "EVALSHA"])
-        return real(r, iter(cmds))
+        return real(r, iter(cmds), *args)
 
     server = start_redis()
     sw.run_streamed = keep  # type: ignore[assignment]
@@ -49,7 +49,7 @@ def _capture_apply(polls: list) -> tuple[str, list[list[tuple[Any, ...]]]]:
         ws = sw.WindowStore(server.client(), default_catalogue())
         for poll in polls:
             ws.apply(poll, poll[-1][0].timestamp_ms)
-        return ws.scripts.body["apply.lua"], captured
+        return ws.scripts["apply.lua"].body, captured
     finally:
         sw.run_streamed = real  # type: ignore[assignment]
         server.close()
@@ -74,7 +74,8 @@ def _grouped_commands(polls: list) -> Iterator[list[tuple[Any, ...]]]:
         yield cmds
 
 
-def count_instructions(batches: Iterable[list[tuple[Any, ...]]], script: str | None = None) -> int:
+def count_instructions(batches: Iterable[list[tuple[Any, ...]]], script: str | None = None,
+                       keep: str | None = None) -> int:
     """Server instructions spent running `batches` (one pipeline each) on a fresh server."""
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="sf-callgrind-")
@@ -109,6 +110,8 @@ def count_instructions(batches: Iterable[list[tuple[Any, ...]]], script: str | N
     try:
         with open(out) as f:
             m = re.search(r"^totals:\s+(\d+)", f.read(), re.M)
+        if keep:
+            shutil.copyfile(out, keep)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     if not m:
@@ -124,6 +127,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--poll", type=int, default=500)
     ap.add_argument("--script", help="an apply.lua variant to count instead of the shipped one (common.lua is "
                                      "prepended)")
+    ap.add_argument("--keep", metavar="FILE", help="also save the script run's callgrind output to FILE "
+                                                   "(read it with callgrind_annotate)")
     a = ap.parse_args(argv)
     if not shutil.which("valgrind"):
         raise SystemExit("valgrind not found: apt-get install -y valgrind")
@@ -136,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
         with open(a.script) as f:
             body = common + "\n" + f.read()
     grouped = count_instructions(_grouped_commands(polls)) / n
-    store = count_instructions(calls, body) / n
+    store = count_instructions(calls, body, keep=a.keep) / n
     print(f"store_callgrind: {n} records of {', '.join(topics)}; Redis server instructions per record")
     print(f"{'grouped RPUSH+LTRIM':28} {grouped:12,.0f}")
     print(f"{'store.apply (Lua)':28} {store:12,.0f}  ({store / grouped:.1f}x the baseline)")

@@ -125,6 +125,7 @@ def build(
         cfg, [s.topic for s in specs], make_listener(ingester),
         group_id=group, instance_id=instance_id or default_instance_id(),
         from_beginning=from_beginning, features=features,
+        static_membership=settings.kafka.static_membership, assignor=settings.kafka.assignor,
     )
     ingester.consumer = consumer
     log.info("ingesting %d topics into %s (prefix %s), group %s",

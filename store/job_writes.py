@@ -1,14 +1,13 @@
-"""A station job's window writes, queued on the job's one closing pipeline.
+"""Module outputs and order cursors: the one place that writes them (job_writes.lua).
 
-A job used to store each ok output (`WindowStore.store_output`: one round trip per module)
-and move each order cursor (`WindowStore.advance_cursor`: one more) as its modules ran.
-`JobWrites` queues the same writes, on the same keys (`store.keys.Keys`), as one script call
-plus one ZADD on the pipeline that also carries the job's batch reports and the clearing of
-its running marker: one round trip for everything a job writes.
+A station job queues all of its writes as one script call plus one ZADD on the pipeline that
+also carries its batch reports and the clearing of its running marker: one round trip for
+everything a job writes. `WindowStore.store_output` and `WindowStore.advance_cursor` (one
+write each, for tools and tests) go through the same call.
 
-Same semantics as the two WindowStore methods: outputs newest first, `outputs_keep` kept, the
-module's output retention as TTL, `ts:<module>` in the station's meta hash, the station's
-last-seen score raised (never lowered) in the registry; cursors never move back.
+Outputs newest first, `outputs_keep` kept, the module's output retention as TTL,
+`ts:<module>` in the station's meta hash, the station's last-seen score raised (never
+lowered) in the registry; cursors never move back.
 """
 
 from __future__ import annotations
@@ -47,22 +46,24 @@ class JobWrites:
         self._orders_ttl = {t.alias: _ms(t.retention_s) for t in catalogue.topics if t.kind == "orders"}
 
     def queue(self, pipe: ScriptPipeline, station: str, outputs: Sequence[tuple[str, Any]],
-              cursors: Sequence[tuple[str, str, int]], ts_ms: int) -> int | None:
+              cursors: Sequence[tuple[str, str, int]], ts_ms: int, *, keep: int | None = None,
+              src: str = "local") -> int | None:
         """Queue the writes: `outputs` (module, normalised result) stored as items stamped
-        `ts_ms` from source "local"; `cursors` (module, orders alias, newest sequence number the
-        module received). Returns the index of the script's reply (the cursors after the
-        call), None when there was nothing to write."""
+        `ts_ms` from source `src`, the newest `keep` kept (default: outputs_keep); `cursors`
+        (module, orders alias, newest sequence number the module received). Returns the index
+        of the script's reply (the cursors after the call), None when there was nothing to
+        write."""
         if not outputs and not cursors:
             return None
         k = self.keys
         keys: list[str] = [k.meta(station)]
-        args: list[Any] = [len(outputs), int(ts_ms), self.keep]
+        args: list[Any] = [len(outputs), int(ts_ms), self.keep if keep is None else max(1, int(keep))]
         for module, value in outputs:
             ttl = self._output_ttl.get(module)
             if ttl is None:
                 raise KeyError(f"unknown module {module!r}")
             keys.append(k.output(station, module))
-            args += [module, encode_item(ts_ms, "local", value), ttl]
+            args += [module, encode_item(ts_ms, src, value), ttl]
         for module, alias, seq in cursors:
             keys.append(k.orders_state(station, alias))
             args += [module, int(seq), self._orders_ttl[alias]]

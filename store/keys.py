@@ -110,7 +110,8 @@ class Keys:
             (f"{p}:{s}:meta", "hash",
              "per station: hwm:<topic>:<partition> applied-offset high-water marks, ts:<alias> newest "
              "record ms, hn:/hc:<alias> newest stored hour and window cutoff, x:<alias> last TTL refresh "
-             "of the alias's keys, xm of the meta hash itself",
+             "of the alias's keys, xm of the meta hash itself, about: these meanings (a text long enough "
+             "that Redis keeps the hash as a hash table)",
              f"HGETALL '{p}:{{1053405539402387456}}:meta'"),
             (f"{p}:{s}:w:<alias>", "string (latest) / list (append)",
              "latest: one msgpack item {ts, src, payload}; append: items oldest first, capped",

@@ -62,18 +62,26 @@ class ScriptPipeline:
     def execute(self) -> list[Any]:
         """Every reply, in order; raises the first error that is not a NOSCRIPT (after the
         whole pipeline ran, as redis-py does)."""
-        replies = self.pipe.execute(raise_on_error=False)
-        again = [(at, script, a) for at, script, a in self._calls
-                 if isinstance(replies[at], redis.exceptions.NoScriptError)]
-        if again:
-            for script in {id(s): s for _, s, _ in again}.values():
-                script.load(self.r)
-            retry = self.r.pipeline(transaction=False)
-            for _, _, a in again:
-                retry.evalsha(*a)
-            for (at, _, _), v in zip(again, retry.execute(raise_on_error=False), strict=True):
-                replies[at] = v
-        for v in replies:
-            if isinstance(v, Exception):
-                raise v
-        return replies
+        return resend_noscript(self.r, self.pipe.execute(raise_on_error=False), self._calls)
+
+
+def resend_noscript(r: redis.Redis, replies: list[Any],
+                    calls: Sequence[tuple[int, LuaScript, tuple[Any, ...]]]) -> list[Any]:
+    """`replies` of a pipeline (errors returned, not raised) with the script calls that Redis
+    answered NOSCRIPT loaded and sent again, in their order, in one more round trip. `calls`
+    are (reply index, script, EVALSHA arguments: sha, numkeys, keys..., args...). Then raises
+    the first error left in `replies`, if any."""
+    again = [(at, script, a) for at, script, a in calls
+             if isinstance(replies[at], redis.exceptions.NoScriptError)]
+    if again:
+        for script in {id(s): s for _, s, _ in again}.values():
+            script.load(r)
+        retry = r.pipeline(transaction=False)
+        for _, _, a in again:
+            retry.evalsha(*a)
+        for (at, _, _), v in zip(again, retry.execute(raise_on_error=False), strict=True):
+            replies[at] = v
+    for v in replies:
+        if isinstance(v, Exception):
+            raise v
+    return replies

@@ -122,14 +122,12 @@ class BatchTracker:
         self.keep_ms = int(keep_s * 1000)
         self.reclaim_after_ms = int(reclaim_after_s * 1000)
         self._script = {n: _script(n) for n in self.SCRIPTS}
-        self._create_script: Any = None
         self.tally = Tally()
 
     # ---- creation (scheduling) ---------------------------------------------------------
-    def queue_create(self, pipe: Any, batch: NewBatch, now_ms: int) -> None:
-        """Queue create-if-absent of `batch` on `pipe` (the scheduler's pipeline: a
-        `ScriptPipeline`, or a plain redis-py pipeline); the reply is 1 (created) or 0 (already
-        there). Never creates a batch without expected stations."""
+    def queue_create(self, pipe: ScriptPipeline, batch: NewBatch, now_ms: int) -> None:
+        """Queue create-if-absent of `batch` on `pipe` (the scheduler's pipeline); the reply is
+        1 (created) or 0 (already there). Never creates a batch without expected stations."""
         if not batch.stations:
             raise TrackerError(f"batch {batch.batch_id}: no expected stations")
         deadline = now_ms + int(batch.timeout_s * 1000)
@@ -137,16 +135,10 @@ class BatchTracker:
         expected = orjson.dumps(sorted(batch.stations))
         keys = [self.keys.batch(batch.batch_id)]
         args = [batch.module, now_ms, deadline, int(batch.upload_empty), expire_ms, expected, *batch.stations]
-        if isinstance(pipe, ScriptPipeline):
-            pipe.call(self._script["tracker_create.lua"], keys, args)
-            pipe = pipe.pipe
-        else:  # a redis-py pipeline: its Script check costs a round trip, but works
-            if self._create_script is None:
-                self._create_script = self.r.register_script(self._script["tracker_create.lua"].body)
-            self._create_script(keys=keys, args=args, client=pipe)
+        pipe.call(self._script["tracker_create.lua"], keys, args)
         # NX: a replay must not move an existing deadline; a finished batch re-added here is
         # dropped by the next sweep ("done")
-        pipe.zadd(self.keys.batches_due, {batch.batch_id: deadline}, nx=True)
+        pipe.pipe.zadd(self.keys.batches_due, {batch.batch_id: deadline}, nx=True)
 
     def create(self, batches: Sequence[NewBatch], now_ms: int) -> list[bool]:
         """Create batches in one round trip; True where a batch was created (not replayed)."""

@@ -5,7 +5,7 @@ is built, so Redis works on the first while Python encodes the next). Each stati
 of the poll (in offset order) go whole into one script call; on a single Redis a call carries
 many stations (`call_records` records at most), while `cluster=True` keeps one call per
 station and per global alias so that a script never touches another station's slot.
-Arguments are compact: per record one 'stream|offset|ts|key' text and the encoded item.
+Arguments are flat: per record its stream index, offset, timestamp, key and the encoded item.
 Idempotency lives inside the scripts: a per (station or global alias, topic, partition)
 offset high-water mark in the meta hash is checked and advanced atomically with the write,
 and every upsert follows "newest record wins" (equal timestamps: later arrival wins).
@@ -34,10 +34,14 @@ from parsers.catalogue import Catalogue, TopicSpec
 from parsers.records import Record, Source
 from store.codec import decode_closed_second, decode_item, encode_item, source_from
 from store.counters import Tally
+from store.job_writes import JobWrites
 from store.keys import Keys
+from store.scripts import LuaScript, ScriptPipeline, resend_noscript
 from store.streamed import run_pipelined, run_streamed
 
 HOUR_FMT = "%Y-%m-%d %H:%M:%S"
+FIRST_CALL_RECORDS = 32  # records of a poll's first script call; each next one CALL_GROWTH times more
+CALL_GROWTH = 2
 
 
 class StoreError(Exception):
@@ -90,14 +94,20 @@ class StationWindows(dict):
 class _Unit:
     """One station's (or one global alias's) records of a poll, as apply.lua takes them."""
 
-    __slots__ = ("station", "meta", "base", "recs", "sis")
+    __slots__ = ("station", "meta", "base", "recs")
 
     def __init__(self, station: str | None, meta: str, base: str) -> None:
         self.station = station
         self.meta = meta
         self.base = base
-        self.recs: list[Any] = []  # 2 fields per record: 'stream|offset|ts|key', item
-        self.sis: list[int] = []  # stream index per record
+        self.recs: list[Any] = []  # 5 fields per record: stream offset ts key item
+
+    def __len__(self) -> int:  # records
+        return len(self.recs) // 5
+
+    def sis(self) -> list[int]:
+        """The stream index of each record (the first of its 5 fields)."""
+        return self.recs[0::5]
 
 
 @functools.lru_cache(maxsize=4096)
@@ -124,21 +134,8 @@ def _load(name: str) -> str:
     return common + "\n" + (base / name).read_text()
 
 
-class _Scripts:
-    """Script bodies and SHAs; loaded once per store, re-loaded after a Redis restart."""
-
-    NAMES = ("apply.lua", "close_orders.lua", "read_orders.lua", "advance_cursor.lua")
-
-    def __init__(self, r: redis.Redis) -> None:
-        self.r = r
-        self.body = {n: _load(n) for n in self.NAMES}
-        self.sha: dict[str, str] = {}
-        self.load()
-
-    def load(self) -> None:
-        for n, body in self.body.items():
-            sha = self.r.script_load(body)
-            self.sha[n] = sha.decode() if isinstance(sha, bytes) else sha
+#: the window scripts, each with common.lua in front
+_SCRIPT_NAMES = ("apply.lua", "close_orders.lua", "read_orders.lua")
 
 
 class WindowStore:
@@ -148,7 +145,9 @@ class WindowStore:
         self.catalogue = catalogue
         self.keys = Keys(prefix)
         self.outputs_keep = max(1, int(outputs_keep))
-        self.scripts = _Scripts(r)
+        self.scripts = {n: LuaScript(n, _load(n)) for n in _SCRIPT_NAMES}
+        self.writes = JobWrites(catalogue, prefix, self.outputs_keep)  # outputs and cursors
+        self._load_scripts()
         self.cluster = bool(cluster)
         self.call_records = max(1, int(call_records))
         self._defs: dict[str, list[Any]] = {}
@@ -205,65 +204,91 @@ class WindowStore:
         return rec.key or ""
 
     def apply(self, messages: Sequence[tuple[Source, list[Record]]], now_ms: int) -> ApplyResult:
-        """Write every record of one poll; see the module docstring for the guarantees."""
+        """Write every record of one poll; see the module docstring for the guarantees.
+
+        Records are first sorted into their stations (a cheap pass); each station's unit is
+        then built only when its script call is, and the first call is small, so Redis starts
+        while Python still builds and encodes the rest. A StoreError found while building
+        (a record the store cannot place) leaves the calls already sent applied; a retry skips
+        them as replays."""
         now_ms = int(now_ms)
         result = ApplyResult()
-        units: dict[Any, _Unit] = {}
+        by_alias = self.catalogue.by_alias
+        keys = self.keys
+        # pass 1: records to units, in first-appearance order; (message index, record index, record)
+        buckets: dict[Any, list[tuple[int, int, Record]]] = {}
+        for i, (src, records) in enumerate(messages):
+            if src.timestamp_ms < 0 or src.offset < 0:  # the scripts compare both as decimal strings
+                raise StoreError(f"{src.coords()}: negative timestamp {src.timestamp_ms} or offset")
+            for j, rec in enumerate(records):
+                alias = rec.alias
+                spec = by_alias.get(alias)
+                if spec is None:
+                    raise StoreError(f"unknown alias {alias!r} in {src.coords()}")
+                if spec.kind == "global":
+                    ukey: Any = ("g", alias)
+                else:
+                    ukey = rec.station_id
+                    if ukey is None:
+                        raise StoreError(f"record of {src.coords()} ({alias}) has no station id")
+                b = buckets.get(ukey)
+                if b is None:
+                    b = buckets[ukey] = []
+                b.append((i, j, rec))
+        stations = [k for k in buckets if type(k) is not tuple]  # global units are ('g', alias)
+
         streams: dict[tuple[str, str], int] = {}  # (alias, 'topic:partition') -> index from 1
         stream_info: list[tuple[TopicSpec, str]] = [(None, "")]  # type: ignore[list-item]  # index -> (spec, topic)
         aliases: dict[str, int] = {}
+        alias_specs: list[TopicSpec] = []  # alias index - 1 -> spec
+        # per stream index: (alias index, its 7 fields, 'topic:partition'), for the call heads
+        head: list[tuple[int, list[Any], str]] = [(0, [], "")]
         due: dict[str, dict[str, int]] = defaultdict(dict)
-        seen: set[tuple[str | None, str]] = set()
-        by_alias = self.catalogue.by_alias
-        keys = self.keys
-        triggers = result.triggers
-        for src, records in messages:
-            topic = src.topic
-            part = f"{topic}:{src.partition}"
-            coords = f"{part}:{src.offset}"
-            ts = src.timestamp_ms
-            offset = src.offset
-            mid = f"|{offset}|{ts}|"
-            if len(records) > 1:
-                seen.clear()
-            for rec in records:
+        keyed: list[tuple[int, int, Trigger]] = []  # record triggers with their poll position
+        msg_info: list[Any] = [None] * len(messages)  # per message: its strings, built once
+
+        def build(ukey: Any, entries: list[tuple[int, int, Record]]) -> _Unit:
+            """pass 2, one unit: stream indexes, record keys and script fields of its records."""
+            if type(ukey) is tuple:
+                sid: str | None = None
+                unit = _Unit(None, keys.global_meta(ukey[1]), keys.global_window(ukey[1]))
+            else:
+                sid = ukey
+                unit = _Unit(ukey, keys.meta(ukey), keys.station_base(ukey))
+            recs = unit.recs
+            seen: set[tuple[int, str]] = set()
+            for i, j, rec in entries:
+                m = msg_info[i]
+                src, records = messages[i]
+                if m is None:
+                    part = f"{src.topic}:{src.partition}"
+                    m = msg_info[i] = (part, f"{part}:{src.offset}", int(src.timestamp_ms), str(src.offset),
+                                       str(int(src.timestamp_ms)))
+                part, coords, ts, off_s, ts_s = m
                 alias = rec.alias
                 si = streams.get((alias, part))
                 if si is None:
-                    spec = by_alias.get(alias)
-                    if spec is None:
-                        raise StoreError(f"unknown alias {alias!r} in {coords}")
+                    spec = by_alias[alias]
                     if alias not in aliases:
                         aliases[alias] = len(aliases) + 1
+                        alias_specs.append(spec)
                     si = streams[(alias, part)] = len(streams) + 1
-                    stream_info.append((spec, topic))
+                    stream_info.append((spec, src.topic))
+                    head.append((aliases[alias], self._alias_def(spec), part))
                 else:
                     spec = stream_info[si][0]
                 kind = spec.kind
-                if kind == "global":
-                    sid = None
-                    unit = units.get(("g", alias))
-                    if unit is None:
-                        unit = units[("g", alias)] = _Unit(None, keys.global_meta(alias), keys.global_window(alias))
-                else:
-                    sid = rec.station_id
-                    unit = units.get(sid)
-                    if unit is None:
-                        if sid is None:
-                            raise StoreError(f"record of {coords} ({alias}) has no station id")
-                        unit = units[sid] = _Unit(sid, keys.meta(sid), keys.station_base(sid))
                 key = rec.key if kind == "devices" and rec.key else self._record_key(spec, rec, src)
-                unit.recs += (f"{si}{mid}{key}", (ts, coords, rec.payload))
-                unit.sis.append(si)
+                recs += (si, off_s, ts_s, key, (ts, coords, rec.payload))
                 if kind == "orders":
                     due[alias].setdefault(f"{sid}|{key}", now_ms + int(spec.order_close_s * 1000))
                 elif len(records) == 1:
-                    triggers.append(Trigger(sid, alias, src))
-                elif (sid, alias) not in seen:  # one trigger per (station, alias) of a message
-                    seen.add((sid, alias))
-                    triggers.append(Trigger(sid, alias, src))
-        # per stream index: (alias index, its 7 fields, 'topic:partition'), for the call heads
-        head = [(0, [], "")] + [(aliases[a], self._alias_def(by_alias[a]), part) for (a, part) in streams]
+                    keyed.append((i, j, Trigger(sid, alias, src)))
+                elif (i, alias) not in seen:  # one trigger per (station, alias) of a message
+                    seen.add((i, alias))
+                    keyed.append((i, j, Trigger(sid, alias, src)))
+            return unit
+
         flushed = self.tally.drain()
         calls: list[tuple[list[_Unit], list[Any]]] = []
 
@@ -271,47 +296,69 @@ class WindowStore:
             # built while Redis already runs the calls sent before (see store.streamed)
             for (group, fld), n in flushed.items():
                 yield ("HINCRBY", keys.counters(group), fld, n)
-            sha = self.scripts.sha["apply.lua"]
-            for call in self._group(units.values(), now_ms, head):
+            sha = self.scripts["apply.lua"].sha
+            station_units = (build(k, buckets[k]) for k in stations)
+            global_units = (build(k, b) for k, b in buckets.items() if type(k) is tuple)
+            for call in self._group(station_units, global_units, now_ms, head):
                 calls.append(call)
                 yield ("EVALSHA", sha, *call[1])
-            stations = [u.station for u in units.values() if u.station is not None]
             if stations:
                 yield ("ZADD", keys.stations, "GT", *(x for st in stations for x in (now_ms, st)))
             for alias, members in due.items():
                 yield ("ZADD", keys.orders_due(alias), "NX", *(x for m, sc in members.items() for x in (sc, m)))
 
+        first = len(flushed)
+        accounted: set[int] = set()
+        closed: list[Trigger] = []
+
+        def on_reply(i: int, reply: Any) -> None:
+            # a script's reply is accounted while Redis still runs the later calls
+            j = i - first
+            if 0 <= j < len(calls) and not isinstance(reply, Exception):
+                self._account(result, calls[j][0], stream_info, alias_specs, reply, closed)
+                accounted.add(j)
+
         try:
             if self.cluster:
-                replies = run_pipelined(self.r, commands())
+                replies = run_pipelined(self.r, commands(), on_reply)
             else:
-                replies = run_streamed(self.r, commands())
-            replies = self._finish(replies, "apply.lua", [c[1] for c in calls], first=len(flushed))
+                replies = run_streamed(self.r, commands(), on_reply)
+            # re-runs the calls a Redis restart answered with NOSCRIPT; raises any other error
+            replies = self._finish(replies, "apply.lua", [c[1] for c in calls], first=first)
         except Exception:
-            self.tally.restore(flushed)  # the caller retries the poll; keep the counts for then
+            # the caller retries the poll; keep the counts for then (the calls that did apply
+            # stay counted: their retry counts as replays)
+            self.tally.restore(flushed)
             raise
-        alias_specs = [by_alias[a] for a in aliases]
-        for (group, _), reply in zip(calls, replies, strict=True):
-            self._account(result, group, stream_info, alias_specs, reply)
+        for j, (group, _) in enumerate(calls):
+            if j not in accounted:
+                self._account(result, group, stream_info, alias_specs, replies[j], closed)
+        # record triggers in poll order, then order-close triggers station by station
+        keyed.sort()  # (message, record) positions are unique: the Triggers are never compared
+        result.triggers.extend(t for _, _, t in keyed)
+        rank = {sid: i for i, sid in enumerate(stations)}
+        closed.sort(key=lambda t: rank.get(t.station_id, -1))
+        result.triggers.extend(closed)
         return result
 
-    def _group(self, units: Iterable[_Unit], now_ms: int,
+    def _group(self, station_units: Iterable[_Unit], global_units: Iterable[_Unit], now_ms: int,
                head: list[tuple[int, list[Any], str]]) -> Iterator[tuple[list[_Unit], list[Any]]]:
         """Units -> script calls (built one at a time): one per unit under Redis Cluster, else
-        units packed up to `call_records` records per call (global windows apart: their meta
-        never expires)."""
+        units packed up to `call_records` records per call, the first calls smaller (global
+        windows apart: their meta never expires)."""
         limit = 1 if self.cluster else self.call_records
-        for is_global, ret in ((False, self.meta_retention), (True, "")):
+        # calls grow from FIRST_CALL_RECORDS by CALL_GROWTH up to `limit`: Redis runs a call
+        # several times slower than Python builds one of the same size, so it never waits
+        size = min(limit, FIRST_CALL_RECORDS)
+        for units, ret in ((station_units, self.meta_retention), (global_units, "")):
             group: list[_Unit] = []
             n = 0
             for u in units:
-                if (u.station is None) != is_global:
-                    continue
                 group.append(u)
-                n += len(u.sis)
-                if n >= limit:
+                n += len(u)
+                if n >= size:
                     yield group, self._call_args(group, now_ms, ret, head)
-                    group, n = [], 0
+                    group, n, size = [], 0, min(limit, size * CALL_GROWTH)
             if group:
                 yield group, self._call_args(group, now_ms, ret, head)
 
@@ -320,7 +367,7 @@ class WindowStore:
         args: list[Any] = [len(group)]
         args += [u.meta for u in group]
         args += (now_ms, ret)
-        used = sorted({si for u in group for si in u.sis})
+        used = sorted({si for u in group for si in u.sis()})
         defs = {head[si][0]: head[si][1] for si in used}
         args.append(len(defs))
         for ai, d in defs.items():
@@ -331,41 +378,35 @@ class WindowStore:
             args += (si, head[si][0], head[si][2])
         for u in group:
             recs = u.recs
-            if recs and type(recs[1]) is tuple:  # items are encoded here, call by call
-                recs[1::2] = [encode_item(*x) for x in recs[1::2]]
-            args += (u.base, len(u.sis))
+            if recs and type(recs[4]) is tuple:  # items are encoded here, call by call
+                recs[4::5] = [encode_item(*x) for x in recs[4::5]]
+            args += (u.base, len(u))
             args += recs
         return args
+
+    def _load_scripts(self) -> None:
+        for s in self.scripts.values():
+            s.load(self.r)
 
     def _execute(self, pipe: Any, script: str, script_args: list[list[Any]], first: int) -> list[Any]:
         return self._finish(pipe.execute(raise_on_error=False), script, script_args, first)
 
     def _finish(self, replies: list[Any], script: str, script_args: list[list[Any]], first: int) -> list[Any]:
-        """The script replies of a pipeline's replies; scripts lost by a Redis restart are
-        re-loaded and re-run alone (an EVALSHA that failed with NOSCRIPT changed nothing, so
-        re-running is exact). `script_args` are each call's numkeys, keys and args."""
-        out = replies[first:first + len(script_args)]
-        missing = [i for i, x in enumerate(out) if isinstance(x, redis.exceptions.NoScriptError)]
-        if missing:
-            self.scripts.load()
-            p2 = self.r.pipeline(transaction=False)
-            for i in missing:
-                p2.evalsha(self.scripts.sha[script], *script_args[i])
-            for i, x in zip(missing, p2.execute(raise_on_error=False), strict=True):
-                out[i] = x
-        for x in replies[:first] + out + replies[first + len(script_args):]:
-            if isinstance(x, Exception):
-                raise x
-        return out
+        """The replies of `script`'s calls (from index `first` of a pipeline's replies); calls
+        lost to a Redis restart are re-sent (store.scripts.resend_noscript: an EVALSHA refused
+        with NOSCRIPT changed nothing). `script_args` are each call's numkeys, keys and args."""
+        s = self.scripts[script]
+        calls = [(first + i, s, (s.sha, *a)) for i, a in enumerate(script_args)]
+        return resend_noscript(self.r, replies, calls)[first:first + len(script_args)]
 
     _FIELD = {"a": "records_applied", "s": "records_superseded", "r": "replays_skipped", "i": "hours_ignored"}
 
     def _account(self, result: ApplyResult, group: list[_Unit], stream_info: list[tuple[TopicSpec, str]],
-                 aliases: list[TopicSpec], reply: list[Any]) -> None:
+                 aliases: list[TopicSpec], reply: list[Any], closed: list[Trigger]) -> None:
         status, closes, evicted = reply
         status = status.decode() if isinstance(status, bytes) else status
         tally = self.tally
-        sis = [si for u in group for si in u.sis]
+        sis = [si for u in group for si in u.sis()]
         for (st, si), n in Counter(zip(status, sis, strict=True)).items():
             spec, topic = stream_info[si]
             group_name = f"topic:{topic}"
@@ -393,13 +434,13 @@ class WindowStore:
             result.seconds_evicted += n
             tally.add(f"topic:{spec.topic}", "seconds_evicted", n)
         if closes:
-            ends = list(accumulate(len(u.sis) for u in group))
+            ends = list(accumulate(len(u) for u in group))
             for j in range(0, len(closes), 6):
                 idx, _seq, _sec, _late, osrc, ots = closes[j:j + 6]
                 i = int(idx) - 1
                 station = group[bisect_right(ends, i)].station
                 o = osrc.decode() if isinstance(osrc, bytes) else osrc
-                result.triggers.append(Trigger(station, stream_info[sis[i]][0].alias, source_from(o, int(ots))))
+                closed.append(Trigger(station, stream_info[sis[i]][0].alias, source_from(o, int(ots))))
 
     def flush_counters(self) -> None:
         """Write counters gathered by the last calls (each apply also flushes the previous one's)."""
@@ -440,7 +481,7 @@ class WindowStore:
                 a = [1, self.keys.orders_state(sid, spec.alias), wkey, now_ms, sec, spec.window_size,
                      self._order_modules.get(spec.alias, ""), _ms(spec.retention_s)]
                 args.append(a)
-                pipe.evalsha(self.scripts.sha["close_orders.lua"], *a)
+                pipe.evalsha(self.scripts["close_orders.lua"].sha, *a)
             replies = self._execute(pipe, "close_orders.lua", args, first=0)
             done = []
             p2 = self.r.pipeline(transaction=False)
@@ -469,13 +510,9 @@ class WindowStore:
     def advance_cursor(self, station: str, module: str, alias: str, seq: int) -> int:
         """Record that `module` received every closed second up to `seq` (never moves back)."""
         spec = self.catalogue.topic(alias)
-        st = self.keys.orders_state(station, spec.alias)
-        args = [module, int(seq), _ms(spec.retention_s)]
-        try:
-            return int(self.r.evalsha(self.scripts.sha["advance_cursor.lua"], 1, st, *args))
-        except redis.exceptions.NoScriptError:
-            self.scripts.load()
-            return int(self.r.evalsha(self.scripts.sha["advance_cursor.lua"], 1, st, *args))
+        sp = ScriptPipeline(self.r)
+        at = self.writes.queue(sp, station, [], [(module, spec.alias, int(seq))], 0)
+        return int(sp.execute()[at][0])  # type: ignore[index]
 
     # ---- reading -----------------------------------------------------------------------
     def present(self, stations: Iterable[str], names: Iterable[str],
@@ -572,13 +609,13 @@ class WindowStore:
                 plan.append((name, "hash"))
             elif spec.kind == "orders":
                 users = list(users_of.get(name, []))
-                pipe.evalsha(self.scripts.sha["read_orders.lua"], 2, k.orders_closed(station, spec.alias),
+                pipe.evalsha(self.scripts["read_orders.lua"].sha, 2, k.orders_closed(station, spec.alias),
                              k.orders_state(station, spec.alias), *users)
                 plan.append(((name, tuple(users)), "orders"))
         try:
             replies = pipe.execute()
         except redis.exceptions.NoScriptError:
-            self.scripts.load()
+            self._load_scripts()
             return self._read(station, names, users_of)
         data: dict[Any, Any] = {}
         for (name, how), v in zip(plan, replies, strict=True):
@@ -606,16 +643,9 @@ class WindowStore:
         spec = self.catalogue.topic(module) if module in self.catalogue.by_alias else None
         if spec is None or not spec.is_module_output:
             raise StoreError(f"unknown module {module!r}")
-        keep = self.outputs_keep if keep is None else max(1, int(keep))
-        key = self.keys.output(station, module)
-        pipe = self.r.pipeline(transaction=False)
-        pipe.lpush(key, encode_item(ts_ms, src, result))
-        pipe.ltrim(key, 0, keep - 1)
-        if spec.retention_s is not None:
-            pipe.pexpire(key, int(spec.retention_s * 1000))
-        pipe.hset(self.keys.meta(station), f"ts:{module}", int(ts_ms))
-        pipe.zadd(self.keys.stations, {station: int(ts_ms)}, gt=True)
-        pipe.execute()
+        sp = ScriptPipeline(self.r)
+        self.writes.queue(sp, station, [(spec.alias, result)], [], ts_ms, keep=keep, src=src)
+        sp.execute()
 
     def read_output(self, station: str, module: str, n: int = 1) -> list[dict[str, Any]]:
         """The newest `n` outputs (Items), newest first."""

@@ -58,7 +58,7 @@ class WorkerContext:
         self.store = WindowStore(self.r, self.catalogue, self.prefix, outputs_keep=self.outputs_keep)
         self.tracker = BatchTracker(self.r, self.prefix)
         self.pending = PendingRuns(self.r, self.prefix)
-        self.writes = JobWrites(self.catalogue, self.prefix, self.outputs_keep)
+        self.writes = self.store.writes
         self.order_inputs = {
             m.name: tuple(a for a in m.inputs if self.catalogue.by_alias[a].kind == "orders")
             for m in self.catalogue.modules

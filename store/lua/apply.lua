@@ -10,8 +10,8 @@
 --   fields (stream_index alias_index 'topic:partition') -- only those the call's records use;
 --   indexes are the caller's, shared by every call of a poll --, then per unit (one per
 --   KEYS entry, same order):
---   base, n_records, then per record, in offset order, 2 fields: 'stream_index|offset|ts|key'
---   and item.
+--   base, n_records, then per record, in offset order, 5 fields: stream_index offset ts key
+--   item (separate arguments: string.match over a packed header cost ~10% of the script).
 -- A unit's window key of an alias is base .. suffix. x1/x2: devices x1 = ttl ms; orders
 --   x1 = close ms, x2 = modules csv. Hourly keys are 'hour|oldest hour kept when this hour
 --   is the newest'.
@@ -20,10 +20,33 @@
 -- l late order); closes is flat {record_index, seq, second, late, src, ts} per closed order
 -- second (record_index counts from 1 over the whole call); evicted is flat {alias_index, n}
 -- of closed seconds evicted before every module received them.
-local call, tonumber, match = redis.call, tonumber, string.match
+local call, tonumber = redis.call, tonumber
 local now = tonumber(ARGV[1])
 local meta_ret = ARGV[2]
 local pos = 3
+-- Written into a meta hash when it gains a partition (and at its TTL refresh). Besides telling
+-- an operator what the fields mean, it is longer than hash-max-listpack-value (64): Redis then
+-- keeps the hash as a real hash table instead of a listpack, where each of the ~10 fields that
+-- every call reads was a linear scan over ~40 fields (about 5% of the script's instructions).
+local ABOUT = 'stationflow window meta: hwm:<topic>:<partition> last applied offset, ts:<alias> newest record ms, x:<alias>/xm last TTL refresh'
+-- TTL refresh stamps are now_ms strings. A stamp is due when stamp <= now - every, compared
+-- as decimal strings (length first) against a threshold computed once: tonumber (strtod) on
+-- every stamp of every station was a visible share of the script.
+local function threshold(x)
+  if x < 0 then return nil end  -- no stamp is that old
+  return string.format('%d', math.floor(x))
+end
+-- x >= y for timestamps and offsets: decimal strings of non-negative integers without leading
+-- zeros (the caller guarantees it), so length decides first
+local function ge(x, y)
+  local lx, ly = #x, #y
+  if lx ~= ly then return lx > ly end
+  return x >= y
+end
+local function due(stamp, thr)
+  if not stamp then return true end
+  return thr ~= nil and ge(thr, stamp)
+end
 local D = {}
 local na = tonumber(ARGV[pos]); pos = pos + 1
 for _ = 1, na do
@@ -32,12 +55,18 @@ for _ = 1, na do
   local alias, kind = ARGV[pos], ARGV[pos + 1]
   local d = {alias = alias, kind = kind, suffix = ARGV[pos + 2], ret = ARGV[pos + 3],
              cap = tonumber(ARGV[pos + 4]), x1 = ARGV[pos + 5], x2 = ARGV[pos + 6], idx = i,
-             ts_f = 'ts:' .. alias, x_f = 'x:' .. alias}
-  if d.ret ~= '' then d.every = tonumber(d.ret) / 64 end
+             ts_f = 'ts:' .. alias, x_f = 'x:' .. alias, wkey = '', loaded = false, ts = false, ts_s = false,
+             refresh = false, tkey = false, created = false, touched = false, items = false, hn = false,
+             hc = false, hour_moved = false, dirty = false}
+  if d.ret ~= '' then
+    d.every = tonumber(d.ret) / 64
+    d.thr = threshold(now - d.every)
+  end
   if kind == 'hourly' then d.hn_f, d.hc_f = 'hn:' .. alias, 'hc:' .. alias end
   if kind == 'devices' and d.x1 ~= '' then
     d.cutoff = now - tonumber(d.x1)
     d.cutoff_s = '(' .. string.format('%d', d.cutoff)
+    d.cutoff_t = threshold(d.cutoff)
   end
   if kind == 'orders' then
     d.mods = csv(d.x2)
@@ -50,11 +79,12 @@ for _ = 1, na do
 end
 -- the meta hash lives meta_ret + 1/64 after its last TTL refresh (xm), which happens at most
 -- every meta_ret/64: it outlives every window key written since (those live retention <= meta_ret)
-local meta_ttl, meta_every
+local meta_ttl, meta_every, meta_thr
 if meta_ret ~= '' then
   local mr = tonumber(meta_ret)
   meta_every = mr / 64
   meta_ttl = string.format('%d', mr + math.floor(mr / 64))
+  meta_thr = threshold(now - meta_every)
 end
 local SK = {}
 local ns = tonumber(ARGV[pos]); pos = pos + 1
@@ -79,9 +109,8 @@ local function init(a)
   if a.loaded then return a end
   a.loaded = true
   local k = a.kind
-  a.ts = tonumber(M[a.ts_f])
-  local stamp = tonumber(M[a.x_f])
-  a.refresh = a.every ~= nil and (stamp == nil or now - stamp >= a.every)
+  a.ts = M[a.ts_f] or nil
+  a.refresh = a.every ~= nil and due(M[a.x_f], a.thr)
   if k == 'hourly' then
     a.tkey = a.wkey .. ':ts'
     if call('EXISTS', a.wkey) == 1 then a.hn, a.hc = M[a.hn_f], M[a.hc_f]
@@ -110,8 +139,7 @@ local function init(a)
     a.had_open = f[1] and true or false
     a.seq = tonumber(f[4]) or 0
     a.open_src, a.open_ts, a.open_blob = f[5], f[6], f[7] or ''
-    a.cursors = {}
-    for i = 1, #a.mods do a.cursors[i] = tonumber(f[7 + i]) or 0 end
+    a.stf = f  -- the cursors (f[8..]) are parsed only when seconds are evicted
     a.cb_seen = {}
     a.card = call('ZCARD', a.wkey)
     if a.card == 0 or a.seq == 0 then a.created = true end
@@ -119,8 +147,9 @@ local function init(a)
   return a
 end
 
-local function bump_ts(a, ts, nts)
-  if a.ts == nil or nts > a.ts then a.ts = nts; a.ts_s = ts end
+-- a.ts: the alias's newest record timestamp (string); a.ts_s: set when this call moved it
+local function bump_ts(a, ts)
+  if a.ts == nil or not ge(a.ts, ts) then a.ts = ts; a.ts_s = ts end
 end
 
 local function close_bucket(a, idx, sec, late, blob, src, ts, cause)
@@ -188,72 +217,63 @@ local ridx = 0
 -- growing a dozen small tables per station was a large share of the script's cost
 local A, fseen = {}, {}
 M, hwm, applying, meta_out = {}, {}, {}, {}
-local alist, mnames, Rs, Ro, Rt, Rk = {}, {}, {}, {}, {}, {}
+local alist, mnames = {}, {}
 for u = 1, #KEYS do
   local meta = KEYS[u]
   local base = ARGV[pos]
   local first_rec = pos + 2
   local n = tonumber(ARGV[pos + 1])
-  pos = first_rec + n * 2
+  pos = first_rec + n * 5
 
   -- the aliases and partitions of this unit, and every meta field it may need, in one read
-  local r, nm, na_u = 0, 0, 0
-  for b = first_rec, pos - 1, 2 do
-    local si, off_s, ts, key = match(ARGV[b], '^(%d+)|(%d+)|([^|]*)|(.*)$')
-    local s = SK[si]
-    r = r + 1
-    Rs[r], Ro[r], Rt[r], Rk[r] = s, off_s, ts, key
+  local nm, na_u = 0, 0
+  for b = first_rec, pos - 1, 5 do
+    local s = SK[ARGV[b]]
     local f = s.field
     if not fseen[f] then fseen[f] = true; nm = nm + 1; mnames[nm] = f end
     if not A[s.ai] then
-      local d = D[s.ai]
-      -- every field a unit may set is named here, so the table is sized once
-      local a = {alias = d.alias, kind = d.kind, wkey = base .. d.suffix, ret = d.ret, cap = d.cap,
-                 x1 = d.x1, x2 = d.x2, idx = d.idx, mods = d.mods, ts_f = d.ts_f, x_f = d.x_f,
-                 hn_f = d.hn_f, hc_f = d.hc_f, every = d.every, cutoff = d.cutoff, cutoff_s = d.cutoff_s,
-                 names = d.names, close_ms = d.close_ms, loaded = false, ts = nil, ts_s = nil,
-                 refresh = false, tkey = nil, created = false, touched = false, items = nil, hn = nil,
-                 hc = nil, hour_moved = false, dirty = false}
+      -- an alias's state table is reused by every unit of the call (reset here): building a
+      -- fresh 30-field table per station and alias cost more than the writes themselves
+      local a = D[s.ai]
+      a.wkey = base .. a.suffix
+      a.loaded, a.ts, a.ts_s, a.refresh, a.tkey, a.created, a.touched = false, nil, nil, false, nil, false, false
+      a.items, a.hn, a.hc, a.hour_moved, a.dirty = nil, nil, nil, false, false
       A[s.ai] = a
       na_u = na_u + 1
       alist[na_u] = a
-      mnames[nm + 1] = d.ts_f
-      mnames[nm + 2] = d.x_f
+      mnames[nm + 1] = a.ts_f
+      mnames[nm + 2] = a.x_f
       nm = nm + 2
-      if d.hn_f then mnames[nm + 1] = d.hn_f; mnames[nm + 2] = d.hc_f; nm = nm + 2 end
+      if a.hn_f then mnames[nm + 1] = a.hn_f; mnames[nm + 2] = a.hc_f; nm = nm + 2 end
     end
   end
   nm = nm + 1
   mnames[nm] = 'xm'
   local mvals = call('HMGET', meta, unpack(mnames, 1, nm))
   for i = 1, nm do M[mnames[i]] = mvals[i] end
-  for f in pairs(fseen) do hwm[f] = tonumber(M[f]) or -1; applying[f] = nil end
+  local fresh = false
+  for f in pairs(fseen) do hwm[f] = M[f]; applying[f] = nil; if not M[f] then fresh = true end end
 
-  r = 0
-  for b = first_rec, pos - 1, 2 do
-    r = r + 1
-    local s = Rs[r]
+  for b = first_rec, pos - 1, 5 do
+    local s = SK[ARGV[b]]
     local a = A[s.ai]
-    local off_s = Ro[r]
-    local offset = tonumber(off_s)
-    local key, item, ts = Rk[r], ARGV[b + 1], Rt[r]
+    local off_s, ts, key, item = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
     ridx = ridx + 1
     local idx = ridx
     local field = s.field
     local h = hwm[field]
-    if offset <= h and applying[field] ~= offset then
+    if h and ge(h, off_s) and applying[field] ~= off_s then
       status[idx] = 'r'
       if a.kind == 'orders' then replay_closes(a, idx, s.pre .. off_s) end
     else
-      applying[field] = offset
-      hwm[field] = offset
+      applying[field] = off_s
+      hwm[field] = off_s
       meta_out[field] = off_s
       init(a)
       local st = 'a'
-      local nts = tonumber(ts)
       local k = a.kind
       if k == 'latest' or k == 'output' then
-        if a.ts == nil or nts >= a.ts or call('EXISTS', a.wkey) == 0 then
+        if a.ts == nil or ge(ts, a.ts) or call('EXISTS', a.wkey) == 0 then
           if k == 'latest' then
             if a.ret ~= '' then call('SET', a.wkey, item, 'PX', a.ret)
             else call('SET', a.wkey, item) end
@@ -261,13 +281,13 @@ for u = 1, #KEYS do
             a.items[#a.items + 1] = item
             a.touched = true
           end
-          a.ts, a.ts_s = nts, ts
+          a.ts, a.ts_s = ts, ts
         else
           st = 's'
         end
       elseif k == 'append' then
         a.items[#a.items + 1] = item
-        bump_ts(a, ts, nts)
+        bump_ts(a, ts)
         a.touched = true
       elseif k == 'hourly' then
         -- key is 'hour|oldest hour kept when this hour is the newest'
@@ -282,22 +302,22 @@ for u = 1, #KEYS do
               if old < cut then call('HDEL', a.wkey, old); call('HDEL', a.tkey, old) end
             end
           end
-          local old = tonumber(call('HGET', a.tkey, hour))
-          if old == nil or nts >= old then
+          local old = call('HGET', a.tkey, hour)
+          if not old or ge(ts, old) then
             call('HSET', a.wkey, hour, item)
             call('HSET', a.tkey, hour, ts)
           else
             st = 's'
           end
-          bump_ts(a, ts, nts)
+          bump_ts(a, ts)
           a.touched = true
         end
       elseif k == 'devices' then
-        if a.cutoff and nts < a.cutoff then
+        if a.cutoff_t and not ge(ts, a.cutoff_t) then
           st = 's'  -- already older than the TTL: it would be removed by this very write
         else
           local won = call('ZADD', a.tkey, 'GT', 'CH', ts, key) == 1
-          if not won then won = tonumber(call('ZSCORE', a.tkey, key)) == nts end  -- a tie: later wins
+          if not won then won = tonumber(call('ZSCORE', a.tkey, key)) == tonumber(ts) end  -- a tie: later wins
           if won then
             if call('HSET', a.wkey, key, item) == 1 then
               -- a new device (or a new key): cap, and give both keys a full TTL at write-back
@@ -313,11 +333,11 @@ for u = 1, #KEYS do
             st = 's'
           end
         end
-        bump_ts(a, ts, nts)
+        bump_ts(a, ts)
         a.touched = true
       elseif k == 'global' then
-        local old = tonumber(call('HGET', a.tkey, key))
-        if old == nil or nts >= old then
+        local old = call('HGET', a.tkey, key)
+        if not old or ge(ts, old) then
           call('HSET', a.wkey, key, item)
           call('HSET', a.tkey, key, ts)
           local nk = call('HLEN', a.tkey)
@@ -330,11 +350,11 @@ for u = 1, #KEYS do
         else
           st = 's'
         end
-        bump_ts(a, ts, nts)
+        bump_ts(a, ts)
         a.touched = true
       elseif k == 'orders' then
         if apply_order(a, idx, key, item, ts, s.pre .. off_s) then st = 'l' end
-        bump_ts(a, ts, nts)
+        bump_ts(a, ts)
         a.touched = true
       else
         return redis.error_reply('unknown window kind ' .. k)
@@ -374,7 +394,12 @@ for u = 1, #KEYS do
           call('HDEL', a.st, 'open', 'deadline', 'open_src', 'open_ts', 'open_items')
         end
         call('HSET', a.st, unpack(f))
-        local ev = evict_seconds(a.wkey, a.seq, a.card, a.cap, a.cursors)
+        local ev = 0
+        if a.card > a.cap then
+          local cursors = {}
+          for i = 1, #a.mods do cursors[i] = tonumber(a.stf[7 + i]) or 0 end
+          ev = evict_seconds(a.wkey, a.seq, a.card, a.cap, cursors)
+        end
         if a.card > a.cap then call('ZREMRANGEBYSCORE', a.cbkey, '-inf', a.seq - a.cap) end
         if ev > 0 then evicted[#evicted + 1] = a.idx; evicted[#evicted + 1] = ev end
       end
@@ -392,9 +417,9 @@ for u = 1, #KEYS do
   local mf = {}
   for f, v in pairs(meta_out) do mf[#mf + 1] = f; mf[#mf + 1] = v; meta_out[f] = nil end
   for f in pairs(fseen) do fseen[f] = nil end
-  local stamp = tonumber(M.xm)
-  local refresh_meta = meta_ttl and (stamp == nil or now - stamp >= meta_every)
+  local refresh_meta = meta_ttl and due(M.xm, meta_thr)
   if refresh_meta then mf[#mf + 1] = 'xm'; mf[#mf + 1] = ARGV[1] end
+  if fresh or refresh_meta then mf[#mf + 1] = 'about'; mf[#mf + 1] = ABOUT end
   if #mf > 0 then call('HSET', meta, unpack(mf)) end
   if refresh_meta then call('PEXPIRE', meta, meta_ttl) end
 end

@@ -1,5 +1,5 @@
 -- A station job's window writes, in one call: every ok module's output and every order
--- cursor its modules moved (the same writes as WindowStore.store_output / advance_cursor).
+-- cursor its modules moved (also behind WindowStore.store_output / advance_cursor).
 -- KEYS[1] meta hash, then n output lists, then m order state hashes (all tagged {station})
 -- ARGV: n, ts_ms, keep, then n x (module, item, retention_ms or ''),
 --       then m x (module, seq, retention_ms or '')

@@ -32,7 +32,8 @@ def test_apply_survives_a_dead_connection(redis_url, redis_client, monkeypatch):
 
     fallbacks, failed = [], []
     pipelined = store.streamed.run_pipelined
-    monkeypatch.setattr(store.streamed, "run_pipelined", lambda r, cmds: fallbacks.append(1) or pipelined(r, cmds))
+    monkeypatch.setattr(store.streamed, "run_pipelined",
+                        lambda r, cmds, *a, **kw: fallbacks.append(1) or pipelined(r, cmds, *a, **kw))
     send = redis_py.connection.Connection.send_packed_command
 
     def flaky(self, command, check_health=True):
@@ -49,3 +50,19 @@ def test_apply_survives_a_dead_connection(redis_url, redis_client, monkeypatch):
     k = Keys()
     assert sorted(redis_client.hkeys(k.devices(S1, "device_host_dcdc"))) == [b"H1", b"H2", b"H3"]  # noqa: F405
     assert redis_client.hget(k.meta(S1), "hwm:SCHEDULE-DEVICE-HOST-DCDC:0") == b"4"  # noqa: F405
+
+
+def test_meta_hash_is_a_hash_table_and_says_what_it_holds(redis_client):
+    """The meta hash carries an 'about' text longer than hash-max-listpack-value, so Redis
+    keeps it as a hash table: the per-call reads of its fields are lookups, not scans."""
+    from parsers.catalogue import Catalogue
+    from store.keys import Keys
+    from store.windows import WindowStore
+
+    ws = WindowStore(redis_client, Catalogue.build())
+    ws.apply([dev(S1, "H1", 1, T0)], T0)  # noqa: F405
+    meta = Keys("sf").meta(S1)  # noqa: F405
+    limit = int(redis_client.config_get("hash-max-*-value").popitem()[1])
+    about = redis_client.hget(meta, "about")
+    assert about and b"hwm:" in about and len(about) > limit
+    assert redis_client.object("encoding", meta) == b"hashtable"

@@ -38,3 +38,32 @@ def test_a_failure_while_building_leaves_no_half_read_connection(r):
     with pytest.raises(ValueError):
         run_streamed(r, commands())
     assert run_streamed(r, iter([("INCR", "b")])) == [2]  # the SET ran; the next call reads its own reply
+
+
+@pytest.mark.parametrize("run", [run_streamed, run_pipelined])
+def test_on_reply_sees_each_reply_once_in_order(r, run):
+    seen = []
+    out = run(r, iter([("SET", "c", "1"), ("INCR", "c"), ("HGET", "c", "f")]), lambda i, x: seen.append((i, x)))
+    assert [i for i, _ in seen] == [0, 1, 2] and [x for _, x in seen] == out
+
+
+def test_on_reply_after_a_fallback_only_sees_the_replies_it_missed(r, monkeypatch):
+    """A connection lost after the first reply: the pipeline fallback re-runs every command, and
+    on_reply gets indexes 1 and 2 from it, never index 0 twice."""
+    r.ping()  # the pooled connection is connected: its handshake is not among the reads counted
+    conn_cls = r.connection_pool.connection_class
+    real = conn_cls.read_response
+    reads = []
+
+    def flaky(self, *a, **kw):
+        reads.append(1)
+        if len(reads) == 2:
+            raise redis.exceptions.ConnectionError("injected")
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(conn_cls, "read_response", flaky)
+    seen = []
+    out = run_streamed(r, iter([("INCR", "d"), ("INCR", "d"), ("INCR", "d")]), lambda i, x: seen.append((i, x)))
+    # all three INCRs ran before the loss, then again in the fallback pipeline
+    assert r.get("d") == b"6" and out == [4, 5, 6]
+    assert seen == [(0, 1), (1, 5), (2, 6)]
