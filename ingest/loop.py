@@ -366,6 +366,7 @@ class Ingester:
         elif change is False:
             log.info("queue depth %d below low water %d: resuming consumption",
                      depth, self.gate.low_water)  # type: ignore[union-attr]
+            self.stats.add("ingest", "resumes")
             self._resume("backpressure")
 
     def _pause(self, reason: str) -> None:

@@ -100,7 +100,9 @@ def build(
     stats = IngestStats()
 
     def flush_counters(counts: dict[tuple[str, str], int]) -> None:
-        pipe = r.pipeline(transaction=False)
+        # one MULTI: a reader never sees half a flush (e.g. a resume without the messages
+        # ingested before it), so counters can be compared with each other
+        pipe = r.pipeline(transaction=True)
         counters.incr_many(pipe, counts)
         pipe.execute()
 

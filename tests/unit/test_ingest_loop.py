@@ -370,6 +370,7 @@ def test_backpressure_pauses_above_high_water_and_resumes_below_low(fake_redis: 
     resumes = [e for e in consumer.events if e.startswith("resume")]
     assert len(pauses) == 1 and len(resumes) == 1
     assert int(fake_redis.hget("sf:counters:ingest", "pauses")) == 1
+    assert int(fake_redis.hget("sf:counters:ingest", "resumes")) == 1
     assert consumer.commits[-1] == {(ACDC, 0): 6}  # nothing lost while paused
 
 
