@@ -5,6 +5,9 @@ file at all is fine), then the environment variables in `ENV_OVERRIDES`:
 
     STATIONFLOW_REDIS_URL                redis.url
     STATIONFLOW_REDIS_PASSWORD           redis.password
+    STATIONFLOW_REDIS_SSL_CAFILE         redis.ssl_cafile
+    STATIONFLOW_REDIS_SSL_CERTFILE       redis.ssl_certfile
+    STATIONFLOW_REDIS_SSL_KEYFILE        redis.ssl_keyfile
     STATIONFLOW_KAFKA                    kafka.bootstrap_servers (comma list)
     STATIONFLOW_GROUP_ID                 kafka.group_id
     STATIONFLOW_KAFKA_SECURITY_PROTOCOL  kafka.security_protocol
@@ -120,7 +123,15 @@ REDIS_KEYS: tuple[Key, ...] = (
     Key("health_check_interval", "float", 30.0, "seconds between PINGs on idle connections", minimum=0),
     Key("sentinels", "strlist", [], "Sentinel addresses host:port; when set, sentinel_service is required"),
     Key("sentinel_service", "str", None, "Sentinel master (service) name", nullable=True, example="mymaster"),
+    Key("ssl_cafile", "str", None, "CA bundle (PEM) that signed the server certificate (rediss:// only; "
+        "default: the system's)", nullable=True, example="/etc/stationflow/redis-ca.pem"),
+    Key("ssl_certfile", "str", None, "client certificate (PEM) for mutual TLS (rediss:// only)",
+        nullable=True, example="/etc/stationflow/redis-client.pem"),
+    Key("ssl_keyfile", "str", None, "client private key (PEM) for mutual TLS (rediss:// only)",
+        nullable=True, example="/etc/stationflow/redis-client.key"),
+    Key("ssl_check_hostname", "bool", True, "verify that the server certificate matches the URL's host"),
 )
+REDIS_SSL_FILE_KEYS = ("ssl_cafile", "ssl_certfile", "ssl_keyfile")
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -286,6 +297,9 @@ class EnvOverride:
 ENV_OVERRIDES: tuple[EnvOverride, ...] = (
     EnvOverride("STATIONFLOW_REDIS_URL", ("redis", "url"), "Redis URL"),
     EnvOverride("STATIONFLOW_REDIS_PASSWORD", ("redis", "password"), "Redis password"),
+    EnvOverride("STATIONFLOW_REDIS_SSL_CAFILE", ("redis", "ssl_cafile"), "Redis CA bundle (rediss://)"),
+    EnvOverride("STATIONFLOW_REDIS_SSL_CERTFILE", ("redis", "ssl_certfile"), "Redis client certificate"),
+    EnvOverride("STATIONFLOW_REDIS_SSL_KEYFILE", ("redis", "ssl_keyfile"), "Redis client key"),
     EnvOverride("STATIONFLOW_KAFKA", ("kafka", "bootstrap_servers"), "Kafka bootstrap servers, comma list"),
     EnvOverride("STATIONFLOW_GROUP_ID", ("kafka", "group_id"), "consumer group id"),
     EnvOverride("STATIONFLOW_KAFKA_SECURITY_PROTOCOL", ("kafka", "security_protocol"), "Kafka security protocol"),
@@ -546,6 +560,10 @@ class RedisSettings:
     health_check_interval: float = 30.0
     sentinels: tuple[str, ...] = ()
     sentinel_service: str | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_check_hostname: bool = True
 
     def connection_url(self) -> str:
         """The URL to connect with: `url`, or a (redis|rediss)+sentinel:// URL built from
@@ -570,6 +588,13 @@ class RedisSettings:
             opts["username"] = self.username
         if self.password is not None:
             opts["password"] = self.password
+        if self.connection_url().split("://", 1)[0].startswith("rediss"):
+            # redis-py's names; certificates are always verified (ssl_cert_reqs stays "required")
+            opts["ssl_check_hostname"] = self.ssl_check_hostname
+            for ours, theirs in (("ssl_cafile", "ssl_ca_certs"), ("ssl_certfile", "ssl_certfile"),
+                                 ("ssl_keyfile", "ssl_keyfile")):
+                if getattr(self, ours) is not None:
+                    opts[theirs] = getattr(self, ours)
         return opts
 
     def connect(self, **kw: Any) -> Any:
@@ -878,6 +903,18 @@ def _redis(raw: Any) -> RedisSettings:
         raise ConfigError("redis.sentinel_service: required when redis.sentinels is set")
     if r["sentinel_service"] and not r["sentinels"]:
         raise ConfigError("redis.sentinels: required when redis.sentinel_service is set")
+    tls = scheme.startswith("rediss")
+    for k in REDIS_SSL_FILE_KEYS:
+        path = r[k]
+        if path is None:
+            continue
+        if not tls:
+            raise ConfigError(f"redis.{k}: set, but redis.url {mask_url(r['url'])!r} does not use TLS "
+                              "(use rediss:// or rediss+sentinel://)")
+        if not Path(path).is_file():
+            raise ConfigError(f"redis.{k}: file not found: {path}")
+    if r["ssl_keyfile"] is not None and r["ssl_certfile"] is None:
+        raise ConfigError("redis.ssl_keyfile: set without redis.ssl_certfile (the client certificate)")
     r["sentinels"] = tuple(r["sentinels"])
     return RedisSettings(**r)
 

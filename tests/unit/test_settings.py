@@ -305,6 +305,31 @@ def test_redis_url_sentinels_and_options() -> None:
     assert (plain.connect_options()["username"], plain.connect_options()["password"]) == ("u", "p")
 
 
+def test_redis_tls_keys_need_rediss_and_existing_files(tmp_path) -> None:
+    ca, cert, key = (tmp_path / n for n in ("ca.pem", "c.pem", "c.key"))
+    for f in (ca, cert, key):
+        f.write_text("-----BEGIN CERTIFICATE-----\n")
+    with pytest.raises(ConfigError, match=r"redis\.ssl_cafile: set, but redis\.url 'redis://h:6379/0' does not "
+                                          r"use TLS \(use rediss:// or rediss\+sentinel://\)"):
+        Settings.from_dict({"redis": {"url": "redis://h:6379/0", "ssl_cafile": str(ca)}})
+    with pytest.raises(ConfigError, match=r"redis\.ssl_certfile: file not found: /nope\.pem"):
+        Settings.from_dict({"redis": {"url": "rediss://h:6380/0", "ssl_certfile": "/nope.pem"}})
+    with pytest.raises(ConfigError, match=r"redis\.ssl_keyfile: set without redis\.ssl_certfile"):
+        Settings.from_dict({"redis": {"url": "rediss://h:6380/0", "ssl_keyfile": str(key)}})
+    r = Settings.from_dict({"redis": {"url": "rediss://h:6380/0", "ssl_cafile": str(ca), "ssl_certfile": str(cert),
+                                      "ssl_keyfile": str(key), "ssl_check_hostname": False}}).redis
+    opts = r.connect_options()
+    assert {k: opts[k] for k in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname")} == {
+        "ssl_ca_certs": str(ca), "ssl_certfile": str(cert), "ssl_keyfile": str(key), "ssl_check_hostname": False}
+    # the system's CAs, host names checked: the defaults of a bare rediss:// URL
+    assert Settings.from_dict({"redis": {"url": "rediss://h:6380/0"}}).redis.connect_options()[
+        "ssl_check_hostname"] is True
+    # a Sentinel deployment with TLS to the master gets them too
+    sent = Settings.from_dict({"redis": {"url": "rediss://h:6380/0", "sentinels": ["s1:26379"],
+                                         "sentinel_service": "m", "ssl_cafile": str(ca)}}).redis
+    assert sent.connect_options()["ssl_ca_certs"] == str(ca)
+
+
 # ---- environment ---------------------------------------------------------------------------
 
 
