@@ -584,7 +584,8 @@ class WindowStore:
         return self._read(station, list(dict.fromkeys(names)), {})
 
     def _read(self, station: str, names: list[str], users_of: Mapping[str, list[str]]) -> dict[Any, Any]:
-        pipe = self.r.pipeline(transaction=False)
+        sp = ScriptPipeline(self.r)  # read_orders.lua lost to a restart is re-sent there
+        pipe = sp.pipe
         plan: list[tuple[Any, str]] = []
         k = self.keys
         for name in names:
@@ -609,14 +610,10 @@ class WindowStore:
                 plan.append((name, "hash"))
             elif spec.kind == "orders":
                 users = list(users_of.get(name, []))
-                pipe.evalsha(self.scripts["read_orders.lua"].sha, 2, k.orders_closed(station, spec.alias),
-                             k.orders_state(station, spec.alias), *users)
+                sp.call(self.scripts["read_orders.lua"],
+                        (k.orders_closed(station, spec.alias), k.orders_state(station, spec.alias)), users)
                 plan.append(((name, tuple(users)), "orders"))
-        try:
-            replies = pipe.execute()
-        except redis.exceptions.NoScriptError:
-            self._load_scripts()
-            return self._read(station, names, users_of)
+        replies = sp.execute()
         data: dict[Any, Any] = {}
         for (name, how), v in zip(plan, replies, strict=True):
             if how in ("output", "latest"):
