@@ -32,6 +32,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from parsers.batches import parse_batch_id
+
 MP = multiprocessing.get_context("spawn")
 SEED = 3
 #: an ingester child counts these into shared values the parent samples
@@ -490,12 +492,12 @@ def _latencies(sender: Sender, outputs: Outputs, phase: Phase) -> list[tuple[int
     out = []
     for batch_id, ts, _n in list(outputs.seen):
         try:
-            _module, topic, part, off = batch_id.rsplit(":", 3)
-            sent = sender.sent.get((topic, int(part), int(off)))
+            ref = parse_batch_id(batch_id)
+            sent = sender.sent.get((ref.topic, ref.partition, ref.offset))
         except ValueError:
             continue
         if sent is not None and phase.t0_ms <= sent <= phase.t1_ms:
-            out.append((sent, float(ts - sent), topic))
+            out.append((sent, float(ts - sent), ref.topic))
     return out
 
 

@@ -32,13 +32,14 @@ import orjson
 from rq import Queue, SimpleWorker
 from rq.serializers import JSONSerializer
 
+from parsers.batches import PlannedRun
 from parsers.catalogue import default_catalogue
 from parsers.envelopes import parse_message
 from parsers.records import Source
 from stationflow.local import start_redis
 from store.tracker import BatchTracker
 from workers import context as wctx
-from workers.scheduling import PlannedRun, schedule
+from workers.scheduling import schedule
 
 MODULES = ("load_prediction", "SOH_model")
 #: queued jobs outlive the drain: with the default TTL (batch timeout + 5 s) a slow, shared

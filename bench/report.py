@@ -187,9 +187,10 @@ def section_jobs(p: Profile, r: Any, redis_url: str, log: Callable[[str], None])
 
     from bench import jobs_bench
     from bench.e2e_bench import pool_rate
+    from parsers.batches import PlannedRun
     from parsers.catalogue import default_catalogue
     from workers import context as wctx
-    from workers.scheduling import PlannedRun, schedule
+    from workers.scheduling import schedule
 
     r.flushall()
     cat = default_catalogue()

@@ -20,7 +20,8 @@ from typing import Any
 
 from ingest.offsets import TP, first_offsets, next_offsets
 from ingest.stats import IngestStats
-from ingest.triggers import Plan, PlannedRun, plan_runs
+from ingest.triggers import Plan, plan_runs
+from parsers.batches import PlannedRun
 from parsers.catalogue import Catalogue
 from parsers.envelopes import parse_message
 from parsers.records import ParseError, Record, Source

@@ -17,7 +17,7 @@ from ingest.consumer import GroupFeatures, build_consumer, default_instance_id
 from ingest.loop import Ingester, make_listener
 from ingest.process import Processor
 from ingest.stats import IngestStats
-from ingest.triggers import PlannedRun
+from parsers.batches import PlannedRun
 from parsers.catalogue import Catalogue, CatalogueError, TopicSpec
 from store.counters import Counters
 from store.dlq import DeadLetters

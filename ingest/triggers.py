@@ -5,8 +5,8 @@ answers in one round trip each. The rules (spec §6.5, §6.6):
 
 - a global trigger (calendar) is new data for every known station;
 - readiness and the cascade come from `parsers.readiness` (one place for the rule);
-- the batch of a run is `<module>:<topic>:<partition>:<offset>` of the message that
-  triggered it, directly or through the cascade;
+- the batch of a run is `parsers.batches.batch_id` of the message that triggered it,
+  directly or through the cascade;
 - within one poll, a (station, module) triggered by several messages belongs to the first
   message's batch only; the later triggers are absorbed here, before they reach the queue.
 """
@@ -16,8 +16,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
+from parsers.batches import PlannedRun, batch_id
 from parsers.catalogue import Catalogue
 from parsers.readiness import plan_runs as readiness_plan
 from parsers.records import Source
@@ -26,16 +27,6 @@ from parsers.records import Source
 PresenceFn = Callable[[Sequence[str], Sequence[str]], Mapping[str, Collection[str]]]
 #: every known station (the registry); only asked when a global trigger is in the poll
 StationsFn = Callable[[], Iterable[str]]
-
-
-class PlannedRun(NamedTuple):
-    station: str
-    module: str
-    batch_id: str
-
-
-def batch_id(module: str, source: Source) -> str:
-    return f"{module}:{source.topic}:{source.partition}:{source.offset}"
 
 
 @dataclass

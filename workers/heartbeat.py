@@ -3,7 +3,7 @@ known station, even without new data. customer_mining has no inputs, so this is 
 
 Every worker's sweeper calls `tick` about once a second; any number may do so at once. One
 `SET NX` per (module, tick) elects the process that schedules that tick, and the batch id
-`<module>:heartbeat:0:<tick epoch seconds>` is deterministic, so a tick is scheduled once
+(`parsers.batches.heartbeat_batch_id`) is deterministic, so a tick is scheduled once
 and coalescing still applies (a station whose previous heartbeat run is pending absorbs it).
 """
 
@@ -16,6 +16,7 @@ from typing import Any
 
 import redis
 
+from parsers.batches import PlannedRun, heartbeat_batch_id
 from parsers.catalogue import Catalogue, ModuleSpec
 from parsers.readiness import missing_required
 from store.counters import Counters
@@ -60,13 +61,13 @@ def tick(r: redis.Redis, catalogue: Catalogue, now_s: float, *, prefix: str = "s
         return out
     store = store or WindowStore(r, catalogue, prefix)
     stations = store.stations()
-    runs: list[tuple[str, str, str]] = []
+    runs: list[PlannedRun] = []
     for m in won:
-        batch = f"{m.name}:heartbeat:0:{ticks[m.name]}"
+        batch = heartbeat_batch_id(m.name, ticks[m.name])
         present = store.present(stations, m.all_inputs) if m.all_inputs else {s: set() for s in stations}
         ready = [s for s in stations if not missing_required(m, present.get(s, set()))]
         out.not_ready += len(stations) - len(ready)
-        runs += [(s, m.name, batch) for s in ready]
+        runs += [PlannedRun(s, m.name, batch) for s in ready]
         out.ticks.append(batch)
     if runs:
         schedule(r, catalogue, runs, prefix=prefix, **(schedule_kw or {}))

@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from parsers.batches import module_of
 from parsers.inputs import build_input
 from parsers.readiness import missing_required
 from stationflow import metrics as m
@@ -279,7 +280,7 @@ def execute(ctx: wctx.WorkerContext, station: str, job_id: str, now_ms: int | No
             ok = ctx.uploader.upload(rep.claimed)
             summary.uploaded = [b.batch_id for b, good in zip(rep.claimed, ok, strict=True) if good]
     for bid in rep.skipped:
-        m.BATCHES.inc(module=bid.split(":", 1)[0], outcome="skipped")
+        m.BATCHES.inc(module=module_of(bid), outcome="skipped")
     m.JOBS.inc(outcome="ok")
     m.JOB_SECONDS.observe(time.perf_counter() - t0)
     return summary

@@ -24,7 +24,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import redis
 from rq import Queue, Retry
@@ -32,6 +32,7 @@ from rq.callbacks import Callback
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
+from parsers.batches import PlannedRun
 from parsers.catalogue import Catalogue
 from store.pending import PendingRuns
 from store.scripts import ScriptPipeline
@@ -48,14 +49,6 @@ BATCHES_META = "batches"
 #: statuses of a job that will still run (and take the pending runs)
 _ALIVE = {b"queued", b"scheduled", b"deferred", b"started"}
 _JOB_ID_BAD = re.compile(r"[^A-Za-z0-9_-]")
-
-
-class PlannedRun(NamedTuple):
-    """One module to run for one station, in the batch of its source message."""
-
-    station_id: str
-    module: str
-    batch_id: str
 
 
 @dataclass
@@ -100,7 +93,7 @@ def station_queue(r: redis.Redis, name: str) -> Queue:
 def schedule(
     r: redis.Redis,
     catalogue: Catalogue,
-    runs: Sequence[tuple[str, str, str]],
+    runs: Sequence[PlannedRun],
     *,
     prefix: str = "sf",
     queue: str = "stationflow",
@@ -114,8 +107,7 @@ def schedule(
 ) -> ScheduleResult:
     """Mark `runs` pending, create their batches and enqueue the station jobs they need.
 
-    `runs` are (station, module, batch_id) triples in poll order (`PlannedRun` or the
-    ingester's own tuple); a (station, module) pair appearing twice keeps the first.
+    `runs` are in poll order; a (station, module) pair appearing twice keeps the first.
     `job_ttl_s` unset: a queued job lives until its batches' deadline plus a grace, after which
     RQ drops it (its runs then time out in their batches and the next trigger re-enqueues).
     """
@@ -210,7 +202,7 @@ def schedule(
     return out
 
 
-def schedule_with(r: redis.Redis, settings: Any, runs: Sequence[tuple[str, str, str]],
+def schedule_with(r: redis.Redis, settings: Any, runs: Sequence[PlannedRun],
                   now_ms: int | None = None, **kw: Any) -> ScheduleResult:
     """`schedule` with every option taken from a `stationflow.settings.Settings`."""
     q = settings.queue

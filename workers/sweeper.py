@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from parsers.batches import module_of
 from stationflow import metrics as m
 from store.tracker import BatchTracker, Report
 from workers import context as wctx
@@ -66,7 +67,7 @@ def sweep(ctx: wctx.WorkerContext, now_ms: int | None = None, limit: int = 200,
         else:
             out.reclaimed += 1
     for bid in due.skipped:
-        m.BATCHES.inc(module=bid.split(":", 1)[0], outcome="skipped")
+        m.BATCHES.inc(module=module_of(bid), outcome="skipped")
     if claimed:
         uploader = ctx.uploader if ctx.uploader is not None and ctx.uploader.tracker is tracker \
             else Uploader(ctx.catalogue, tracker, producer=ctx.uploader.producer if ctx.uploader else None)

@@ -10,13 +10,14 @@ from pathlib import Path
 import orjson
 import pytest
 
+from parsers.batches import PlannedRun
 from parsers.catalogue import Catalogue
 from parsers.envelopes import parse_message
 from parsers.records import Source
 from store.tracker import BatchTracker
 from workers import jobs
 from workers.context import WorkerContext
-from workers.scheduling import PlannedRun, schedule
+from workers.scheduling import schedule
 from workers.sweeper import sweep
 
 SAMPLES = Path("/work/shared/samples")

@@ -19,7 +19,7 @@ from ingest.backpressure import QueueGate
 from ingest.loop import Ingester
 from ingest.process import Processor
 from ingest.stats import IngestStats
-from ingest.triggers import PlannedRun
+from parsers.batches import PlannedRun
 from parsers.catalogue import default_catalogue
 from store.counters import Counters
 from store.dlq import DeadLetters

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 
-from ingest.triggers import PlannedRun, batch_id, plan_runs
+from ingest.triggers import plan_runs
+from parsers.batches import PlannedRun, batch_id
 from parsers.catalogue import default_catalogue
 from parsers.records import Source
 from store.windows import Trigger

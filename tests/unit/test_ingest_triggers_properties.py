@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.triggers import Plan, PlannedRun, batch_id, plan_runs
+from ingest.triggers import Plan, plan_runs
+from parsers.batches import PlannedRun, batch_id
 from parsers.catalogue import default_catalogue
 from parsers.readiness import plan_runs as readiness_plan
 from parsers.records import Source

@@ -9,10 +9,11 @@ from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
+from parsers.batches import PlannedRun
 from parsers.catalogue import default_catalogue
 from store.pending import PendingRuns
 from store.tracker import BatchTracker
-from workers.scheduling import PlannedRun, job_id_for, schedule
+from workers.scheduling import job_id_for, schedule
 
 CAT = default_catalogue()
 NOW = 1_763_524_800_000
