@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from pathlib import Path
 
 import orjson
 import pytest
+from samplefiles import SAMPLES
 
 from parsers.catalogue import Catalogue
 from parsers.envelopes import parse_message
@@ -19,7 +19,6 @@ from workers.context import WorkerContext
 from workers.scheduling import PlannedRun, schedule
 from workers.sweeper import sweep
 
-SAMPLES = Path("/work/shared/samples")
 S = "4000000000000000001"
 
 
