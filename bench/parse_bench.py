@@ -13,6 +13,7 @@ import argparse
 import json
 import time
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 
 import orjson
@@ -21,9 +22,6 @@ from parsers.catalogue import default_catalogue
 from parsers.envelopes import parse_message
 from parsers.inputs import build_input
 from parsers.windows import apply_latest, hour_key, make_item, upsert_device, upsert_global, upsert_hourly
-
-ROOT = Path(__file__).resolve().parent.parent
-SAMPLE_DIRS = (ROOT / "tests" / "data" / "samples", ROOT.parent / "shared" / "samples")
 
 
 def rate(fn: Callable[[], object], seconds: float) -> float:
@@ -61,9 +59,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=0.5, help="measuring time per row")
     args = ap.parse_args()
     cat = default_catalogue()
-    samples = next((d for d in SAMPLE_DIRS if d.is_dir()), None)
-    if samples is None:
-        raise SystemExit("no samples directory found")
+    samples = Path(str(resources.files("stationflow").joinpath("samples")))
 
     print(f"{'topic':<38} {'bytes':>7} {'records':>7} {'msg/s':>10} {'orjson msg/s':>12} {'ratio':>6}")
     windows: dict[str | None, dict] = {}

@@ -23,7 +23,7 @@ from ingest.stats import IngestStats
 from ingest.triggers import Plan, plan_runs
 from parsers.batches import PlannedRun
 from parsers.catalogue import Catalogue
-from parsers.envelopes import parse_message
+from parsers.envelopes import INTERNAL_ERROR, parse_message
 from parsers.records import ParseError, Record, Source
 from store.dlq import DeadLetter
 
@@ -131,6 +131,9 @@ class Processor:
             try:
                 result = parse_message(spec, r.value, max_depth=max_depth)
             except ParseError as e:
+                if e.reason == INTERNAL_ERROR:  # a parser bug: dead-lettered and counted, but loud
+                    log.error("parser bug on topic %s partition %d offset %d (dead-lettered as %s): %s",
+                              topic, r.partition, r.offset, INTERNAL_ERROR, e.detail, exc_info=e.__cause__)
                 dead.append(self._dead(src, e.reason, e.detail, e.element_index, r.value))
                 continue
             if result.rejections:

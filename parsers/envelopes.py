@@ -26,22 +26,27 @@ from parsers.windows import hour_of, merge_hour_items
 #: message (spec §2.1 #7), rather than the last record
 GROUPED_LATEST = frozenset({"car_price"})
 
+#: the dead-letter reason of an unexpected exception inside a parser (a bug, not bad input)
+INTERNAL_ERROR = "internal_error"
+
 _Checked = tuple[str | None, str | None, dict]  # (station_id, key, element)
 
 
 def parse_message(spec: TopicSpec, value: bytes | None, *, max_depth: int = DEFAULT_MAX_DEPTH) -> ParseResult:
     """Decode, check the envelope and every element, and fan out to records.
 
-    Only ParseError leaves this function: anything unexpected is reported as `bad_envelope`
-    so one strange message can never stop a partition.
+    Only ParseError leaves this function, so one strange message can never stop a partition.
+    Anything unexpected is a parser bug, not bad input: it becomes `internal_error` (never one
+    of the spec's input reasons, so tests and alerts can tell the two apart), with the original
+    exception chained as `__cause__` for the caller to log.
     """
     try:
         obj = decode_value(value, spec, max_depth)
         return _ENVELOPES[spec.envelope](spec, obj)
     except ParseError:
         raise
-    except Exception as e:  # defensive: a parser bug must dead-letter, not crash the ingester
-        raise ParseError("bad_envelope", f"{spec.topic}: unexpected {type(e).__name__}: {e}") from None
+    except Exception as e:  # a parser bug must dead-letter visibly, not crash the ingester
+        raise _internal_error(spec, e) from e
 
 
 def parse_value(spec: TopicSpec, obj: Any) -> ParseResult:
@@ -51,7 +56,11 @@ def parse_value(spec: TopicSpec, obj: Any) -> ParseResult:
     except ParseError:
         raise
     except Exception as e:
-        raise ParseError("bad_envelope", f"{spec.topic}: unexpected {type(e).__name__}: {e}") from None
+        raise _internal_error(spec, e) from e
+
+
+def _internal_error(spec: TopicSpec, e: Exception) -> ParseError:
+    return ParseError(INTERNAL_ERROR, f"{spec.topic}: parser bug: {type(e).__name__}: {e}")
 
 
 # ---- envelopes ------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from harness import (
 )
 from kafkautil import create_topics, unique_catalogue
 from model import Model
+from samplefiles import BAD_SAMPLES
 
 from parsers.catalogue import Catalogue
 from stationflow.settings import Settings
@@ -44,10 +45,7 @@ from store.windows import WindowStore
 
 pytestmark = pytest.mark.faults
 
-ROOT = Path(__file__).resolve().parents[2]
-BAD_DIR = ROOT / "tests" / "data" / "samples" / "bad"
-#: the original sample set, which also holds the 5 MiB sample the repository leaves out
-SHARED_BAD_DIR = ROOT.parent / "shared" / "samples" / "bad"
+BAD_DIR = BAD_SAMPLES
 _README_LINE = re.compile(r"^- `([^`]+)` \(([A-Z_-]+)[,)](.*)$")
 _REASON = re.compile(r"`([a-z_0-9]+)`")
 #: the dead-letter reason codes of spec §6.7
@@ -59,8 +57,8 @@ REASONS = frozenset({"empty_value", "too_large", "bad_utf8", "too_deep", "bad_js
 def bad_samples() -> list[tuple[str, str, bytes, list[str]]]:
     """(file, base topic, value, reasons from the README) for every file the README lists.
 
-    The 5 MiB oversize sample is not kept in the repository; without the original sample set
-    it is rebuilt as the README describes it (a JSON array over 1 MiB on a single-station topic)."""
+    The 5 MiB oversize sample is not kept in the repository: it is rebuilt as the README
+    describes it (a JSON array over 1 MiB on a single-station topic)."""
     out = []
     for line in (BAD_DIR / "README.md").read_text().splitlines():
         m = _README_LINE.match(line)
@@ -72,8 +70,6 @@ def bad_samples() -> list[tuple[str, str, bytes, list[str]]]:
         if "two dead-letter entries" in tail:
             reasons = reasons[:1] * 2
         path = BAD_DIR / name
-        if not path.exists() and (SHARED_BAD_DIR / name).exists():
-            path = SHARED_BAD_DIR / name
         if path.exists():
             value = path.read_bytes()
         else:

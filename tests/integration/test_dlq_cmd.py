@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from kafka import KafkaAdminClient, TopicPartition
 from kafka.admin import OffsetSpec
 from kafkautil import consume_all, create_topics, unique_catalogue
+from samplefiles import BAD_SAMPLES
 
 from parsers.envelopes import parse_message
 from parsers.records import ParseError
@@ -21,7 +22,7 @@ from store.dlq import DeadLetter, DeadLetters
 from store.keys import Keys
 
 PREFIX = "sfdlq"
-BAD = Path(__file__).resolve().parents[1] / "data" / "samples" / "bad"
+BAD = BAD_SAMPLES
 #: sample file -> (topic alias, offset) as the ingester would have seen them
 SAMPLES = {
     "02_truncated_json.json": ("car_order", 0),

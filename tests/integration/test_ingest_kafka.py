@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from kafkautil import CONSUMER_GROUP_TEST_SETTINGS, consume_all, create_topics, produce, unique_catalogue
+from samplefiles import SAMPLES
 
 from ingest.service import Service, build
 from parsers.catalogue import Catalogue
@@ -25,7 +26,6 @@ from store.windows import WindowStore
 from workers.scheduling import station_queue
 
 ROOT = Path(__file__).resolve().parents[2]
-SAMPLES = ROOT / "tests" / "data" / "samples"
 BAD = SAMPLES / "bad"
 
 #: bad sample -> (topic it is published on, expected reasons)

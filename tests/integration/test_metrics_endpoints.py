@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from kafkautil import create_topics, produce, unique_catalogue
+from samplefiles import SAMPLES
 
 from stationflow.local import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-SAMPLES = ROOT / "tests" / "data" / "samples"
 
 
 def _scrape(port: int) -> str:

@@ -19,11 +19,10 @@ from kafkautil import (
     unique_catalogue,
     unique_suffix,
 )
+from samplefiles import SAMPLES
 
 from parsers.catalogue import Catalogue
 from stationflow.local import start_redis
-
-SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"  # copies of the shared samples
 
 
 def test_kafka_produce_and_read_back(kafka_bootstrap: str) -> None:

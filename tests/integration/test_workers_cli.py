@@ -12,6 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 from kafkautil import consume_all, create_topics, unique_catalogue
+from samplefiles import SAMPLES
 
 from ingest.triggers import plan_runs
 from parsers.envelopes import parse_message
@@ -21,7 +22,6 @@ from store.windows import WindowStore
 from workers.scheduling import schedule
 
 ROOT = Path(__file__).resolve().parents[2]
-SAMPLES = Path("/work/shared/samples")
 STATIONS = ["3000000000000000001", "3000000000000000002"]
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from pathlib import Path
 
 import orjson
 import pytest
+from samplefiles import SAMPLES
 
 from parsers.batches import PlannedRun
 from parsers.catalogue import Catalogue
@@ -20,7 +20,6 @@ from workers.context import WorkerContext
 from workers.scheduling import schedule
 from workers.sweeper import sweep
 
-SAMPLES = Path("/work/shared/samples")
 S = "4000000000000000001"
 
 

@@ -11,7 +11,6 @@ import os
 import pickle
 import threading
 import time
-from pathlib import Path
 
 import orjson
 import pytest
@@ -19,6 +18,7 @@ from kafkautil import consume_all, create_topics, unique_catalogue
 from rq import Queue, SimpleWorker
 from rq.job import Job
 from rq.serializers import JSONSerializer
+from samplefiles import SAMPLES
 
 from ingest.triggers import plan_runs
 from parsers.envelopes import parse_message
@@ -29,7 +29,6 @@ from workers.context import WorkerContext
 from workers.scheduling import schedule
 from workers.sweeper import sweep
 
-SAMPLES = Path("/work/shared/samples")
 HOUR = "2025-11-19 {:02d}:00:00"
 S = ["1000000000000000001", "1000000000000000002", "1000000000000000003"]
 PRODUCER = {"acks": "all", "linger_ms": 0}

@@ -18,7 +18,7 @@ AttributeError: 'NoneType' object has no attribute 'recv'
 REAL = """\
 2026-11-24 02:24:02,000 ERROR ingest.loop: poll failed
 Traceback (most recent call last):
-  File "/work/ingest/loop.py", line 1, in run
+  File "/app/ingest/loop.py", line 1, in run
 ValueError: boom
 2026-11-24 02:24:03,000 CRITICAL stationflow.ingest: giving up
 """

@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
+from samplefiles import SAMPLES
 
 from ingest.backpressure import QueueGate
 from ingest.loop import Ingester
@@ -25,7 +25,6 @@ from store.counters import Counters
 from store.dlq import DeadLetters
 from store.windows import WindowStore
 
-SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
 CAT = default_catalogue()
 ACDC = "SCHEDULE-DEVICE-HOST-ACDC"
 PARAM = "SCHEDULE-STATION-PARAM"
@@ -274,6 +273,27 @@ def test_bad_records_are_dead_lettered_and_neighbours_processed(fake_redis: Any)
     assert dl.counts()[(ACDC, "bad_station_id")] == 1
     assert fake_redis.exists("sf:{S1}:d:device_host_acdc", "sf:{S2}:d:device_host_acdc") == 2
     assert consumer.commits[-1] == {(ACDC, 0): 4}
+
+
+def test_a_parser_bug_is_dead_lettered_as_internal_error_counted_and_logged(
+        fake_redis: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from parsers import envelopes
+
+    def bug(spec: Any, obj: Any) -> Any:
+        raise KeyError("gunNo")
+
+    monkeypatch.setitem(envelopes._ENVELOPES, CAT.topic(PARAM).envelope, bug)
+    polls = [[record(PARAM, 0, 41, station_param_for("S1")), record(ACDC, 0, 0, acdc("S1"))]]
+    ing, consumer, _, _, _ = make(fake_redis, polls)
+    with caplog.at_level("ERROR", logger="ingest.process"):
+        assert ing.run() == 0  # the partition goes on
+    dl = DeadLetters(fake_redis, "sf")
+    assert [(e["topic"], e["offset"], e["reason"]) for e in dl.list(10)] == [(PARAM, 41, "internal_error")]
+    assert dl.counts()[(PARAM, "internal_error")] == 1
+    assert consumer.commits[-1] == {(PARAM, 0): 42, (ACDC, 0): 1}
+    [rec] = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert f"topic {PARAM} partition 0 offset 41" in rec.getMessage() and "KeyError" in rec.getMessage()
+    assert rec.exc_info and rec.exc_info[0] is KeyError  # the traceback of the bug
 
 
 def test_records_without_timestamp_are_stamped_and_counted(fake_redis: Any) -> None:

@@ -3,9 +3,8 @@ with its collision record (spec §6.3). Windows are built from the real samples.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from samplefiles import SAMPLES
 
 from parsers.catalogue import Catalogue, default_catalogue
 from parsers.envelopes import parse_message
@@ -14,7 +13,6 @@ from parsers.windows import apply_latest, make_item, upsert_device, upsert_globa
 
 pytestmark = pytest.mark.unit
 
-SAMPLES = Path(__file__).resolve().parent.parent / "data" / "samples"
 CAT = default_catalogue()
 S1 = "1053405539402387456"
 S2 = "1173980655843938304"

@@ -107,7 +107,6 @@ def test_redis_argv_with_dir_persists_there(tmp_path: Path) -> None:
     assert tmp_path.exists()
 
 
-@pytest.mark.skipif(not Path("/bin/sh").exists(), reason="needs /bin/sh")
 def test_a_crashing_server_reports_its_log_tail() -> None:
     class Crashes(local._Process):
         def _name(self) -> str:

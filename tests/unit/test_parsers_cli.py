@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from samplefiles import SAMPLES
 
 from stationflow.cli import main
 
 pytestmark = pytest.mark.unit
 
-SAMPLES = Path(__file__).resolve().parent.parent / "data" / "samples"
 
 
 def invoke(*args: str, stdin: bytes | None = None):

@@ -323,7 +323,7 @@ def test_rejection_detail_names_topic_index_and_station() -> None:
     assert "SCHEDULE-STATION-REALTIME-DATA" in d and "element 0" in d and S in d
 
 
-def test_unexpected_errors_are_reported_as_parse_errors(monkeypatch) -> None:
+def test_unexpected_errors_are_internal_errors_not_bad_input(monkeypatch) -> None:
     from parsers import envelopes
 
     def boom(spec, obj):
@@ -332,8 +332,12 @@ def test_unexpected_errors_are_reported_as_parse_errors(monkeypatch) -> None:
     monkeypatch.setitem(envelopes._ENVELOPES, "single", boom)
     with pytest.raises(ParseError) as ei:
         parse("device_meter", {"stationId": S})
-    assert ei.value.reason == "bad_envelope"
+    assert ei.value.reason == "internal_error"
     assert "KeyError" in ei.value.detail and "SCHEDULE-DEVICE-METER" in ei.value.detail
+    assert isinstance(ei.value.__cause__, KeyError)  # the traceback the ingester logs
+    with pytest.raises(ParseError) as ei:
+        envelopes.parse_value(CAT.topic("device_meter"), {"stationId": S})
+    assert ei.value.reason == "internal_error" and isinstance(ei.value.__cause__, KeyError)
 
 
 def test_parse_value_skips_decoding() -> None:

@@ -4,12 +4,11 @@ accepts an element only when they would not raise, and refuses every element the
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from samplefiles import SAMPLES
 
 from parsers.catalogue import default_catalogue
 from parsers.fields import FIELD_TYPES, ElementError, _explain, _fast_check, check_fields
@@ -17,7 +16,6 @@ from parsers.fields import FIELD_TYPES, ElementError, _explain, _fast_check, che
 pytestmark = pytest.mark.unit
 
 CAT = default_catalogue()
-SAMPLES = Path(__file__).resolve().parent.parent / "data" / "samples"
 
 scalars = (st.none() | st.booleans() | st.integers(min_value=-3, max_value=3) | st.floats(-2, 2)
            | st.sampled_from(["2025-11-19 10:00:00", "2025-11-19 25:00:00", "2025-11-19", "2025-02-30",

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+from samplefiles import SAMPLES
 
 from parsers.catalogue import default_catalogue
 from parsers.envelopes import parse_message
@@ -14,7 +15,6 @@ from parsers.records import ParseError
 
 pytestmark = pytest.mark.unit
 
-SAMPLES = Path(__file__).resolve().parent.parent / "data" / "samples"
 BAD = SAMPLES / "bad"
 CAT = default_catalogue()
 

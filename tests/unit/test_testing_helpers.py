@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from pathlib import Path
 
 import orjson
 import pytest
+from samplefiles import SAMPLES
 
 from parsers.catalogue import default_catalogue
 from stationflow.settings import Settings
@@ -24,19 +24,18 @@ from workers import reference
 
 pytestmark = pytest.mark.unit
 
-ROOT = Path(__file__).resolve().parents[2]
 NOW = 1_763_550_000_000  # 2025-11-19 11:00 UTC: fixed, so ages are exact
 S_GRID = "1881540927845654529"  # realtime hours 08, 09, 11; dcdc/acdc devices
 S_ORDERS = "1173980655843938304"  # realtime 09-11, a car order, prices
 S_DEVICES = "1053405539402387456"  # meter, gun, error, pv, storage; no realtime
 
 
-def test_bundled_samples_are_the_shared_samples() -> None:
+def test_bundled_samples_cover_every_input_topic() -> None:
     shipped = sample_messages()
     cat = default_catalogue()
     assert set(shipped) == {t.topic for t in cat.input_topics} | {"MODULE-OUTPUT-LOAD_PREDICTION"}
     for topic, raw in shipped.items():
-        assert raw == (ROOT / "tests" / "data" / "samples" / f"{topic}.json").read_bytes(), topic
+        assert raw == (SAMPLES / f"{topic}.json").read_bytes(), topic  # the tests' copy is the package's
     assert sample_stations() == sorted([S_GRID, S_ORDERS, S_DEVICES])
 
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter, defaultdict
-from pathlib import Path
 
 import pytest
+from samplefiles import SAMPLES
 
 from parsers.catalogue import Catalogue, default_catalogue
+from parsers.envelopes import parse_message
+from parsers.records import ParseError
 from stationflow.commands.produce_cmd import send_traffic
 from stationflow.traffic import (
     BAD_KINDS,
@@ -30,7 +32,6 @@ from stationflow.traffic import (
 pytestmark = pytest.mark.unit
 
 START = 1_763_524_800_000  # 2025-11-19 04:00:00 UTC = 12:00:00 station-local
-SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "samples"
 
 
 def _elements(spec, value: bytes) -> list[dict]:
@@ -66,7 +67,6 @@ def test_every_input_topic_is_produced_with_catalogue_names(hour_of_traffic: lis
     assert ts == sorted(ts) and ts[0] == START
 
 
-@pytest.mark.skipif(not SAMPLES.is_dir(), reason="shared samples not available")
 def test_field_names_and_types_match_the_samples(hour_of_traffic: list[Message]) -> None:
     cat = default_catalogue()
     got: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
@@ -269,21 +269,19 @@ def test_bad_rate_and_labels() -> None:
 
 
 def test_generated_messages_parse_and_bad_ones_get_their_reason() -> None:
-    envelopes = pytest.importorskip("parsers.envelopes", reason="parsers.envelopes not importable yet")
-    from parsers.records import ParseError
 
     t = Traffic(stations=5, seed=21, start_ms=START)
     records: Counter[str] = Counter()
     for m in t.messages(until_ms=START + 20 * MINUTE):
         spec = t.catalogue.by_topic[m.topic]
-        res = envelopes.parse_message(spec, m.value)
+        res = parse_message(spec, m.value)
         assert res.rejections == [], (m.topic, res.rejections[:1])
         records[spec.alias] += len(res.records)
     assert set(records) >= set(INPUT_ALIASES) - {"device_error"}  # faults are rare
     assert all(n > 0 for n in records.values())
     for alias in INPUT_ALIASES:  # the one-station samples the bad messages start from are good too
         spec = t.catalogue.by_alias[alias]
-        res = envelopes.parse_message(spec, wrap(spec, t.sample_elements(alias)))
+        res = parse_message(spec, wrap(spec, t.sample_elements(alias)))
         assert res.records and not res.rejections, alias
     checked = 0
     for alias in INPUT_ALIASES:
@@ -294,7 +292,7 @@ def test_generated_messages_parse_and_bad_ones_get_their_reason() -> None:
                 continue
             spec = t.catalogue.by_alias[alias]
             try:
-                res = envelopes.parse_message(spec, m.value)
+                res = parse_message(spec, m.value)
             except ParseError as e:
                 got = (e.reason, e.element_index)
             else:

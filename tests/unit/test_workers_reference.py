@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import orjson
 import pytest
+from samplefiles import SAMPLES
 
 from parsers import fees
 from parsers.catalogue import Catalogue, default_catalogue
@@ -14,7 +14,6 @@ from parsers.inputs import build_input, price_records
 from workers import reference
 from workers.algorithms import AlgorithmImportError, is_async, load_all, resolve
 
-SAMPLES = Path("/work/shared/samples")
 NOW = 1_763_524_800_000
 
 
