@@ -431,15 +431,16 @@ class Ingester:
             return False
         if self.clock() - self._last_activity < self.until_idle_s:
             return False
-        # close every order second whose deadline passed before leaving
+        # close every order second whose deadline passed before leaving, and wait (polling on)
+        # for the ones our last writes opened: none may be left open at the exit
         try:
             while self.processor.close_expired_orders():
                 pass
+            return bool(self.processor.orders_settled())
         except Exception as e:
             if not is_store_outage(e):
                 raise
             return False
-        return True
 
     def _finish(self) -> None:
         self._maybe_commit(force=True)

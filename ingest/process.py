@@ -77,7 +77,7 @@ class Processor:
     def __init__(
         self,
         catalogue: Catalogue,
-        store: Any,  # store.windows.WindowStore (apply, present, stations, close_expired_orders)
+        store: Any,  # store.windows.WindowStore (apply, present, stations, close_expired_orders, orders_due_count)
         dead_letters: Any,  # store.dlq.DeadLetters (add)
         schedule: ScheduleFn,
         stats: IngestStats,
@@ -103,6 +103,9 @@ class Processor:
         self._pending_triggers: list[Any] = []  # from the order closer, not yet scheduled
         self._pending_plan: Plan | None = None
         self._decisions: dict[Any, Any] = {}  # readiness decisions, shared by every poll
+        closes = [t.order_close_s for t in catalogue.topics if t.kind == "orders"]
+        self._close_ms = int(max(closes) * 1000) if closes else None
+        self._orders_until_ms: int | None = None  # the latest deadline a write of ours may have set
 
     # ---- per poll -----------------------------------------------------------------------
     def prepare(self, records: Sequence[Any]) -> InFlight:
@@ -164,6 +167,8 @@ class Processor:
             now_ms = int(self.clock() * 1000)
             t0 = time.perf_counter()
             fl.applied = self.store.apply(fl.messages, now_ms) if fl.messages else None
+            if fl.messages and self._close_ms is not None:
+                self._orders_until_ms = now_ms + self._close_ms
             if fl.dead:
                 self.dead_letters.add(fl.dead)
             self.stats.sample("write", time.perf_counter() - t0)
@@ -208,6 +213,17 @@ class Processor:
         self._pending_triggers = []
         self._pending_plan = None
         return n
+
+    def orders_settled(self) -> bool:
+        """True when no order second that this ingester's writes may have opened is still open.
+
+        Call after close_expired_orders() returned 0 (every second whose deadline passed is
+        closed). Seconds opened by the last writes close order_close_s after them, so an idle
+        exit waits at most that long; seconds of other ingesters due later are theirs to close.
+        """
+        if self._orders_until_ms is None:
+            return True
+        return self.store.orders_due_count(self._orders_until_ms) == 0
 
     # ---- helpers ------------------------------------------------------------------------
     def _plan(self, triggers: Sequence[Any]) -> Plan:

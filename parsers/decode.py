@@ -107,6 +107,7 @@ def _fallback(text: str, spec: TopicSpec) -> Any:
     try:
         obj = json.loads(text, parse_constant=_reject_constant)
     except _NonFinite as e:
+        _non_finite_only(text, spec)
         raise ParseError("non_finite_number", f"{spec.topic}: literal {e} is not a finite JSON number") from None
     except (ValueError, RecursionError) as e:
         raise ParseError("bad_json", f"{spec.topic}: {e}") from None
@@ -114,10 +115,25 @@ def _fallback(text: str, spec: TopicSpec) -> Any:
     return _sanitise(obj, spec)
 
 
+def _non_finite_only(text: str, spec: TopicSpec) -> None:
+    """A NaN/Infinity literal stopped the decoder: raise bad_json if the text is bad JSON anyway.
+
+    bad_json (reason 5) comes before non_finite_number (6), so text that is truncated or
+    otherwise broken after the literal must not be reported by the literal it happens to hold.
+    The literals are decoded as null here, and the value gets the same text checks as any other.
+    """
+    try:
+        obj = json.loads(text, parse_constant=lambda _name: None)
+    except (ValueError, RecursionError) as e:
+        raise ParseError("bad_json", f"{spec.topic}: {e}") from None
+    _sanitise(obj, spec)
+
+
 def _sanitise(obj: Any, spec: TopicSpec) -> Any:
     """Make a stdlib-decoded value as strict as orjson's: finite floats, 64-bit ints, valid text."""
     box = [obj]
     stack: list[Any] = [box]
+    non_finite = ""
     while stack:
         cur = stack.pop()
         items = cur.items() if type(cur) is dict else enumerate(cur)
@@ -130,12 +146,14 @@ def _sanitise(obj: Any, spec: TopicSpec) -> Any:
             elif t is str:
                 _check_text(v, spec)
             elif t is float and not math.isfinite(v):
-                raise ParseError("non_finite_number", f"{spec.topic}: number out of double range")
+                non_finite = non_finite or "number out of double range"
             elif t is int and not (_INT_MIN <= v <= _INT_MAX):
                 try:
                     cur[k] = float(v)
                 except OverflowError:
-                    raise ParseError("non_finite_number", f"{spec.topic}: integer out of double range") from None
+                    non_finite = non_finite or "integer out of double range"
+    if non_finite:  # only after every text was checked: bad_json comes first
+        raise ParseError("non_finite_number", f"{spec.topic}: {non_finite}")
     return box[0]
 
 

@@ -1,8 +1,11 @@
 """Dead letters: a capped Redis stream, idempotent per (topic, partition, offset, element).
 
 A replayed bad message must not add a second entry (spec §6.7), so `add()` runs one script
-that checks a seen-index (a zset of entry ids scored by dead-letter time, trimmed to the
-retention) before XADD, and counts new entries per (topic, reason) in `<prefix>:counters:dlq`.
+that checks a seen-index before XADD and counts new entries per (topic, reason) in
+`<prefix>:counters:dlq`. The seen-index is a zset of entry idents scored by the millisecond
+part of their stream id; after each call it is trimmed to the stream's oldest entry, so it
+guards exactly as long as the stream holds the entries (the `dlq_maxlen` cap decides, not a
+clock): a replay however late adds nothing while its entry is still stored. It has no TTL.
 The three keys are global (not per station): under Redis Cluster give the deployment a
 separate Redis for dead letters or accept that `add()` needs them in one slot.
 """
@@ -19,14 +22,13 @@ import redis
 from store.keys import Keys
 
 _ADD = """
--- KEYS: stream, seen zset, counters hash. ARGV: maxlen, now_ms, retention_ms, then 11 per entry:
+-- KEYS: stream, seen zset, counters hash. ARGV: maxlen, then 11 per entry:
 -- id topic partition offset ts reason detail element_index raw raw_len dead_at
-local maxlen, now, ret = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. (now - ret))
+local maxlen = ARGV[1]
 local out = {}
-local n = (#ARGV - 3) / 11
+local n = (#ARGV - 1) / 11
 for i = 0, n - 1 do
-  local b = 3 + i * 11
+  local b = 1 + i * 11
   local id = ARGV[b + 1]
   if redis.call('ZSCORE', KEYS[2], id) then
     out[#out + 1] = ''
@@ -35,12 +37,20 @@ for i = 0, n - 1 do
       'topic', ARGV[b + 2], 'partition', ARGV[b + 3], 'offset', ARGV[b + 4], 'ts', ARGV[b + 5],
       'reason', ARGV[b + 6], 'detail', ARGV[b + 7], 'element_index', ARGV[b + 8],
       'raw', ARGV[b + 9], 'raw_len', ARGV[b + 10], 'dead_at', ARGV[b + 11])
-    redis.call('ZADD', KEYS[2], now, id)
+    redis.call('ZADD', KEYS[2], string.match(sid, '^%d+'), id)
     redis.call('HINCRBY', KEYS[3], ARGV[b + 2] .. ':' .. ARGV[b + 6], 1)
     out[#out + 1] = sid
   end
 end
-redis.call('PEXPIRE', KEYS[2], ret)
+-- forget the idents of entries the stream no longer holds (trimmed by the cap or removed);
+-- idents from the oldest entry's millisecond are kept, so nothing stored is ever unguarded
+local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
+if first then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. string.match(first[1], '^%d+'))
+  redis.call('PERSIST', KEYS[2])  -- older versions gave the index a TTL
+else
+  redis.call('DEL', KEYS[2])
+end
 return out
 """
 
@@ -64,12 +74,11 @@ class DeadLetter:
 
 class DeadLetters:
     def __init__(self, r: redis.Redis, prefix: str = "sf", maxlen: int = 100_000,
-                 raw_max_bytes: int = 65_536, seen_retention_s: float = 7 * 86_400) -> None:
+                 raw_max_bytes: int = 65_536) -> None:
         self.r = r
         self.keys = Keys(prefix)
         self.maxlen = int(maxlen)
         self.raw_max_bytes = int(raw_max_bytes)
-        self.seen_retention_ms = int(seen_retention_s * 1000)
         self._script = r.register_script(_ADD)
 
     def add(self, entries: Iterable[DeadLetter], now_ms: int | None = None) -> list[str | None]:
@@ -78,7 +87,7 @@ class DeadLetters:
         if not entries:
             return []
         now_ms = int(time.time() * 1000) if now_ms is None else int(now_ms)
-        args: list[Any] = [self.maxlen, now_ms, self.seen_retention_ms]
+        args: list[Any] = [self.maxlen]
         for e in entries:
             raw = bytes(e.raw or b"")
             args += [e.ident, e.topic, e.partition, e.offset, e.ts, e.reason, (e.detail or "")[:500],

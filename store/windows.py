@@ -36,6 +36,7 @@ from store.codec import decode_closed_second, decode_item, encode_item, source_f
 from store.counters import Tally
 from store.job_writes import JobWrites
 from store.keys import Keys
+from store.order_closer import OrderCloser
 from store.scripts import LuaScript, ScriptPipeline, resend_noscript
 from store.streamed import run_pipelined, run_streamed
 
@@ -159,6 +160,10 @@ class WindowStore:
                               if catalogue.by_module[m].runs == "local")
             for t in catalogue.topics if t.kind == "orders"
         }
+        self.closer = OrderCloser(r, catalogue, self.keys, self.scripts["close_orders.lua"], self.tally,
+                                  self._order_modules,
+                                  lambda replies, args, first: self._finish(replies, "close_orders.lua", args, first),
+                                  self._flush_into, Trigger)
 
     # ---- writing -----------------------------------------------------------------------
     def _alias_def(self, spec: TopicSpec) -> list[Any]:
@@ -290,6 +295,7 @@ class WindowStore:
             return unit
 
         flushed = self.tally.drain()
+        forgotten = self.closer.take_forgotten()  # due members of seconds closed by earlier calls
         calls: list[tuple[list[_Unit], list[Any]]] = []
 
         def commands() -> Iterator[tuple[Any, ...]]:
@@ -306,6 +312,7 @@ class WindowStore:
                 yield ("ZADD", keys.stations, "GT", *(x for st in stations for x in (now_ms, st)))
             for alias, members in due.items():
                 yield ("ZADD", keys.orders_due(alias), "NX", *(x for m, sc in members.items() for x in (sc, m)))
+            yield from self.closer.removals(forgotten)  # after the ZADDs: a second opened and closed since
 
         first = len(flushed)
         accounted: set[int] = set()
@@ -329,6 +336,7 @@ class WindowStore:
             # the caller retries the poll; keep the counts for then (the calls that did apply
             # stay counted: their retry counts as replays)
             self.tally.restore(flushed)
+            self.closer.restore(forgotten)
             raise
         for j, (group, _) in enumerate(calls):
             if j not in accounted:
@@ -436,11 +444,14 @@ class WindowStore:
         if closes:
             ends = list(accumulate(len(u) for u in group))
             for j in range(0, len(closes), 6):
-                idx, _seq, _sec, _late, osrc, ots = closes[j:j + 6]
+                idx, _seq, sec, _late, osrc, ots = closes[j:j + 6]
                 i = int(idx) - 1
                 station = group[bisect_right(ends, i)].station
                 o = osrc.decode() if isinstance(osrc, bytes) else osrc
-                closed.append(Trigger(station, stream_info[sis[i]][0].alias, source_from(o, int(ots))))
+                alias = stream_info[sis[i]][0].alias
+                closed.append(Trigger(station, alias, source_from(o, int(ots))))
+                # closed (or late): its due-index member has nothing left to close
+                self.closer.forget(alias, station, sec.decode() if isinstance(sec, bytes) else str(sec))
 
     def flush_counters(self) -> None:
         """Write counters gathered by the last calls (each apply also flushes the previous one's)."""
@@ -461,51 +472,13 @@ class WindowStore:
 
     # ---- orders ------------------------------------------------------------------------
     def close_expired_orders(self, now_ms: int, limit: int = 1000) -> list[Trigger]:
-        """Close open order seconds whose deadline passed; safe with many concurrent callers
-        (the per-station script closes a second at most once; losers see nothing open)."""
-        now_ms = int(now_ms)
-        triggers: list[Trigger] = []
-        for spec in self.catalogue.topics:
-            if spec.kind != "orders":
-                continue
-            due_key = self.keys.orders_due(spec.alias)
-            members = self.r.zrangebyscore(due_key, "-inf", now_ms, start=0, num=limit)
-            if not members:
-                continue
-            pipe = self.r.pipeline(transaction=False)
-            args = []
-            for m in members:
-                sid, _, sec = (m.decode() if isinstance(m, bytes) else m).rpartition("|")
-                wkey = self.keys.orders_closed(sid, spec.alias)
-                # numkeys first: _finish re-runs exactly these arguments after a NOSCRIPT
-                a = [1, self.keys.orders_state(sid, spec.alias), wkey, now_ms, sec, spec.window_size,
-                     self._order_modules.get(spec.alias, ""), _ms(spec.retention_s)]
-                args.append(a)
-                pipe.evalsha(self.scripts["close_orders.lua"].sha, *a)
-            replies = self._execute(pipe, "close_orders.lua", args, first=0)
-            done = []
-            p2 = self.r.pipeline(transaction=False)
-            for m, reply in zip(members, replies, strict=True):
-                if int(reply[0]) == 0:
-                    continue
-                done.append(m)
-                if len(reply) > 1:
-                    sid = (m.decode() if isinstance(m, bytes) else m).rpartition("|")[0]
-                    src = reply[4].decode() if isinstance(reply[4], bytes) else reply[4]
-                    source = source_from(src, int(reply[5]))
-                    triggers.append(Trigger(sid, spec.alias, source))
-                    self.tally.add(f"topic:{source.topic}", "seconds_closed_by_timer")
-                    self.tally.add(f"topic:{source.topic}", "seconds_evicted", int(reply[6]))
-            if done:
-                p2.zrem(due_key, *done)
-            counts = self._flush_into(p2)
-            if done or counts:
-                try:
-                    p2.execute()
-                except Exception:
-                    self.tally.restore(counts)
-                    raise
-        return triggers
+        """Close every open order second whose deadline passed (store.order_closer; `limit`
+        index members per round trip); safe with many concurrent callers."""
+        return self.closer.close_due(now_ms, limit)
+
+    def orders_due_count(self, until_ms: int) -> int:
+        """Order seconds still in the due index with a deadline at or before `until_ms`."""
+        return self.closer.count_due(until_ms)
 
     def advance_cursor(self, station: str, module: str, alias: str, seq: int) -> int:
         """Record that `module` received every closed second up to `seq` (never moves back)."""

@@ -94,7 +94,8 @@ def export_metrics(stats: Any, ingester: Any) -> None:
 @click.option("--instance-id", help="Static group member id (default: host name + $STATIONFLOW_INSTANCE or pid).")
 @click.option("--from-beginning", is_flag=True, help="A new group starts at the earliest offsets.")
 @click.option("--until-idle", type=float, metavar="SECONDS",
-              help="Exit 0 once no record arrived for SECONDS after the last commit.")
+              help="Exit 0 once no record arrived for SECONDS after the last commit and every "
+                   "order second it opened is closed (waits up to order_close_s for them).")
 @click.option("--metrics-port", type=int, help="Serve Prometheus metrics (/metrics) on this port.")
 @click.option("--metrics-host", envvar="STATIONFLOW_METRICS_HOST", default="127.0.0.1", show_default=True,
               help="Address the metrics endpoint listens on (0.0.0.0 to expose it, e.g. in a container).")

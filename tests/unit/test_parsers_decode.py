@@ -104,6 +104,19 @@ def test_non_finite_number(value: bytes) -> None:
     assert reason(value) == "non_finite_number"
 
 
+@pytest.mark.parametrize("value", [
+    b'{"stationId":"S1","meterPower":NaN',  # truncated after the literal
+    b'{"stationId":"S1","meterPower":NaN} trailing',
+    b'{"meterPower": Infinity,}',
+    b'[-Infinity, 1e400',
+    b'{"meterPower": NaN, "x": "\\ud800"}',  # a lone surrogate is bad JSON too
+    b'{"meterPower": 1e400, "x": "\\ud800"}',
+])
+def test_bad_json_comes_before_non_finite_number(value: bytes) -> None:
+    # spec 6.7: the checks run in order, bad_json (5) before non_finite_number (6)
+    assert reason(value) == "bad_json"
+
+
 def test_nan_inside_a_string_is_fine() -> None:
     assert decode_value(b'{"stationId": "NaN", "x": "Infinity"}', METER) == {"stationId": "NaN", "x": "Infinity"}
 

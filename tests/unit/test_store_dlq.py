@@ -3,6 +3,8 @@ tests/integration/test_store_dlq_redis.py (which overrides `r`)."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from store.counters import Counters
@@ -63,12 +65,35 @@ def test_stream_is_capped_but_counters_keep_counting(r):
     assert dlq.counts()[("SCHEDULE-DEVICE-METER", "too_deep")] == 300
 
 
-def test_seen_index_expires_with_retention(r):
-    dlq = DeadLetters(r, maxlen=1000, seen_retention_s=10)
-    dlq.add([entry(1)], now_ms=T0)
-    assert dlq.add([entry(1)], now_ms=T0 + 5_000) == [None]
-    assert dlq.add([entry(1)], now_ms=T0 + 20_000)[0] is not None  # past retention: a new entry
-    assert r.pttl(Keys().dlq_seen) > 0
+def test_a_replay_long_after_adds_nothing_while_the_entry_is_stored(r):
+    # the seen-index has no clock horizon (it used to forget idents after 7 days)
+    dlq = DeadLetters(r, maxlen=1000)
+    dlq.add([entry(1), entry(2, element_index=4)], now_ms=T0)
+    later = T0 + 400 * 86_400_000
+    assert dlq.add([entry(1), entry(2, element_index=4)], now_ms=later) == [None, None]
+    assert dlq.count() == 2
+    assert r.ttl(Keys().dlq_seen) == -1  # no TTL either
+    assert dlq.counts() == {("SCHEDULE-DEVICE-METER", "bad_json"): 2}
+
+
+def test_seen_index_lasts_as_long_as_the_stream_holds_the_entries(r):
+    dlq = DeadLetters(r, maxlen=10)
+    for start in range(0, 300, 20):
+        dlq.add([entry(i) for i in range(start, start + 20)], now_ms=T0)
+        time.sleep(0.003)  # stream ids of later calls in later milliseconds
+    seen = {m.decode(): s for m, s in r.zrange(Keys().dlq_seen, 0, -1, withscores=True)}
+    stored = dlq.list(count=1000)
+    idents = {f"SCHEDULE-DEVICE-METER:1:{e['offset']}:" for e in stored}
+    assert idents <= set(seen)  # every stored entry is guarded ...
+    oldest_ms = int(stored[0]["id"].split("-")[0])
+    assert all(s == oldest_ms for m, s in seen.items() if m not in idents)  # ... and nothing older
+    assert len(seen) < 300
+    assert all(x is None for x in dlq.add([entry(e["offset"]) for e in stored], now_ms=T0))
+    assert dlq.add([entry(0)], now_ms=T0)[0] is not None  # trimmed long ago: stored again
+    r.delete(Keys().dlq)
+    time.sleep(0.003)
+    dlq.add([entry(5000)], now_ms=T0)
+    assert r.zcard(Keys().dlq_seen) == 1  # the stream was removed: so were its idents
 
 
 def test_counters_helpers(r):
