@@ -240,3 +240,29 @@ def test_rq_job_carries_its_batches_in_meta(redis_client):
                                                  PlannedRun(S, "SOH_model", "SOH_model:T:0:1")])
     job = Job.fetch(res.enqueued[0], connection=redis_client, serializer=JSONSerializer)
     assert sorted(job.meta["batches"]) == ["SOH_model:T:0:1", "load_prediction:T:0:1"]
+
+
+def test_run_that_waited_past_its_deadline_reports_to_the_next_batch(redis_client):
+    """Workers down longer than a batch timeout: the queued job survives, the first batch
+    expires without the station, the next message's batch expects it and gets its result,
+    and the module runs once."""
+    calls = []
+
+    def count(station, inp):
+        calls.append(station)
+        return {"n": len(calls)}
+
+    ctx = _ctx(redis_client, load_prediction=count)
+    _load_ready(ctx)
+    t0 = int(time.time() * 1000)
+    first = schedule(redis_client, ctx.catalogue, [PlannedRun(S, "load_prediction", "load_prediction:T:0:1")],
+                     now_ms=t0 - 6000)
+    assert sweep(ctx, now_ms=t0).skipped == 1  # batch 1 expired while no worker ran
+    second = schedule(redis_client, ctx.catalogue, [PlannedRun(S, "load_prediction", "load_prediction:T:0:2")],
+                      now_ms=t0)
+    assert second.batches_created == 1 and second.enqueued == [] and sum(second.absorbed.values()) == 0
+    summary = jobs.execute(ctx, S, first.enqueued[0])
+    assert calls == [S] and [(r.module, r.batches) for r in summary.runs] == [("load_prediction", ["load_prediction:T:0:2"])]
+    b = BatchTracker(redis_client).get("load_prediction:T:0:2")
+    assert b["e:" + S] == "ok" and b["state"] == "uploading"
+    assert BatchTracker(redis_client).get("load_prediction:T:0:1")["timed_out"] == "1"
