@@ -208,6 +208,12 @@ class PendingRuns:
         pipe.delete(self.running_key(station, job_id))
         pipe.zrem(self.running_index, self._member(station, job_id))
 
+    def queue_forget(self, pipe: Any, station: str, job_id: str, modules: Sequence[str]) -> None:
+        """Queue the removal of reported runs from the job's running marker (the job goes on
+        with others): a retry or the sweeper then settles only the runs not yet reported."""
+        if modules:
+            pipe.hdel(self.running_key(station, job_id), *modules)
+
     def release(self, station: str, job_id: str) -> dict[str, list[str]]:
         """Take back the runs a job still holds (its failure callback reports them failed)."""
         return self._reclaim_one(station, job_id, cutoff_ms=2**62)
