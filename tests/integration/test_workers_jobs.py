@@ -366,3 +366,19 @@ def test_data_quality_ages_are_taken_at_each_module_start(redis_client):
     _run(ctx, [PlannedRun(S, "load_prediction", "load_prediction:T:0:1"),
                PlannedRun(S, "station_guidance", "station_guidance:T:0:1")])
     assert ages["station_guidance"] >= 0.3
+
+
+def test_finished_batch_records_are_kept_for_batch_keep_s(redis_client):
+    from stationflow.settings import Settings
+    from workers.sweeper import SweeperThread
+
+    settings = Settings.from_dict({"batch": {"keep_s": 5}})
+    ctx = WorkerContext.from_settings(settings, redis_client)
+    ctx.uploader = None
+    assert SweeperThread(ctx).tracker.keep_ms == 5000
+    ctx.algorithms = {**ctx.algorithms, "load_prediction": lambda s, i: None}
+    _load_ready(ctx)
+    _run(ctx, [PlannedRun(S, "load_prediction", "load_prediction:T:0:1")])
+    key = ctx.tracker.keys.batch("load_prediction:T:0:1")
+    assert redis_client.hget(key, "state") == b"skipped"
+    assert 0 < redis_client.pttl(key) <= 5000
