@@ -46,6 +46,8 @@ class InFlight:
     written: bool = False
     applied: Any = None  # the store's ApplyResult
     plan: Plan | None = None
+    advance: Any = None  # replay marks to move once the plan is scheduled (store.marks)
+    replayed: int = 0  # triggers dropped: scheduled already by an earlier delivery
     scheduled: bool = False
     coalesced: Any = None  # module -> runs the scheduler absorbed into already pending runs
     counted: bool = False
@@ -85,6 +87,7 @@ class Processor:
         flush_counters: Callable[[dict[tuple[str, str], int]], None] | None = None,
         max_depth: int = 32,
         modules: Collection[str] | None = None,
+        marks: Any = None,  # store.marks.ScheduleMarks (filter, advance); None: no replay marks
         clock: Callable[[], float] = time.time,
         env: dict[str, str] | os._Environ[str] = os.environ,
     ) -> None:
@@ -96,12 +99,14 @@ class Processor:
         self.flush_counters = flush_counters
         self.max_depth = max_depth
         self.modules = None if modules is None else frozenset(modules)
+        self.marks = marks
         self.clock = clock
         crash = env.get(CRASH_ENV)
         self._crash_after = int(crash) if crash else None
         self._writes = 0
         self._pending_triggers: list[Any] = []  # from the order closer, not yet scheduled
         self._pending_plan: Plan | None = None
+        self._pending_advance: dict[Any, int] = {}
         self._decisions: dict[Any, Any] = {}  # readiness decisions, shared by every poll
         closes = [t.order_close_s for t in catalogue.topics if t.kind == "orders"]
         self._close_ms = int(max(closes) * 1000) if closes else None
@@ -176,18 +181,24 @@ class Processor:
             self._after_write()
         if fl.plan is None:
             triggers = fl.applied.triggers if fl.applied is not None else []
+            if self.marks is not None and triggers:
+                triggers, fl.advance, fl.replayed = self.marks.filter(triggers)
             fl.plan = self._plan(triggers)
         if not fl.scheduled:
             if fl.plan.runs:
                 t0 = time.perf_counter()
                 fl.coalesced = getattr(self.schedule(fl.plan.runs), "absorbed", None)
                 self.stats.sample("schedule", time.perf_counter() - t0)
+            if fl.advance:  # only now: a crash before this re-schedules, idempotently
+                self.marks.advance(fl.advance)
             fl.scheduled = True
         if not fl.counted:
             fl.counted = True
             self.stats.add_many(fl.counts)
             self._count_apply(fl.applied)
             self._count_plan(fl.plan, fl.coalesced)
+            if fl.replayed:
+                self.stats.add("ingest", "triggers_replayed", fl.replayed)
             self.stats.add("ingest", "polls")
 
     # ---- order seconds closed by the clock ----------------------------------------------
@@ -204,9 +215,14 @@ class Processor:
                 self._pending_triggers = list(self.store.close_expired_orders(now_ms, limit=limit))
                 if not self._pending_triggers:
                     return 0
+            if self.marks is not None:  # a timer close is never a replay; its mark still moves
+                self._pending_advance = self.marks.filter(self._pending_triggers)[1]
             self._pending_plan = self._plan(self._pending_triggers)
         plan = self._pending_plan
         coalesced = getattr(self.schedule(plan.runs), "absorbed", None) if plan.runs else None
+        if self._pending_advance:
+            self.marks.advance(self._pending_advance)
+            self._pending_advance = {}
         n = len(self._pending_triggers)
         self.stats.add("ingest", "orders_closed_by_timer", n)
         self._count_plan(plan, coalesced)

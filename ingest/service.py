@@ -21,6 +21,7 @@ from parsers.batches import PlannedRun
 from parsers.catalogue import Catalogue, CatalogueError, TopicSpec
 from store.counters import Counters
 from store.dlq import DeadLetters
+from store.marks import ScheduleMarks
 from store.windows import WindowStore
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ def build(
     processor = Processor(
         catalogue, store, dlq, lambda runs: schedule(r, runs), stats,
         flush_counters=flush_counters, max_depth=settings.max_depth, modules=mods,
+        marks=ScheduleMarks(r, settings.prefix, mods),
     )
     cfg = settings.kafka.consumer_config()
     ing = settings.ingest

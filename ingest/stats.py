@@ -6,7 +6,8 @@ Groups and fields (each group is the hash `<prefix>:counters:<group>`):
 - `ingest`: polls, messages, records, dead_letters, stamped, commits, commit_errors, pauses,
   resumes (backpressure; paused now while pauses > resumes), store_retries, kafka_retries,
   triggers_fired, triggers_absorbed, triggers_not_ready, replays_skipped, hours_ignored,
-  late_orders, seconds_evicted, orders_closed_by_timer, runs_planned
+  late_orders, seconds_evicted, orders_closed_by_timer, runs_planned, triggers_replayed
+  (triggers of messages scheduled by an earlier delivery: dropped, store.marks)
 - `topic:<topic>`: messages, records, dead_letters, dead:<reason>, stamped, replays_skipped
 - `triggers`: `<module>:fired`, `<module>:absorbed`, `<module>:not_ready`
 """

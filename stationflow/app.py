@@ -29,7 +29,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import difflib
-import inspect
 import json
 import logging
 import os
@@ -212,19 +211,17 @@ class App:
         return fn
 
     def on_result(self, fn: F) -> F:
-        """`fn(station_id, module_input, result)` after every stored ok result (in the worker)."""
+        """`fn(station_id, module_input, result)` after every stored ok result (in the worker);
+        `async def` is awaited."""
         return self._hook("result_handler", fn)
 
     def on_batch(self, fn: F) -> F:
         """`fn(batch_id, results)` after every uploaded batch (in the worker that uploaded it);
-        the envelope itself is already sent: no need to produce anything."""
+        the envelope itself is already sent: no need to produce anything. `async def` is awaited."""
         return self._hook("batch_upload_handler", fn)
 
     def _hook(self, name: str, fn: F) -> F:
         path, sys_dir = importable_path(fn, what=name)
-        if inspect.iscoroutinefunction(fn):
-            raise RegistrationError(f"{name} {path} is a coroutine function; hooks are called synchronously "
-                                    "in the worker: use a plain `def` (it may start its own tasks)")
         self.hooks[name] = path
         self._hook_dirs[name] = sys_dir
         self._settings = None

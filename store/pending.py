@@ -1,9 +1,13 @@
 """Coalescing markers: which runs of a station wait in its queued job, and which a job has taken.
 
-`sf:{S}:pending` (hash) — module -> batch id of the run waiting for the station's job, plus
-`_job` = the id of the RQ job that will take them. At most one pending run per (module,
-station) (spec §6.5): a trigger that finds its module pending is absorbed. A trigger that
-finds no `_job` starts a new job; every later trigger joins that job until it starts.
+`sf:{S}:pending` (hash) — module -> batch id of the run waiting for the station's job,
+`_d:<module>` = that batch's deadline (ms), plus `_job` = the id of the RQ job that will take
+them. At most one pending run per (module, station) (spec §6.5): a trigger that finds its
+module pending is absorbed while the pending run's batch is open. Once that batch has closed
+(the job waited past its deadline: workers down, queue backlog) the run moves to the new
+trigger's batch instead, so a closed batch never swallows a new message's run; the run
+itself still happens once, on the newest windows. A trigger that finds no `_job` starts a
+new job; every later trigger joins that job until it starts.
 
 `sf:{S}:running:<job id>` (hash) — module -> space-separated batch ids that job took, plus
 `_started` (ms). One marker per job, so two jobs of a station running at once (the second
@@ -31,10 +35,14 @@ from store.scripts import LuaScript, ScriptPipeline
 PENDING_EXPIRE_MS = 7 * 86_400_000
 
 _MARK = """
--- KEYS[1] pending hash; ARGV: proposed job id, expire_ms, then module, batch_id pairs
--- returns {job_id, new (1 = this call claimed the job slot), flag per run}
--- flag: 1 = now pending, 2 = already pending with the same batch (a replay), 0 = absorbed
+-- KEYS[1] pending hash; ARGV: proposed job id, expire_ms, now_ms, then module, batch_id,
+-- deadline_ms triples. Returns {job_id, new (1 = this call claimed the job slot), flag per run}
+-- flag: 1 = now pending, 2 = already pending with the same batch (a replay), 0 = absorbed.
+-- A pending run absorbs a trigger only while its batch is open (`_d:<module>` = that batch's
+-- deadline): a run whose batch has closed (expired while the job waited) is moved to the new
+-- batch instead, so the new message's batch expects the station and gets its result.
 local pk = KEYS[1]
+local now = tonumber(ARGV[3])
 local job = redis.call('HGET', pk, '_job')
 local new = 0
 if not job then
@@ -43,15 +51,16 @@ if not job then
   redis.call('HSET', pk, '_job', job)
 end
 local out = {job, new}
-for i = 3, #ARGV, 2 do
-  local cur = redis.call('HGET', pk, ARGV[i])
-  if not cur then
-    redis.call('HSET', pk, ARGV[i], ARGV[i + 1])
-    out[#out + 1] = 1
-  elseif cur == ARGV[i + 1] then
+for i = 4, #ARGV, 3 do
+  local m = ARGV[i]
+  local cur = redis.call('HGET', pk, m)
+  if cur == ARGV[i + 1] then
     out[#out + 1] = 2
-  else
+  elseif cur and tonumber(redis.call('HGET', pk, '_d:' .. m) or '0') > now then
     out[#out + 1] = 0
+  else
+    redis.call('HSET', pk, m, ARGV[i + 1], '_d:' .. m, ARGV[i + 2])
+    out[#out + 1] = 1
   end
 end
 redis.call('PEXPIRE', pk, ARGV[2])
@@ -151,19 +160,22 @@ class PendingRuns:
     def _member(station: str, job_id: str) -> str:
         return f"{station} {job_id}"
 
-    def mark(self, runs: Mapping[str, Sequence[tuple[str, str]]], job_ids: Mapping[str, str]) -> list[Marked]:
+    def mark(self, runs: Mapping[str, Sequence[tuple[str, str, int]]], job_ids: Mapping[str, str],
+             now_ms: int) -> list[Marked]:
         """Mark runs pending, one script per station, one round trip.
 
-        `runs` maps station -> [(module, batch_id)] (one entry per module); `job_ids` the job id
-        proposed for each station (used when the station has no job waiting)."""
+        `runs` maps station -> [(module, batch_id, batch deadline ms)] (one entry per module);
+        `job_ids` the job id proposed for each station (used when the station has no job
+        waiting). A run already pending absorbs the new one only while its own batch is open
+        (deadline after `now_ms`); otherwise the pending run moves to the new batch."""
         stations = list(runs)
         if not stations:
             return []
         pipe = ScriptPipeline(self.r)
         for s in stations:
-            args: list[Any] = [job_ids[s], PENDING_EXPIRE_MS]
-            for module, batch in runs[s]:
-                args += [module, batch]
+            args: list[Any] = [job_ids[s], PENDING_EXPIRE_MS, now_ms]
+            for module, batch, deadline in runs[s]:
+                args += [module, batch, deadline]
             pipe.call(self._mark, [self.keys.pending(s)], args)
         out = []
         for s, reply in zip(stations, pipe.execute(), strict=True):
@@ -195,6 +207,12 @@ class PendingRuns:
         """Queue the removal of the job's running marker (every taken run was reported)."""
         pipe.delete(self.running_key(station, job_id))
         pipe.zrem(self.running_index, self._member(station, job_id))
+
+    def queue_forget(self, pipe: Any, station: str, job_id: str, modules: Sequence[str]) -> None:
+        """Queue the removal of reported runs from the job's running marker (the job goes on
+        with others): a retry or the sweeper then settles only the runs not yet reported."""
+        if modules:
+            pipe.hdel(self.running_key(station, job_id), *modules)
 
     def release(self, station: str, job_id: str) -> dict[str, list[str]]:
         """Take back the runs a job still holds (its failure callback reports them failed)."""

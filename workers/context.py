@@ -19,7 +19,7 @@ import redis
 from parsers.catalogue import Catalogue
 from store.job_writes import JobWrites
 from store.pending import PendingRuns
-from store.tracker import BatchTracker
+from store.tracker import DEFAULT_KEEP_S, BatchTracker
 from store.windows import WindowStore
 from workers.algorithms import Algorithm, load_all, resolve
 from workers.scheduling import job_timeout_s
@@ -41,6 +41,8 @@ class WorkerContext:
     sweep_interval_s: float = 1.0
     #: a running marker older than this belongs to a dead job: its runs are reported `lost`
     lost_after_s: float = 0.0
+    #: finished batch records stay readable this long (`batch.keep_s`)
+    batch_keep_s: float = DEFAULT_KEEP_S
     settings: Any = None
     #: completed batches go to the uploader's background thread (the job does not wait for the
     #: acks); only for processes that flush the uploader at exit (`stationflow worker` does),
@@ -56,7 +58,7 @@ class WorkerContext:
 
     def __post_init__(self) -> None:
         self.store = WindowStore(self.r, self.catalogue, self.prefix, outputs_keep=self.outputs_keep)
-        self.tracker = BatchTracker(self.r, self.prefix)
+        self.tracker = BatchTracker(self.r, self.prefix, keep_s=self.batch_keep_s)
         self.pending = PendingRuns(self.r, self.prefix)
         self.writes = self.store.writes
         self.order_inputs = {
@@ -87,6 +89,7 @@ class WorkerContext:
             r, settings.catalogue, settings.prefix, outputs_keep=settings.outputs_keep,
             result_handler=resolve(hooks.result_handler, "hooks.result_handler") if hooks.result_handler else None,
             queue=settings.queue.name, sweep_interval_s=settings.batch.sweep_interval_s, settings=settings,
+            batch_keep_s=settings.batch.keep_s,
         )
         handler = resolve(hooks.batch_upload_handler, "hooks.batch_upload_handler") \
             if hooks.batch_upload_handler else None

@@ -1,35 +1,32 @@
 """The station job: run every pending module of one station, in dependency order, in one job.
 
-Round trips per job, whatever the number of modules: take the pending runs (1), check which
-batches already hold this station's report (1, makes a replayed run a no-op), read every
-window the modules need (1), then one closing pipeline with everything the job writes, in
-this order: every ok output and order cursor move (one script, `store.job_writes`), every
-report (one tracker script each), the clearing of the running marker and the run counters (1).
-A report that completes a batch (or finds it already closed) costs one more round trip, for
-the due index and the batch counters (`BatchTracker.reports_done`). The batch completed by a
-report is uploaded by this job, or, with `background_upload` (`stationflow worker`), handed to
-the process's upload thread so the job does not wait for Kafka's acks (workers/upload.py).
-Script calls go as plain EVALSHAs (`store.scripts`): redis-py's `Script` would add a
-`SCRIPT EXISTS` round trip to every pipeline.
+Round trips per job: take the pending runs (1, with the replay check of the batches the job
+was enqueued for: a replayed run is a no-op), read every window the modules need (1), then
+one write per wave of modules that ended together (usually 1 for the whole job), each with
+what those modules produced, in this order: their ok outputs and order cursor moves (one
+script, `store.job_writes`), their reports (one tracker script each), their removal from the
+job's running marker (the whole marker with the last wave) and the run counters. A report
+that completes a batch (or finds it already closed) costs one more round trip, for the due
+index and the batch counters (`BatchTracker.reports_done`). A batch completed by a report is
+uploaded by this job, or, with `background_upload` (`stationflow worker`), handed to the
+process's upload thread so the job does not wait for Kafka's acks (workers/upload.py).
 
-Outputs reach Redis when the job ends, not as each module finishes: a dependent module of the
-same job gets its dependency's fresh result in memory, the result handler hook is called once
-they are stored, and a job that dies midway leaves nothing stored but its running marker, so
-its retry (or the sweeper's `lost` reports) settles every run as before.
+Why per module and not once per job: a module reports as soon as it ends, so one slow module
+(say 8 s) never makes a sibling's 5 s batch expire. Modules whose in-job dependencies have
+ended run side by side, each on its own lane (`workers.lanes`); a dependent module waits only
+for its own dependencies and gets their fresh results in memory. A job that dies midway has
+stored the runs that ended and removed them from its running marker; its retry (same job id)
+or the sweeper's `lost` reports settle the rest, so no run is reported twice.
 
-Per-module timeout: the algorithm runs on a long-lived daemon thread ("lane") and the job
-waits for it at most `run_timeout_s`. A signal timer is not used because RQ already owns
-SIGALRM for its job timeout in the worker's main thread. A timed-out algorithm cannot be
-killed: its lane is abandoned (daemon, so it never blocks the process exit) and a fresh lane
-serves the next run; the job timeout of RQ remains the last resort.
+Each module's `_data_quality` ages are taken at that module's start (`now_ms` plus the time
+the job has run), not at the job's start.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import math
 import queue
-import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -42,72 +39,16 @@ from parsers.readiness import missing_required
 from stationflow import metrics as m
 from store.counters import queue_incr_many
 from store.scripts import ScriptPipeline
-from store.tracker import Report, UnserialisableResult, normalise_result
+from store.tracker import Normalised, Report, UnserialisableResult, normalise_result
 from workers import context as wctx
-from workers.algorithms import Algorithm, is_async
+from workers import lanes
+from workers.lanes import AlgorithmTimeout, call_hook, call_with_timeout
 from workers.scheduling import BATCHES_META
 from workers.upload import observe_batch
 
 log = logging.getLogger(__name__)
 
 RUNS_GROUP = "runs"
-
-
-class AlgorithmTimeout(Exception):
-    pass
-
-
-class _Box:
-    __slots__ = ("done", "value", "error")
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.value: Any = None
-        self.error: BaseException | None = None
-
-
-class _Lane:
-    """One daemon thread that runs algorithm calls one at a time."""
-
-    def __init__(self) -> None:
-        self.inbox: queue.SimpleQueue[tuple[Algorithm, str, Any, _Box]] = queue.SimpleQueue()
-        self.thread = threading.Thread(target=self._loop, name="stationflow-algorithm", daemon=True)
-        self.thread.start()
-
-    def _loop(self) -> None:
-        while True:
-            fn, station, inp, box = self.inbox.get()
-            try:
-                if is_async(fn):
-                    box.value = asyncio.run(fn(station, inp))
-                else:
-                    box.value = fn(station, inp)
-            except BaseException as e:  # noqa: BLE001 - handed to the job, which reports it
-                box.error = e
-            box.done.set()
-
-
-_lane: _Lane | None = None
-_lane_lock = threading.Lock()
-
-
-def call_with_timeout(fn: Algorithm, station: str, inp: Any, timeout_s: float) -> Any:
-    """fn(station, inp) on the lane; AlgorithmTimeout after `timeout_s` (the lane is replaced)."""
-    global _lane
-    with _lane_lock:
-        if _lane is None:
-            _lane = _Lane()
-        lane = _lane
-    box = _Box()
-    lane.inbox.put((fn, station, inp, box))
-    if not box.done.wait(timeout_s if timeout_s and timeout_s > 0 else None):
-        with _lane_lock:
-            if _lane is lane:
-                _lane = None
-        raise AlgorithmTimeout(f"no result after {timeout_s} s")
-    if box.error is not None:
-        raise box.error
-    return box.value
 
 
 @dataclass
@@ -127,6 +68,7 @@ class JobSummary:
     uploaded: list[str] = field(default_factory=list)
     queued: list[str] = field(default_factory=list)  # handed to the background upload thread
     statuses: Counter[str] = field(default_factory=Counter)
+    writes: int = 0  # write round trips (one per wave of modules that ended together)
 
     def as_dict(self) -> dict[str, Any]:
         return {"station": self.station,
@@ -154,6 +96,28 @@ def execute(ctx: wctx.WorkerContext, station: str, job_id: str, now_ms: int | No
     t0 = time.perf_counter()
     summary = JobSummary(station)
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    todo = _take(ctx, station, job_id, now_ms, batch_hint, summary)
+    if todo is None:
+        m.JOBS.inc(outcome="empty")
+        return summary
+    cat = ctx.catalogue
+    unknown = [mod for mod in todo if mod not in cat.by_module or cat.by_module[mod].runs != "local"]
+    order = cat.sort_modules(mod for mod in todo if mod not in unknown)
+    windows = ctx.store.read_station(station, order, now_ms) if order else None
+    job = _StationRun(ctx, station, job_id, todo, windows, now_ms, t0, summary)
+    for mod in unknown:  # configuration changed under a queued job: nothing to run it with
+        job.end(mod, time.perf_counter(), reason="not_ready")
+    job.run(order)
+    m.JOBS.inc(outcome="ok")
+    m.JOB_SECONDS.observe(time.perf_counter() - t0)
+    return summary
+
+
+def _take(ctx: wctx.WorkerContext, station: str, job_id: str, now_ms: int, batch_hint: Sequence[str],
+          summary: JobSummary) -> dict[str, list[str]] | None:
+    """Take the station's pending runs; module -> batches still to report to (a run whose
+    every batch already holds this station's report is a replay, counted and left out).
+    None when there was nothing to take."""
     reported = f"e:{station}"
     batch_key = ctx.tracker.keys.batch
     sp = ScriptPipeline(ctx.r)
@@ -165,11 +129,7 @@ def execute(ctx: wctx.WorkerContext, station: str, job_id: str, now_ms: int | No
     replies = sp.execute()
     taken = ctx.pending.took(station, job_id, replies[at])
     if not taken:
-        m.JOBS.inc(outcome="empty")
-        return summary
-    cat = ctx.catalogue
-
-    # a replayed run whose every batch already holds this station's report is not run again
+        return None
     state = dict(zip(hinted, replies[first:], strict=True))
     unknown_state = [b for bs in taken.values() for b in bs if b not in state]
     if unknown_state:
@@ -185,118 +145,194 @@ def execute(ctx: wctx.WorkerContext, station: str, job_id: str, now_ms: int | No
             todo[mod] = open_bs
         else:
             summary.skipped_replays += 1
-    unknown = [mod for mod in todo if mod not in cat.by_module or cat.by_module[mod].runs != "local"]
-    order = cat.sort_modules(mod for mod in todo if mod not in unknown)
+    return todo
 
-    windows = ctx.store.read_station(station, order, now_ms) if order else None
-    fresh: dict[str, dict[str, Any]] = {}
-    not_ok: set[str] = set()
-    reports: list[Report] = []
-    outputs: list[tuple[str, Any]] = []  # (module, normalised result) to store
-    cursors: list[tuple[str, str, int]] = []  # (module, orders alias, newest seq it received)
-    hooks: list[tuple[Any, Any]] = []  # (input, result) for the result handler, once stored
-    counts: Counter[str] = Counter()
-    shared_inputs: dict[str, Any] = {}  # parsed windows reused by the job's modules (build_input)
-    for mod in unknown:  # configuration changed under a queued job: nothing to run it with
-        _fail_all(reports, summary, mod, todo[mod], station, "not_ready")
-    for mod in order:
-        spec = cat.by_module[mod]
+
+@dataclass
+class _Ended:
+    module: str
+    outcome: str
+    reason: str | None
+    norm: Normalised | None
+    inp: Any
+    cursors: list[tuple[str, str, int]]
+
+
+@dataclass
+class _Running:
+    call: lanes.Call
+    inp: Any
+    windows: dict[str, Any]
+    started: float  # perf_counter
+    deadline: float  # perf_counter
+
+
+class _StationRun:
+    """The modules of one job: started as soon as their in-job dependencies have ended, each
+    written and reported as soon as it (with any module that ended at the same time) ends."""
+
+    def __init__(self, ctx: wctx.WorkerContext, station: str, job_id: str, todo: dict[str, list[str]],
+                 windows: Any, now_ms: int, t0: float, summary: JobSummary) -> None:
+        self.ctx, self.station, self.job_id, self.todo = ctx, station, job_id, todo
+        self.windows, self.now_ms, self.t0, self.summary = windows, now_ms, t0, summary
+        self.fresh: dict[str, dict[str, Any]] = {}  # module -> its output of this job (for dependents)
+        self.not_ok: set[str] = set()
+        self.ended: set[str] = set()
+        self.unwritten: list[_Ended] = []
+        self.running: dict[str, _Running] = {}
+        self.counts: Counter[str] = Counter()
+        self.shared: dict[str, Any] = {}  # parsed windows reused by the job's modules (build_input)
+        self.done: queue.SimpleQueue[lanes.Call] = queue.SimpleQueue()
+
+    def run(self, order: Sequence[str]) -> None:
+        cat = self.ctx.catalogue
+        remaining = list(order)
+        in_job = set(order)
+        while True:
+            for mod in list(remaining):
+                if all(d not in in_job or d in self.ended for d in cat.by_module[mod].deps):
+                    remaining.remove(mod)
+                    self.start(mod)
+            if any(all(d not in in_job or d in self.ended for d in cat.by_module[mod].deps) for mod in remaining):
+                continue  # a module ended at once (not ready, bad input): its dependents can start
+            if not self.running:
+                break
+            if self.unwritten:
+                self.write(last=False)
+            self.wait()
+        self.write(last=True)
+
+    def start(self, mod: str) -> None:
+        spec = self.ctx.catalogue.by_module[mod]
         started = time.perf_counter()
-        reason: str | None = None
-        norm = None
         try:
-            w = windows.windows_for(mod)  # type: ignore[union-attr]
+            w = self.windows.windows_for(mod)
             for dep in spec.deps:
-                if dep in fresh:
-                    w[dep] = fresh[dep]
-            inp = build_input(cat, mod, station, w, now_ms, shared_inputs)
+                if dep in self.fresh:
+                    w[dep] = self.fresh[dep]
+            start_ms = self.now_ms + int((started - self.t0) * 1000)
+            inp = build_input(self.ctx.catalogue, mod, self.station, w, start_ms, self.shared)
             missing = missing_required(spec, inp["_data_quality"]["available_topics"])
-            if missing:
-                reason = "upstream_failed" if any(x in not_ok for x in missing) else "not_ready"
-            else:
-                try:
-                    result = call_with_timeout(ctx.algorithms[mod], station, inp, spec.run_timeout_s)
-                except AlgorithmTimeout:
-                    reason = "timeout"
-                except Exception as e:  # noqa: BLE001 - an algorithm's failure is a reported outcome
-                    log.warning("station %s module %s: algorithm raised %s: %s", station, mod, type(e).__name__, e)
-                    reason = "exception"
-                else:
-                    for alias in ctx.order_inputs[mod]:  # it received the closed seconds after its cursor
-                        seconds = w.get(alias)
-                        if seconds:
-                            cursors.append((mod, alias, max(s["seq"] for s in seconds)))
-                    if result is not None:
-                        try:
-                            norm = normalise_result(station, result)
-                        except UnserialisableResult as e:
-                            log.warning("%s", e)
-                            reason = "unserialisable"
         except Exception as e:  # noqa: BLE001 - building the input failed: report, keep going
-            log.exception("station %s module %s: input could not be built: %s", station, mod, e)
-            reason = "exception"
+            log.exception("station %s module %s: input could not be built: %s", self.station, mod, e)
+            self.end(mod, started, reason="exception")
+            return
+        if missing:
+            self.end(mod, started, reason="upstream_failed" if any(x in self.not_ok for x in missing) else "not_ready")
+            return
+        call = lanes.submit(lanes.Call(self.ctx.algorithms[mod], (self.station, inp), self.done, tag=mod))
+        timeout = spec.run_timeout_s
+        self.running[mod] = _Running(call, inp, w, started, started + timeout if timeout and timeout > 0 else math.inf)
+
+    def wait(self) -> None:
+        """Wait for the next module to end (or the nearest run timeout), then take every
+        module that has ended by now."""
+        nearest = min(r.deadline for r in self.running.values())
+        timeout = None if nearest == math.inf else max(0.0, nearest - time.perf_counter())
+        try:
+            self.collect(self.done.get(timeout=timeout))
+        except queue.Empty:
+            pass
+        while True:
+            try:
+                self.collect(self.done.get_nowait())
+            except queue.Empty:
+                break
+        now = time.perf_counter()
+        for mod, r in list(self.running.items()):
+            if r.deadline <= now:
+                del self.running[mod]
+                lanes.abandon(r.call)
+                self.end(mod, r.started, reason="timeout", inp=r.inp)
+
+    def collect(self, call: lanes.Call) -> None:
+        mod = call.tag
+        r = self.running.get(mod)
+        if r is None or r.call is not call:
+            return  # a call that timed out earlier: its lane was abandoned
+        del self.running[mod]
+        lanes.release(call)
+        if call.error is not None:
+            if not isinstance(call.error, Exception):
+                raise call.error
+            e = call.error
+            log.warning("station %s module %s: algorithm raised %s: %s", self.station, mod, type(e).__name__, e)
+            self.end(mod, r.started, reason="exception", inp=r.inp)
+            return
+        cursors = []
+        for alias in self.ctx.order_inputs[mod]:  # it received the closed seconds after its cursor
+            seconds = r.windows.get(alias)
+            if seconds:
+                cursors.append((mod, alias, max(s["seq"] for s in seconds)))
+        norm = reason = None
+        if call.value is not None:
+            try:
+                norm = normalise_result(self.station, call.value)
+            except UnserialisableResult as e:
+                log.warning("%s", e)
+                reason = "unserialisable"
+        self.end(mod, r.started, reason=reason, norm=norm, inp=r.inp, cursors=cursors)
+
+    def end(self, mod: str, started: float, *, reason: str | None = None, norm: Normalised | None = None,
+            inp: Any = None, cursors: list[tuple[str, str, int]] | None = None) -> None:
         seconds = time.perf_counter() - started
-        if reason is not None:
-            outcome = "failed"
-        elif norm is None:
-            outcome = "none"
-        else:
-            outcome = "ok"
+        outcome = "failed" if reason is not None else "none" if norm is None else "ok"
         if outcome == "ok":
-            outputs.append((mod, norm.value))  # type: ignore[union-attr]
-            fresh[mod] = {"ts": now_ms, "src": "local", "payload": norm.value}  # type: ignore[union-attr]
-            if ctx.result_handler is not None:
-                hooks.append((inp, norm.value))  # type: ignore[union-attr]
+            self.fresh[mod] = {"ts": self.now_ms, "src": "local", "payload": norm.value}  # type: ignore[union-attr]
         else:
-            not_ok.add(mod)
+            self.not_ok.add(mod)
+        self.ended.add(mod)
         label = outcome if reason is None else f"failed:{reason}"
-        counts[f"{mod}:{label}"] += 1
-        counts[f"{mod}:us"] += int(seconds * 1e6)
+        self.counts[f"{mod}:{label}"] += 1
+        self.counts[f"{mod}:us"] += int(seconds * 1e6)
         m.RUNS.inc(module=mod, outcome=label)
         m.ALGORITHM_SECONDS.observe(seconds, module=mod)
-        summary.runs.append(RunOutcome(mod, outcome, reason, seconds, todo[mod]))
-        for b in todo[mod]:
-            reports.append(Report(b, station, outcome, norm.json if norm is not None else None, reason,
-                                  norm.nonfinite if norm else 0, bool(norm and norm.mismatch),
-                                  bool(norm and norm.wrapped)))
+        self.summary.runs.append(RunOutcome(mod, outcome, reason, seconds, self.todo[mod]))
+        self.unwritten.append(_Ended(mod, outcome, reason, norm if outcome == "ok" else None, inp, cursors or []))
 
-    # everything the job writes, in one round trip and in this order: outputs and cursors,
-    # reports (a report may complete a batch), the running marker and the run counters
-    sp = ScriptPipeline(ctx.r)
-    ctx.writes.queue(sp, station, outputs, cursors, now_ms)
-    at = ctx.tracker.queue_reports(sp, reports, int(time.time() * 1000))
-    ctx.pending.queue_done(sp.pipe, station, job_id)
-    queue_incr_many(sp, ctx.tracker.keys.counters(RUNS_GROUP), counts)
-    replies = sp.execute()
-    rep = ctx.tracker.reports_done(reports, [replies[i] for i in at], int(time.time() * 1000))
-    summary.statuses.update(rep.statuses)
-    for inp, value in hooks:
-        _hook(ctx.result_handler, station, inp, value)
-    if rep.claimed and ctx.uploader is not None:
-        if ctx.background_upload:
-            ctx.uploader.submit(rep.claimed)
-            summary.queued = [b.batch_id for b in rep.claimed]
+    def write(self, last: bool) -> None:
+        """One round trip with what the ended modules produced, in this order: outputs and
+        cursors, reports (a report may complete a batch), their removal from the running
+        marker (the marker itself with the `last` write) and the run counters."""
+        ctx, station, ended = self.ctx, self.station, self.unwritten
+        self.unwritten = []
+        outputs = [(e.module, e.norm.value) for e in ended if e.norm is not None]
+        cursors = [c for e in ended for c in e.cursors]
+        reports = [Report(b, station, e.outcome, e.norm.json if e.norm is not None else None, e.reason,
+                          e.norm.nonfinite if e.norm else 0, bool(e.norm and e.norm.mismatch),
+                          bool(e.norm and e.norm.wrapped))
+                   for e in ended for b in self.todo[e.module]]
+        sp = ScriptPipeline(ctx.r)
+        ctx.writes.queue(sp, station, outputs, cursors, self.now_ms)
+        at = ctx.tracker.queue_reports(sp, reports, int(time.time() * 1000))
+        if last:
+            ctx.pending.queue_done(sp.pipe, station, self.job_id)
         else:
-            ok = ctx.uploader.upload(rep.claimed)
-            summary.uploaded = [b.batch_id for b, good in zip(rep.claimed, ok, strict=True) if good]
-    for bid in rep.skipped:
-        m.BATCHES.inc(module=module_of(bid), outcome="skipped")
-    m.JOBS.inc(outcome="ok")
-    m.JOB_SECONDS.observe(time.perf_counter() - t0)
-    return summary
-
-
-def _fail_all(reports: list[Report], summary: JobSummary, mod: str, batches: list[str], station: str,
-              reason: str) -> None:
-    summary.runs.append(RunOutcome(mod, "failed", reason, 0.0, batches))
-    m.RUNS.inc(module=mod, outcome=f"failed:{reason}")
-    for b in batches:
-        reports.append(Report(b, station, "failed", None, reason))
+            ctx.pending.queue_forget(sp.pipe, station, self.job_id, [e.module for e in ended])
+        queue_incr_many(sp, ctx.tracker.keys.counters(RUNS_GROUP), self.counts)
+        self.counts = Counter()
+        replies = sp.execute()
+        self.summary.writes += 1
+        rep = ctx.tracker.reports_done(reports, [replies[i] for i in at], int(time.time() * 1000))
+        self.summary.statuses.update(rep.statuses)
+        if ctx.result_handler is not None:
+            for e in ended:
+                if e.norm is not None:
+                    _hook(ctx.result_handler, station, e.inp, e.norm.value)
+        if rep.claimed and ctx.uploader is not None:
+            if ctx.background_upload:
+                ctx.uploader.submit(rep.claimed)
+                self.summary.queued += [b.batch_id for b in rep.claimed]
+            else:
+                ok = ctx.uploader.upload(rep.claimed)
+                self.summary.uploaded += [b.batch_id for b, good in zip(rep.claimed, ok, strict=True) if good]
+        for bid in rep.skipped:
+            m.BATCHES.inc(module=module_of(bid), outcome="skipped")
 
 
 def _hook(fn: Any, station: str, inp: Any, result: Any) -> None:
     try:
-        fn(station, inp, result)
+        call_hook(fn, station, inp, result)
     except Exception:  # noqa: BLE001 - a hook never fails a run
         log.exception("result_handler failed for station %s", station)
 

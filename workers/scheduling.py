@@ -11,7 +11,8 @@ the poll size:
 
 Replays are idempotent: the same message maps to the same batch ids, a run still pending
 with the same batch id counts as the same run, and a job that is still queued is not
-enqueued twice. A station whose job vanished (TTL, flushed queue) while its runs stayed
+enqueued twice. A pending run whose batch has closed (its job waited past the deadline)
+never absorbs a new trigger: it moves to the new batch (`store.pending`). A station whose job vanished (TTL, flushed queue) while its runs stayed
 pending gets a new job at its next trigger.
 """
 
@@ -108,8 +109,9 @@ def schedule(
     """Mark `runs` pending, create their batches and enqueue the station jobs they need.
 
     `runs` are in poll order; a (station, module) pair appearing twice keeps the first.
-    `job_ttl_s` unset: a queued job lives until its batches' deadline plus a grace, after which
-    RQ drops it (its runs then time out in their batches and the next trigger re-enqueues).
+    `job_ttl_s` unset (the default): a queued job waits for a worker however long that takes,
+    so data ingested while no worker runs is processed when workers return. Set, RQ drops a job
+    that waited longer; its runs stay pending and the station's next trigger enqueues a new job.
     """
     out = ScheduleResult()
     if not runs:
@@ -127,8 +129,11 @@ def schedule(
             per_station[station][module] = batch
     proposals = {s: job_id_for(s, mods.values()) for s, mods in per_station.items()}
 
-    # (a) coalescing
-    marked = pending.mark({s: list(m.items()) for s, m in per_station.items()}, proposals)
+    # (a) coalescing (a pending run absorbs a trigger only while its batch is open)
+    deadline = {m: now_ms + int(catalogue.by_module[m].batch_timeout_s * 1000)
+                for mods in per_station.values() for m in mods}
+    marked = pending.mark({s: [(m, b, deadline[m]) for m, b in mods.items()] for s, mods in per_station.items()},
+                          proposals, now_ms)
 
     expected: dict[str, list[str]] = defaultdict(list)  # batch id -> stations
     batch_module: dict[str, str] = {}
@@ -180,13 +185,9 @@ def schedule(
         if jid in seen:
             continue
         seen.add(jid)
-        ttl = job_ttl_s
-        if ttl is None:
-            longest = max(catalogue.by_module[m].batch_timeout_s for m in per_station[mk.station])
-            ttl = int(math.ceil(longest)) + 5
         batches = [b for b, flag in zip(per_station[mk.station].values(), mk.flags, strict=True) if flag]
         datas.append(Queue.prepare_data(
-            JOB_FUNCTION, args=(mk.station,), timeout=timeout, result_ttl=result_ttl_s, ttl=ttl,
+            JOB_FUNCTION, args=(mk.station,), timeout=timeout, result_ttl=result_ttl_s, ttl=job_ttl_s,
             failure_ttl=failure_ttl_s, job_id=jid, description=f"station {mk.station}",
             retry=Retry(max=retries) if retries > 0 else None, on_failure=Callback(FAILURE_CALLBACK),
             meta={BATCHES_META: batches},

@@ -100,7 +100,7 @@ class SweeperThread(threading.Thread):
         super().__init__(name="stationflow-sweeper", daemon=True)
         self.ctx = ctx
         self.interval_s = interval_s if interval_s is not None else ctx.sweep_interval_s
-        self.tracker = BatchTracker(ctx.r, ctx.prefix)
+        self.tracker = BatchTracker(ctx.r, ctx.prefix, keep_s=ctx.batch_keep_s)
         self._halt = threading.Event()
 
     def run(self) -> None:

@@ -28,6 +28,7 @@ from typing import Any
 from parsers.catalogue import Catalogue
 from stationflow import metrics as m
 from store.tracker import Batch, BatchTracker, envelope
+from workers.lanes import call_hook
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,7 @@ class Uploader:
         import orjson
 
         try:
-            self.batch_handler(b.batch_id, [orjson.loads(v) for _, v in b.results])  # type: ignore[misc]
+            call_hook(self.batch_handler, b.batch_id, [orjson.loads(v) for _, v in b.results])  # type: ignore[arg-type]
         except Exception:  # noqa: BLE001 - a hook never breaks the pipeline
             log.exception("batch_upload_handler failed for batch %s", b.batch_id)
 

@@ -188,6 +188,7 @@ class QueueSettings:
 @dataclass(frozen=True)
 class BatchSettings:
     sweep_interval_s: float = 1.0
+    keep_s: float = 3600.0
 
 
 @dataclass(frozen=True)

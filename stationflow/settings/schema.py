@@ -196,6 +196,8 @@ QUEUE_KEYS: tuple[Key, ...] = (
 
 BATCH_KEYS: tuple[Key, ...] = (
     Key("sweep_interval_s", "float", 1.0, "how often expired batches and lost runs are swept", minimum=0.01),
+    Key("keep_s", "float", 3600.0, "finished (uploaded or skipped) batch records stay readable this long",
+        minimum=1),
 )
 
 INGEST_KEYS: tuple[Key, ...] = (

@@ -239,3 +239,145 @@ def test_rq_job_carries_its_batches_in_meta(redis_client):
                                                  PlannedRun(S, "SOH_model", "SOH_model:T:0:1")])
     job = Job.fetch(res.enqueued[0], connection=redis_client, serializer=JSONSerializer)
     assert sorted(job.meta["batches"]) == ["SOH_model:T:0:1", "load_prediction:T:0:1"]
+
+
+def test_run_that_waited_past_its_deadline_reports_to_the_next_batch(redis_client):
+    """Workers down longer than a batch timeout: the queued job survives, the first batch
+    expires without the station, the next message's batch expects it and gets its result,
+    and the module runs once."""
+    calls = []
+
+    def count(station, inp):
+        calls.append(station)
+        return {"n": len(calls)}
+
+    ctx = _ctx(redis_client, load_prediction=count)
+    _load_ready(ctx)
+    t0 = int(time.time() * 1000)
+    first = schedule(redis_client, ctx.catalogue, [PlannedRun(S, "load_prediction", "load_prediction:T:0:1")],
+                     now_ms=t0 - 6000)
+    assert sweep(ctx, now_ms=t0).skipped == 1  # batch 1 expired while no worker ran
+    second = schedule(redis_client, ctx.catalogue, [PlannedRun(S, "load_prediction", "load_prediction:T:0:2")],
+                      now_ms=t0)
+    assert second.batches_created == 1 and second.enqueued == [] and sum(second.absorbed.values()) == 0
+    summary = jobs.execute(ctx, S, first.enqueued[0])
+    assert calls == [S] and [(r.module, r.batches) for r in summary.runs] == [("load_prediction", ["load_prediction:T:0:2"])]
+    b = BatchTracker(redis_client).get("load_prediction:T:0:2")
+    assert b["e:" + S] == "ok" and b["state"] == "uploading"
+    assert BatchTracker(redis_client).get("load_prediction:T:0:1")["timed_out"] == "1"
+
+
+def _wait_closed(tracker: BatchTracker, batch_id: str, within_s: float = 10.0) -> str:
+    """The batch's state once it left `open` (or `open` after `within_s`)."""
+    end = time.monotonic() + within_s
+    while time.monotonic() < end:
+        state = tracker.get(batch_id).get("state")
+        if state != "open":
+            return state
+        time.sleep(0.01)
+    return "open"
+
+
+def test_a_module_reports_while_a_slow_sibling_still_runs(redis_client):
+    """Per-module reporting: load_prediction's batch completes while SOH_model, started in
+    the same job, is still running (SOH looks at the tracker from inside its run)."""
+    tracker = BatchTracker(redis_client)
+    seen = []
+
+    def slow_soh(station, inp):
+        seen.append(_wait_closed(tracker, "load_prediction:T:0:1"))
+        return {"soh": 1}
+
+    ctx = _ctx(redis_client, SOH_model=slow_soh, load_prediction=lambda s, i: {"p": 1})
+    _load_ready(ctx)
+    summary = _run(ctx, [PlannedRun(S, "SOH_model", "SOH_model:T:0:1"),
+                         PlannedRun(S, "load_prediction", "load_prediction:T:0:1")])
+    assert seen == ["uploading"]  # completed and claimed before SOH_model returned
+    assert {r.module: r.outcome for r in summary.runs} == {"SOH_model": "ok", "load_prediction": "ok"}
+    assert summary.writes == 2 and ctx.pending.running(S, "job-1") == {}
+    assert tracker.get("SOH_model:T:0:1")["e:" + S] == "ok"
+
+
+class _Died(BaseException):
+    """Stands for the job's process dying in the middle of a run."""
+
+
+def test_a_job_that_dies_midway_leaves_only_its_unreported_runs_to_its_retry(redis_client):
+    tracker = BatchTracker(redis_client)
+
+    def dies(station, inp):
+        _wait_closed(tracker, "load_prediction:T:0:1")
+        raise _Died()
+
+    ctx = _ctx(redis_client, SOH_model=dies, load_prediction=lambda s, i: {"p": 1})
+    _load_ready(ctx)
+    with pytest.raises(_Died):
+        _run(ctx, [PlannedRun(S, "SOH_model", "SOH_model:T:0:1"),
+                   PlannedRun(S, "load_prediction", "load_prediction:T:0:1")], "job-d")
+    held = ctx.pending.running(S, "job-d")
+    assert set(held) == {"_started", "SOH_model"}  # load_prediction was reported and removed
+    ctx.algorithms["SOH_model"] = lambda s, i: {"soh": 2}
+    retry = jobs.execute(ctx, S, "job-d")
+    assert [(r.module, r.outcome) for r in retry.runs] == [("SOH_model", "ok")]
+    assert tracker.get("load_prediction:T:0:1")["reported"] == "1"  # reported once, not twice
+
+
+def test_dependent_waits_only_for_its_own_dependencies(redis_client):
+    """station_guidance depends on load_prediction (and evaluation_model, not in this job):
+    it runs and reports while SOH_model, which it does not depend on, is still running."""
+    tracker = BatchTracker(redis_client)
+    seen = []
+
+    def slow_soh(station, inp):
+        seen.append(_wait_closed(tracker, "station_guidance:T:0:1"))
+        return {"soh": 1}
+
+    ctx = _ctx(redis_client, SOH_model=slow_soh, load_prediction=lambda s, i: {"p": 1},
+               station_guidance=lambda s, i: {"g": i["deps"]["load_prediction"]})
+    _load_ready(ctx)
+    ctx.store.store_output(S, "evaluation_model", {"e": 1}, int(time.time() * 1000))
+    summary = _run(ctx, [PlannedRun(S, "SOH_model", "SOH_model:T:0:1"),
+                         PlannedRun(S, "load_prediction", "load_prediction:T:0:1"),
+                         PlannedRun(S, "station_guidance", "station_guidance:T:0:1")])
+    assert seen == ["uploading"]
+    assert [r.module for r in summary.runs] == ["load_prediction", "station_guidance", "SOH_model"]
+    # it got load_prediction's result of this job, in memory
+    assert json.loads(tracker.get("station_guidance:T:0:1")["r:" + S])["g"] == {"station_id": S, "p": 1}
+
+
+def test_data_quality_ages_are_taken_at_each_module_start(redis_client):
+    """station_guidance starts after load_prediction (its dependency) ends, >= 0.3 s after the
+    job started: the age of evaluation_model's output, stored just before the job, is taken
+    then (at the job's start it would be a few ms)."""
+    ages = {}
+
+    def slow_lp(station, inp):
+        time.sleep(0.3)
+        return {"p": 1}
+
+    def guidance(station, inp):
+        ages["station_guidance"] = inp["_data_quality"]["age_s"]["evaluation_model"]
+        return {"g": 1}
+
+    ctx = _ctx(redis_client, load_prediction=slow_lp, station_guidance=guidance)
+    _load_ready(ctx)
+    ctx.store.store_output(S, "evaluation_model", {"e": 1}, int(time.time() * 1000))
+    _run(ctx, [PlannedRun(S, "load_prediction", "load_prediction:T:0:1"),
+               PlannedRun(S, "station_guidance", "station_guidance:T:0:1")])
+    assert ages["station_guidance"] >= 0.3
+
+
+def test_finished_batch_records_are_kept_for_batch_keep_s(redis_client):
+    from stationflow.settings import Settings
+    from workers.sweeper import SweeperThread
+
+    settings = Settings.from_dict({"batch": {"keep_s": 5}})
+    ctx = WorkerContext.from_settings(settings, redis_client)
+    ctx.uploader = None
+    assert SweeperThread(ctx).tracker.keep_ms == 5000
+    ctx.algorithms = {**ctx.algorithms, "load_prediction": lambda s, i: None}
+    _load_ready(ctx)
+    _run(ctx, [PlannedRun(S, "load_prediction", "load_prediction:T:0:1")])
+    key = ctx.tracker.keys.batch("load_prediction:T:0:1")
+    assert redis_client.hget(key, "state") == b"skipped"
+    assert 0 < redis_client.pttl(key) <= 5000

@@ -222,9 +222,14 @@ def test_a_worker_process_loads_the_registered_functions() -> None:
     assert out.stdout.split() == ["forecast_load", "price_signal", "True", "workers.reference"]
 
 
-def test_async_hooks_are_refused() -> None:
-    with pytest.raises(RegistrationError, match="coroutine function; hooks are called synchronously"):
-        App().on_batch(top_level_async)
+def test_async_hooks_register_by_path() -> None:
+    """The worker awaits them (tests/integration/test_hooks_async.py)."""
+    app = App()
+    assert app.on_batch(top_level_async) is top_level_async
+    assert app.on_result(top_level_async) is top_level_async
+    assert app.hooks == {"batch_upload_handler": f"{__name__}:top_level_async",
+                         "result_handler": f"{__name__}:top_level_async"}
+    assert app.settings.hooks.batch_upload_handler == f"{__name__}:top_level_async"
 
 
 def test_importing_stationflow_is_cheap_and_quiet() -> None:

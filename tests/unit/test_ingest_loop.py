@@ -177,7 +177,7 @@ def make(fake_redis: Any, polls: list[Any], partitions: list[tuple[str, int]] | 
         pipe.execute()
 
     proc = Processor(CAT, store, dlq, sched, stats, flush_counters=flush, clock=lambda: NOW_MS / 1000 + 1.0,
-                     env=kw.pop("env", {}))
+                     env=kw.pop("env", {}), marks=kw.pop("marks", None))
     kw.setdefault("until_idle_s", 3.0)
     kw.setdefault("commit_interval_s", 0.0)
     ing = Ingester(consumer, proc, stats, clock=clock, sleep=clock.sleep, **kw)
@@ -496,3 +496,36 @@ def test_revoke_on_the_clients_io_thread_commits_without_blocking(fake_redis: An
     assert ing.run() == 0
     assert sent == [{(ACDC, 1): 5}]  # the revoked partition, sent from the listener's thread
     assert consumer.commits == [{(ACDC, 0): 3}]  # the rest at the end, on the loop thread
+
+
+def test_replayed_messages_schedule_nothing_even_when_readiness_changed(fake_redis: Any) -> None:
+    """A new group re-reads a message whose triggers were scheduled (or found not ready) by the
+    first delivery: with replay marks nothing is planned again, whatever readiness says now."""
+    from store.marks import ScheduleMarks
+
+    polls = [[record(ACDC, 0, 5, acdc("S1")), record(ACDC, 0, 6, acdc("S2"))]]
+    ing, _, sched, store, _ = make(fake_redis, polls, marks=ScheduleMarks(fake_redis))
+    seed(store, "S1")  # S2 is not ready on the first delivery
+    ing.run()
+    assert [r.station for call in sched.calls for r in call] == ["S1"]
+    seed(store, "S2")  # ... and would be now
+    replay = [[record(ACDC, 0, 5, acdc("S1")), record(ACDC, 0, 6, acdc("S2")), record(ACDC, 0, 7, acdc("S2"))]]
+    ing2, _, sched2, _, _ = make(fake_redis, replay, marks=ScheduleMarks(fake_redis))
+    ing2.run()
+    assert sched2.calls == [[PlannedRun("S2", "evaluation_model", f"evaluation_model:{ACDC}:0:7")]]
+    c = {k.decode(): int(v) for k, v in fake_redis.hgetall("sf:counters:ingest").items()}
+    assert c["triggers_replayed"] == 2
+
+
+def test_a_failed_schedule_leaves_the_marks_behind_so_the_retry_schedules(fake_redis: Any) -> None:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from store.marks import ScheduleMarks
+
+    polls = [[record(ACDC, 0, 5, acdc("S1"))]]
+    ing, _, sched, store, _ = make(fake_redis, polls, marks=ScheduleMarks(fake_redis))
+    seed(store, "S1")
+    sched.fail.append(RedisConnectionError("queue down"))  # after the window write
+    ing.run()
+    assert sched.calls == [[PlannedRun("S1", "evaluation_model", f"evaluation_model:{ACDC}:0:5")]]
+    assert ScheduleMarks(fake_redis).read("S1") == {f"{ACDC}:0": 5}

@@ -48,7 +48,8 @@ def test_one_job_per_station_and_batches_with_expected(fake_redis):
     assert job.func_name == "workers.jobs.run_station" and list(job.args) == ["S1"]
     pend = PendingRuns(fake_redis).pending("S1")
     assert pend == {"_job": res.enqueued[0], "load_prediction": "load_prediction:RT:0:7",
-                    "SOH_model": "SOH_model:RT:0:7"}
+                    "SOH_model": "SOH_model:RT:0:7", "_d:load_prediction": str(NOW + 5000),
+                    "_d:SOH_model": str(NOW + 5000)}
 
 
 def test_later_trigger_joins_pending_job_and_same_module_is_absorbed(fake_redis):
@@ -95,3 +96,34 @@ def test_unknown_module_fails_before_writing(fake_redis):
     with pytest.raises(ValueError, match="unknown module"):
         schedule(fake_redis, CAT, [PlannedRun("S1", "nope", "nope:T:0:1")], now_ms=NOW)
     assert fake_redis.keys("*") == []
+
+
+def test_queued_job_has_no_ttl_by_default(fake_redis):
+    res = schedule(fake_redis, CAT, [PlannedRun("S1", "load_prediction", "load_prediction:RT:0:7")], now_ms=NOW)
+    job = Job.fetch(res.enqueued[0], connection=fake_redis, serializer=JSONSerializer)
+    assert job.ttl is None  # a job waiting for workers is never dropped by RQ
+    res = schedule(fake_redis, CAT, [PlannedRun("S2", "load_prediction", "load_prediction:RT:0:7")], now_ms=NOW,
+                   job_ttl_s=120)
+    assert Job.fetch(res.enqueued[0], connection=fake_redis, serializer=JSONSerializer).ttl == 120
+
+
+def test_pending_run_whose_batch_closed_moves_to_the_new_batch(fake_redis):
+    """Workers down past the batch deadline: the next trigger is not absorbed into the closed
+    batch; the still-pending run now belongs to the new message's batch, in the same job."""
+    first = schedule(fake_redis, CAT, [PlannedRun("S1", "load_prediction", "load_prediction:RT:0:1")], now_ms=NOW)
+    inside = schedule(fake_redis, CAT, [PlannedRun("S1", "load_prediction", "load_prediction:RT:0:2")],
+                      now_ms=NOW + 4999)
+    assert inside.absorbed == {"load_prediction": 1} and inside.batches_created == 0
+    after = schedule(fake_redis, CAT, [PlannedRun("S1", "load_prediction", "load_prediction:RT:0:3")],
+                     now_ms=NOW + 5000)
+    assert sum(after.absorbed.values()) == 0 and after.runs == 1 and after.batches_created == 1
+    assert after.enqueued == [] and after.joined == 1  # the waiting job takes it
+    b = BatchTracker(fake_redis).get("load_prediction:RT:0:3")
+    assert json.loads(b["expected"]) == ["S1"] and int(b["deadline"]) == NOW + 10_000
+    pend = PendingRuns(fake_redis).pending("S1")
+    assert pend["load_prediction"] == "load_prediction:RT:0:3" and pend["_job"] == first.enqueued[0]
+    # a replay of the new message is still recognised as the same run
+    again = schedule(fake_redis, CAT, [PlannedRun("S1", "load_prediction", "load_prediction:RT:0:3")],
+                     now_ms=NOW + 20_000)
+    assert again.replayed == 1 and again.batches_created == 0
+    assert _queue(fake_redis).count == 1
