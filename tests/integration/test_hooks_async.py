@@ -10,16 +10,15 @@ import json
 import sys
 import time
 import warnings
-from pathlib import Path
 
 import pytest
+from samplefiles import SAMPLES
 
 from stationflow.settings import Settings
 from workers import jobs
 from workers.context import WorkerContext
 from workers.scheduling import PlannedRun, schedule
 
-SAMPLES = Path("/work/shared/samples")
 S = "4000000000000000077"
 
 HOOKS = '''
