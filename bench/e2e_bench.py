@@ -319,8 +319,10 @@ def _pool_child(redis_url: str, queue: str, station_jobs: bool, ready: Any, star
     """Drain `queue` with a SimpleWorker (burst) after the start signal; report the end time."""
     _quiet()
     import redis
-    from rq import Queue, SimpleWorker
+    from rq import Queue
     from rq.serializers import JSONSerializer
+
+    from workers.rqworker import StationWorker
 
     r = redis.Redis.from_url(redis_url)
     if station_jobs:
@@ -332,7 +334,7 @@ def _pool_child(redis_url: str, queue: str, station_jobs: bool, ready: Any, star
         ctx = wctx.WorkerContext.build(r, cat, algorithms={m: noop for m in cat.local_modules()})
         ctx.uploader = None
         wctx.install(ctx)
-    w = SimpleWorker([Queue(queue, connection=r, serializer=JSONSerializer)], connection=r,
+    w = StationWorker([Queue(queue, connection=r, serializer=JSONSerializer)], connection=r,
                      serializer=JSONSerializer)
     ready.put(os.getpid())
     start.wait(60)

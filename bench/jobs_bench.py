@@ -29,7 +29,7 @@ import threading
 import time
 
 import orjson
-from rq import Queue, SimpleWorker
+from rq import Queue
 from rq.serializers import JSONSerializer
 
 from parsers.batches import PlannedRun
@@ -39,6 +39,7 @@ from parsers.records import Source
 from stationflow.local import start_redis
 from store.tracker import BatchTracker
 from workers import context as wctx
+from workers.rqworker import StationWorker
 from workers.scheduling import schedule
 
 MODULES = ("load_prediction", "SOH_model")
@@ -103,7 +104,7 @@ def bench_real(ctx: wctx.WorkerContext, stations: list[str], batch: int, seq: in
     runs = [PlannedRun(s, m, f"{m}:REAL:{seq}:{i // batch}") for i, s in enumerate(stations) for m in modules]
     schedule(ctx.r, ctx.catalogue, runs, queue="real", job_ttl_s=JOB_TTL_S)
     q = Queue("real", connection=ctx.r, serializer=JSONSerializer)
-    w = SimpleWorker([q], connection=ctx.r, serializer=JSONSerializer)
+    w = StationWorker([q], connection=ctx.r, serializer=JSONSerializer)
     prof = None
     if profile:
         import cProfile
@@ -172,7 +173,7 @@ def bench_bare(r, n: int, cpu_ms: list[float] | None = None) -> float:
     """Jobs/s of draining `n` trivial jobs; appends the worker's CPU ms per job to `cpu_ms`."""
     q = Queue("bare", connection=r, serializer=JSONSerializer)
     q.enqueue_many([Queue.prepare_data("bench.jobs_bench.trivial", result_ttl=60) for _ in range(n)])
-    w = SimpleWorker([q], connection=r, serializer=JSONSerializer)
+    w = StationWorker([q], connection=r, serializer=JSONSerializer)
     t0, c0 = time.perf_counter(), time.process_time()
     w.work(burst=True, logging_level="WARNING")
     dt = time.perf_counter() - t0
@@ -188,7 +189,7 @@ def bench_station_jobs(ctx: wctx.WorkerContext, stations: list[str], batch: int,
     runs = [PlannedRun(s, m, f"{m}:BENCH:{seq}:{i // batch}") for i, s in enumerate(stations) for m in MODULES]
     schedule(ctx.r, ctx.catalogue, runs, queue="bench", job_ttl_s=JOB_TTL_S)
     q = Queue("bench", connection=ctx.r, serializer=JSONSerializer)
-    w = SimpleWorker([q], connection=ctx.r, serializer=JSONSerializer)
+    w = StationWorker([q], connection=ctx.r, serializer=JSONSerializer)
     t0, c0 = time.perf_counter(), time.process_time()
     w.work(burst=True, logging_level="WARNING")
     dt = time.perf_counter() - t0
@@ -215,7 +216,7 @@ def bench_latency(ctx: wctx.WorkerContext, stations: list[str], batch: int, batc
     q = Queue("lat", connection=ctx.r, serializer=JSONSerializer)
     feeder = threading.Thread(target=feed, daemon=True)
     feeder.start()
-    w = SimpleWorker([q], connection=ctx.r, serializer=JSONSerializer)
+    w = StationWorker([q], connection=ctx.r, serializer=JSONSerializer)
     # one long-running worker (as in production); it stops after 1 s without work
     w.work(max_idle_time=1, logging_level="WARNING")
     feeder.join()

@@ -1,12 +1,13 @@
 """`stationflow worker`: RQ workers for station jobs, in-process (no fork per job), JSON jobs.
 
 A station job is a few milliseconds of Redis round trips plus the algorithms; forking a work
-horse per job would cost more than the job, so the worker is RQ's `SimpleWorker`. For more
+horse per job would cost more than the job, so the worker is RQ's `SimpleWorker` (as
+`workers.rqworker.StationWorker`, which stops within seconds of SIGTERM). For more
 parallelism run more processes (`--processes N`, or more containers). Each process also runs
 the batch sweeper on a daemon thread every `batch.sweep_interval_s`.
 
 Equivalent plain RQ command (the job reads its settings from STATIONFLOW_* / the config file):
-    rq worker --serializer rq.serializers.JSONSerializer --worker-class rq.worker.SimpleWorker stationflow
+    rq worker --serializer rq.serializers.JSONSerializer --worker-class workers.rqworker.StationWorker stationflow
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ log = logging.getLogger(__name__)
 def run_worker(settings: Any, queues: list[str], *, burst: bool = False, max_jobs: int | None = None,
                metrics_port: int | None = None, name: str | None = None) -> int:
     """One in-process RQ worker with the sweeper thread; returns the exit status."""
-    from rq import Queue, SimpleWorker
+    from rq import Queue
     from rq.serializers import JSONSerializer
 
     from stationflow import metrics
     from workers import context as wctx
     from workers.algorithms import AlgorithmImportError
+    from workers.rqworker import StationWorker
     from workers.sweeper import SweeperThread, sweep
 
     try:
@@ -44,7 +46,7 @@ def run_worker(settings: Any, queues: list[str], *, burst: bool = False, max_job
     # RQ blocks on BLPOP for minutes: its connection must not have the store's short timeout
     rq_conn = settings.redis.connect(socket_timeout=None)
     qs = [Queue(q, connection=rq_conn, serializer=JSONSerializer) for q in queues]
-    worker = SimpleWorker(qs, connection=rq_conn, serializer=JSONSerializer, name=name)
+    worker = StationWorker(qs, connection=rq_conn, serializer=JSONSerializer, name=name)
     if metrics_port is not None:
         metrics.serve(metrics_port)
     if burst:

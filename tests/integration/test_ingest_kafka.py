@@ -162,15 +162,15 @@ def test_fan_out_enqueues_one_job_per_station_and_coalesces(kafka_bootstrap: str
     assert trig["load_prediction:absorbed"] >= 40
 
     # an RQ worker in burst mode runs the three jobs; their batches upload every station once
-    from rq import SimpleWorker
     from rq.serializers import JSONSerializer
 
     from workers import context as wctx
+    from workers.rqworker import StationWorker
 
     wctx.install(wctx.WorkerContext.from_settings(settings, redis_client))
     try:
         q = station_queue(redis_client, settings.queue.name)
-        SimpleWorker([q], connection=redis_client, serializer=JSONSerializer).work(burst=True)
+        StationWorker([q], connection=redis_client, serializer=JSONSerializer).work(burst=True)
     finally:
         wctx.install(None)
     assert q.count == 0

@@ -70,7 +70,7 @@ def test_worker_command_runs_jobs_and_uploads(how, redis_client, redis_url, kafk
         cmd = [str(Path(sys.executable).parent / "stationflow"), "worker", "--burst"]
     else:
         cmd = [str(Path(sys.executable).parent / "rq"), "worker", "--burst", "--url", redis_url,
-               "--serializer", "rq.serializers.JSONSerializer", "--worker-class", "rq.worker.SimpleWorker",
+               "--serializer", "rq.serializers.JSONSerializer", "--worker-class", "workers.rqworker.StationWorker",
                "stationflow"]
     proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -15,7 +15,7 @@ import time
 import orjson
 import pytest
 from kafkautil import consume_all, create_topics, unique_catalogue
-from rq import Queue, SimpleWorker
+from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 from samplefiles import SAMPLES
@@ -26,6 +26,7 @@ from parsers.records import Source
 from workers import context as wctx
 from workers import jobs, reference
 from workers.context import WorkerContext
+from workers.rqworker import StationWorker
 from workers.scheduling import schedule
 from workers.sweeper import sweep
 
@@ -64,7 +65,7 @@ class Pipeline:
 
     def work(self) -> None:
         q = Queue("stationflow", connection=self.r, serializer=JSONSerializer)
-        SimpleWorker([q], connection=self.r, serializer=JSONSerializer).work(burst=True)
+        StationWorker([q], connection=self.r, serializer=JSONSerializer).work(burst=True)
 
     def envelopes(self, module: str, min_count: int, timeout_s: float = 10.0) -> list[dict]:
         topic = self.cat.by_module[module].output_topic
