@@ -20,11 +20,12 @@ Nothing here does I/O at import time; `serve()` starts the HTTP endpoint when as
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -277,7 +278,14 @@ class Metrics:
 
     def __init__(self) -> None:
         self._families: dict[str, _Family] = {}
+        self._collectors: list[Callable[[], None]] = []
         self._lock = threading.Lock()
+
+    def add_collector(self, fn: Callable[[], None]) -> None:
+        """Run `fn` before every render: for values read when scraped (a queue's depth), not
+        counted as they happen. `fn` must not raise for an expected outage (drop the series)."""
+        with self._lock:
+            self._collectors.append(fn)
 
     def _add(self, fam: _Family) -> _Family:
         with self._lock:
@@ -320,6 +328,10 @@ class Metrics:
         return n
 
     def render(self) -> str:
+        with self._lock:
+            collectors = list(self._collectors)
+        for fn in collectors:
+            fn()
         lines: list[str] = []
         for fam in self.families():
             lines.extend(fam.render_lines())
@@ -401,15 +413,17 @@ RECORDS = REGISTRY.counter(
 DEAD_LETTERS = REGISTRY.counter(
     "stationflow_dead_letters_total", "Dead-letter entries written, by topic and reason.", ["topic", "reason"]
 )
+# the four window outcomes below are per process, not per topic: `stationflow status` has the
+# per-topic split (Redis counters `<prefix>:counters:topic:<topic>`)
 REPLAYS_SKIPPED = REGISTRY.counter(
-    "stationflow_replays_skipped_total", "Records skipped because their offset was already applied.", ["topic"]
+    "stationflow_replays_skipped_total", "Records skipped because their offset was already applied."
 )
 HOURS_IGNORED = REGISTRY.counter(
-    "stationflow_hours_ignored_total", "Hourly items older than the window, ignored.", ["topic"]
+    "stationflow_hours_ignored_total", "Hourly items older than the window, ignored."
 )
-LATE_ORDERS = REGISTRY.counter("stationflow_late_orders_total", "Car orders that arrived late.", ["topic"])
+LATE_ORDERS = REGISTRY.counter("stationflow_late_orders_total", "Car orders that arrived late.")
 SECONDS_EVICTED = REGISTRY.counter(
-    "stationflow_order_seconds_evicted_total", "Closed order seconds evicted before delivery.", ["topic"]
+    "stationflow_order_seconds_evicted_total", "Closed order seconds evicted before delivery."
 )
 STAMPED = REGISTRY.counter(
     "stationflow_records_stamped_total", "Kafka records without a timestamp, stamped with ingest time.", ["topic"]
@@ -469,3 +483,44 @@ RESULT_FIXUPS = REGISTRY.counter(
     "Results corrected at upload (station_id_mismatch, non_finite, wrapped).",
     ["module", "kind"],
 )
+
+#: the kinds of RESULT_FIXUPS, as `store.tracker.Normalised` reports them
+FIXUP_KINDS = ("station_id_mismatch", "non_finite", "wrapped")
+
+
+def start_ingest_series(topics: Sequence[str] = ()) -> None:
+    """Series an ingester exports from its start, at zero until something happens: an alert
+    on `rate()` or on the paused gauge needs the series before the first event."""
+    PAUSED.set(0)
+    for topic in topics:
+        STAMPED.inc(0, topic=topic)
+    for op in ("redis", "kafka"):
+        STORE_ERRORS.inc(0, operation=op)
+
+
+def start_worker_series(modules: Sequence[str]) -> None:
+    """The worker's error series per module, at zero from the start (see start_ingest_series)."""
+    for mod in modules:
+        UPLOAD_ERRORS.inc(0, module=mod)
+        for kind in FIXUP_KINDS:
+            RESULT_FIXUPS.inc(0, module=mod, kind=kind)
+
+
+def observe_fixups(module: str, nonfinite: int, mismatch: bool, wrapped: bool) -> None:
+    """Count the corrections `store.tracker.normalise_result` made to one module result."""
+    for kind, n in (("non_finite", nonfinite), ("station_id_mismatch", int(mismatch)), ("wrapped", int(wrapped))):
+        if n:
+            RESULT_FIXUPS.inc(n, module=module, kind=kind)
+
+
+def queue_depth_collector(queue: str, depth: Callable[[], int], on_error: type[Exception] | tuple[type[Exception], ...]
+                          ) -> Callable[[], None]:
+    """A collector setting QUEUE_DEPTH{queue} from `depth()` at each scrape; while `depth()`
+    raises `on_error` (Redis unreachable) the series is dropped rather than left stale."""
+    def collect() -> None:
+        try:
+            QUEUE_DEPTH.set(depth(), queue=queue)
+        except on_error as e:
+            logging.getLogger(__name__).warning("queue %s depth not exported: %s: %s", queue, type(e).__name__, e)
+            QUEUE_DEPTH.remove(queue=queue)
+    return collect

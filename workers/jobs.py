@@ -287,6 +287,8 @@ class _StationRun:
         self.counts[f"{mod}:us"] += int(seconds * 1e6)
         m.RUNS.inc(module=mod, outcome=label)
         m.ALGORITHM_SECONDS.observe(seconds, module=mod)
+        if norm is not None:
+            m.observe_fixups(mod, norm.nonfinite, norm.mismatch, norm.wrapped)
         self.summary.runs.append(RunOutcome(mod, outcome, reason, seconds, self.todo[mod]))
         self.unwritten.append(_Ended(mod, outcome, reason, norm if outcome == "ok" else None, inp, cursors or []))
 

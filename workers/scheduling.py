@@ -60,6 +60,7 @@ class ScheduleResult:
     absorbed: Counter[str] = field(default_factory=Counter)  # module -> runs absorbed
     replayed: int = 0  # runs already pending with the same batch id
     batches_created: int = 0
+    created: Counter[str] = field(default_factory=Counter)  # module -> batches created
     batches_existing: int = 0  # replays: the batch was there already
 
 
@@ -159,7 +160,9 @@ def schedule(
         sp.pipe.hget(Job.key_for(jid), "status")
     replies = sp.execute()
     nb = 2 * len(expected)
-    created = sum(int(x) for x in replies[0:nb:2])
+    for batch, made in zip(expected, replies[0:nb:2], strict=True):
+        out.created[batch_module[batch]] += int(made)
+    created = sum(out.created.values())
     out.batches_created = created
     out.batches_existing = len(expected) - created
     tracker.count_created(created, sum(len(v) for v in expected.values()))

@@ -209,8 +209,9 @@ class Uploader:
 def observe_batch(b: Batch, outcome: str, now_ms: int) -> None:
     """Per-process metrics of a finished batch (the Redis counters are the tracker's)."""
     m.BATCHES.inc(module=b.module, outcome=outcome)
-    for status in ("ok", "none", "failed", "timed_out", "late"):
-        n = b.count(status)
+    for status, fld in (("expected", "n_expected"), ("ok", "ok"), ("none", "none"), ("failed", "failed"),
+                        ("timed_out", "timed_out"), ("late", "late")):
+        n = b.count(fld)
         if n:
             m.BATCH_STATIONS.inc(n, module=b.module, status=status)
     end = b.completed_ms or now_ms

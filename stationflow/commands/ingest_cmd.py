@@ -24,10 +24,14 @@ def _split(value: str | None) -> list[str] | None:
 
 def scheduler(settings: Any) -> Any:
     """`schedule(r, runs)` backed by workers.scheduling (coalescing, batches, enqueue)."""
+    from stationflow import metrics as m
     from workers.scheduling import schedule_with
 
     def schedule(r: Any, runs: Any) -> Any:
-        return schedule_with(r, settings, runs)
+        res = schedule_with(r, settings, runs)
+        for module, n in res.created.items():
+            m.BATCHES.inc(n, module=module, outcome="created")
+        return res
 
     return schedule
 
@@ -42,11 +46,20 @@ def queue_depth(settings: Any) -> Any:
     return depth
 
 
-def export_metrics(stats: Any, ingester: Any) -> None:
-    """Mirror the ingest counters into the process's Prometheus registry."""
+def export_metrics(stats: Any, ingester: Any, queue: str | None = None, depth: Any = None,
+                   topics: Any = ()) -> None:
+    """Mirror the ingest counters into the process's Prometheus registry; `depth()` (the
+    queue's length) is read at each scrape."""
+    import redis
+
     from stationflow import metrics as m
 
     by_field = {"messages": m.MESSAGES, "records": m.RECORDS, "stamped": m.STAMPED}
+    totals = {"replays_skipped": m.REPLAYS_SKIPPED, "hours_ignored": m.HOURS_IGNORED,
+              "late_orders": m.LATE_ORDERS, "seconds_evicted": m.SECONDS_EVICTED}
+    m.start_ingest_series(topics)
+    if queue is not None and depth is not None:
+        m.REGISTRY.add_collector(m.queue_depth_collector(queue, depth, redis.RedisError))
     histograms = {"write": m.REDIS_WRITE_SECONDS, "schedule": m.ENQUEUE_SECONDS,
                   "commit": m.COMMIT_SECONDS, "poll_records": m.POLL_RECORDS}
 
@@ -61,8 +74,13 @@ def export_metrics(stats: Any, ingester: Any) -> None:
             module, _, outcome = field.rpartition(":")
             m.TRIGGERS.inc(n, module=module, outcome=outcome)
         elif group == "ingest":
-            if field == "pauses":
+            if field in totals:
+                totals[field].inc(n)
+            elif field == "pauses":
                 m.PAUSES.inc(n)
+                m.PAUSED.set(1)
+            elif field == "resumes":
+                m.PAUSED.set(0)
             elif field == "store_retries":
                 m.STORE_ERRORS.inc(n, operation="redis")
             elif field == "kafka_retries":
@@ -128,7 +146,9 @@ def ingest(ctx: click.Context, topics: str | None, modules: str | None, group: s
     if metrics_port is not None:
         from stationflow import metrics
 
-        export_metrics(svc.stats, svc.ingester)
+        depth = queue_depth(settings)
+        export_metrics(svc.stats, svc.ingester, settings.queue.name, lambda: depth(svc.redis),
+                       [t.topic for t in svc.topics])
         server = metrics.serve(metrics_port, host=metrics_host)
         log.info("metrics on %s", server.url)
 

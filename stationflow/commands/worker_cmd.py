@@ -48,6 +48,14 @@ def run_worker(settings: Any, queues: list[str], *, burst: bool = False, max_job
     qs = [Queue(q, connection=rq_conn, serializer=JSONSerializer) for q in queues]
     worker = StationWorker(qs, connection=rq_conn, serializer=JSONSerializer, name=name)
     if metrics_port is not None:
+        import redis
+
+        from workers.scheduling import station_queue
+
+        metrics.start_worker_series(ctx.catalogue.local_modules())
+        for q in queues:
+            metrics.REGISTRY.add_collector(metrics.queue_depth_collector(
+                q, lambda q=q: station_queue(rq_conn, q).count, redis.RedisError))
         metrics.serve(metrics_port)
     if burst:
         while sweep(ctx):

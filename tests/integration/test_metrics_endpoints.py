@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from documented_metrics import documented_metrics
 from kafkautil import create_topics, produce, unique_catalogue
 from samplefiles import SAMPLES
 
@@ -56,6 +57,38 @@ def _wait_for(port: int, cond: Any, what: str, proc: subprocess.Popen, log: Path
     raise AssertionError(f"timed out waiting for {what}; log:\n{log.read_text()[-3000:]}")
 
 
+def _series(text: str) -> dict[str, list[dict[str, str]]]:
+    """family name -> the label sets of its samples (histograms: of their `_count`)."""
+    types = dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M))
+    out: dict[str, list[dict[str, str]]] = {name: [] for name in types}
+    for line in text.splitlines():
+        m = re.match(r"^(\w+?)(_count)?(?:\{(.*)\})? (\S+)$", line)
+        if not m or line.startswith("#"):
+            continue
+        name = m.group(1) if m.group(1) in types else m.group(1) + (m.group(2) or "")
+        if name not in types or (types[name] == "histogram") != bool(m.group(2)):
+            continue
+        labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(3) or ""))
+        assert float(m.group(4)) >= 0 or name == "stationflow_consumer_lag", line
+        out[name].append(labels)
+    return out
+
+
+def _every_documented_series_is_there(scrapes: dict[str, str]) -> None:
+    """Each metric of docs/operations.md has a sample with its documented labels in one of the
+    processes' scrapes (a documented metric that nothing writes fails here)."""
+    got: dict[str, list[dict[str, str]]] = {}
+    for text in scrapes.values():
+        for name, samples in _series(text).items():
+            got.setdefault(name, []).extend(samples)
+    missing = []
+    for name, doc in documented_metrics().items():
+        samples = [s for s in got.get(name, []) if set(s) == set(doc.labels)]
+        if not samples:
+            missing.append(name)
+    assert not missing, f"documented but never written: {missing}"
+
+
 def test_ingest_and_worker_metrics_show_the_traffic(kafka_bootstrap: str, redis_url: str, redis_client: Any,
                                                     tmp_path: Path) -> None:
     cat = unique_catalogue()
@@ -64,7 +97,8 @@ def test_ingest_and_worker_metrics_show_the_traffic(kafka_bootstrap: str, redis_
     cfg = tmp_path / "metrics.toml"
     cfg.write_text(f'prefix = "met"\n[redis]\nurl = "{redis_url}"\n[kafka]\nbootstrap_servers = "{kafka_bootstrap}"\n'
                    f'group_id = "g-metrics"\n[kafka.consumer]\nsession_timeout_ms = 6000\n'
-                   f'heartbeat_interval_ms = 1000\n[batch]\nsweep_interval_s = 0.2\n{topics}\n')
+                   f'heartbeat_interval_ms = 1000\n[batch]\nsweep_interval_s = 0.2\n'
+                   f'[ingest]\nsummary_interval_s = 0.5\n{topics}\n')  # the lag gauge is refreshed with the summary
     env = dict(os.environ, STATIONFLOW_CONFIG=str(cfg))
     exe = str(Path(sys.executable).parent / "stationflow")
     p_in, p_wk = free_port(), free_port()
@@ -94,7 +128,8 @@ def test_ingest_and_worker_metrics_show_the_traffic(kafka_bootstrap: str, redis_
         assert _value(text, "stationflow_commit_seconds_count") >= 1
         assert _value(text, "stationflow_poll_records_count") >= 1
         assert _value(text, "stationflow_poll_records_sum") >= 4
-        assert _value(text, "stationflow_consumer_lag") >= 0
+        text = _wait_for(p_in, lambda t: "stationflow_consumer_lag{" in t, "the lag gauge", ingest, logs["ingest"])
+        assert _value(text, "stationflow_consumer_lag", topic=realtime) == 0  # caught up
 
         # the realtime sample triggers load_prediction for stations that also have param + calendar
         text = _wait_for(p_wk, lambda t: _value(t, "stationflow_batches_total", module="load_prediction",
@@ -103,6 +138,12 @@ def test_ingest_and_worker_metrics_show_the_traffic(kafka_bootstrap: str, redis_
         assert _value(text, "stationflow_runs_total", module="load_prediction", outcome="ok") >= 2
         assert _value(text, "stationflow_jobs_total") >= 1
         assert _value(text, "stationflow_algorithm_seconds_count", module="load_prediction") >= 2
+        assert _value(text, "stationflow_batch_stations_total", module="load_prediction", status="expected") >= 2
+        assert _value(text, "stationflow_queue_depth", queue="stationflow") == 0  # drained
+        text_in = _scrape(p_in)
+        assert _value(text_in, "stationflow_batches_total", module="load_prediction", outcome="created") >= 1
+        assert _value(text_in, "stationflow_ingest_paused") == 0
+        _every_documented_series_is_there({"ingest": text_in, "worker": text})
     finally:
         for p in (ingest, worker):
             if p.poll() is None:

@@ -60,3 +60,36 @@ def test_exported_metrics_follow_counters_and_drop_released_partitions():
     text = m.REGISTRY.render()
     assert 'stationflow_consumer_lag{topic="T-exp",partition="0"}' not in text
     assert 'stationflow_consumer_lag{topic="T-exp",partition="1"} 7' in text
+
+
+def test_export_metrics_writes_window_outcomes_the_paused_gauge_and_the_queue_depth() -> None:
+    from types import SimpleNamespace
+
+    import redis
+
+    from ingest.stats import IngestStats
+    from stationflow import metrics as m
+    from stationflow.commands.ingest_cmd import export_metrics
+
+    depth = [3]
+
+    def read_depth() -> int:
+        if depth[0] < 0:
+            raise redis.ConnectionError("redis down")
+        return depth[0]
+
+    stats = IngestStats()
+    export_metrics(stats, SimpleNamespace(on_lag=None, on_released=None), "q-exp", read_depth, ["T-stamp"])
+    assert m.PAUSED.value() == 0 and m.STAMPED.value(topic="T-stamp") == 0
+    assert m.STORE_ERRORS.value(operation="kafka") >= 0 and "operation=\"kafka\"" in m.REGISTRY.render()
+    before = {f: f.value() for f in (m.REPLAYS_SKIPPED, m.HOURS_IGNORED, m.LATE_ORDERS, m.SECONDS_EVICTED)}
+    for name in ("replays_skipped", "hours_ignored", "late_orders", "seconds_evicted"):
+        stats.add("ingest", name, 2)
+    assert all(f.value() == v + 2 for f, v in before.items())
+    stats.add("ingest", "pauses")
+    assert m.PAUSED.value() == 1
+    assert 'stationflow_queue_depth{queue="q-exp"} 3' in m.REGISTRY.render()
+    stats.add("ingest", "resumes")
+    assert m.PAUSED.value() == 0
+    depth[0] = -1  # Redis unreachable at scrape time: the series goes rather than going stale
+    assert 'queue="q-exp"' not in m.REGISTRY.render()

@@ -228,3 +228,21 @@ def test_http_scrape_of_metrics_endpoint() -> None:
         assert err.value.code == 404
     finally:
         srv.stop()
+
+
+def test_the_registry_and_the_documentation_list_the_same_metrics() -> None:
+    from documented_metrics import documented_metrics
+
+    docs = {d.name: (d.type, d.labels) for d in documented_metrics().values()}
+    registered = {f.name: (f.type_name, frozenset(f.labelnames)) for f in m.REGISTRY.families()}
+    assert registered == docs
+
+
+def test_result_fixups_start_at_zero_and_count_each_kind() -> None:
+    m.start_worker_series(["mod_fix"])
+    assert all(m.RESULT_FIXUPS.value(module="mod_fix", kind=k) == 0 for k in m.FIXUP_KINDS)
+    assert 'stationflow_upload_errors_total{module="mod_fix"} 0' in m.REGISTRY.render()
+    m.observe_fixups("mod_fix", 3, True, False)
+    assert m.RESULT_FIXUPS.value(module="mod_fix", kind="non_finite") == 3
+    assert m.RESULT_FIXUPS.value(module="mod_fix", kind="station_id_mismatch") == 1
+    assert m.RESULT_FIXUPS.value(module="mod_fix", kind="wrapped") == 0
