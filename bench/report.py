@@ -36,7 +36,9 @@ LIBRARIES = ("kafka-python", "redis", "hiredis", "rq", "msgpack", "orjson", "crc
 
 @dataclass(frozen=True)
 class Profile:
-    """How big each section is; `quick` must finish in under 3 minutes, `full` under 15."""
+    """How big each section is; `quick` must finish in under 3 minutes, `full` under 15.
+    `smoke` only shows that every section runs and reports (the test suite uses it): its
+    figures are too small to mean anything."""
 
     name: str
     repeat: int
@@ -56,9 +58,13 @@ class Profile:
 QUICK = Profile("quick", repeat=3, ingest_stations=100, ingest_messages=12000, partitions=4,
                 job_stations=400, job_batch=50, e2e_stations=100, e2e_rate=200, e2e_seconds=12,
                 e2e_steps=(40, 120, 400, 1200), e2e_step_seconds=6, memory_stations=100)
+SMOKE = Profile("smoke", repeat=3, ingest_stations=20, ingest_messages=4000, partitions=2,
+                job_stations=60, job_batch=20, e2e_stations=20, e2e_rate=100, e2e_seconds=4,
+                e2e_steps=(40, 120), e2e_step_seconds=2, memory_stations=20)
 FULL = Profile("full", repeat=5, ingest_stations=200, ingest_messages=60000, partitions=4,
                job_stations=1000, job_batch=50, e2e_stations=1000, e2e_rate=2000, e2e_seconds=60,
                e2e_steps=(50, 100, 250, 500, 1000, 2000, 4000), e2e_step_seconds=15, memory_stations=1000)
+PROFILES = {p.name: p for p in (SMOKE, QUICK, FULL)}
 
 
 def spread(values: list[float]) -> dict[str, Any]:
@@ -255,12 +261,14 @@ def section_memory(p: Profile, r: Any, e2e: dict[str, Any] | None, log: Callable
 
 # ---- the run ----------------------------------------------------------------------------------
 
-def run(quick: bool, out: Path, sections: tuple[str, ...] = SECTIONS,
+def run(quick: bool | str, out: Path, sections: tuple[str, ...] = SECTIONS,
         log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)) -> dict[str, Any]:
-    """Start the servers, run the sections, write report.json and report.md into `out`."""
+    """Start the servers, run the sections, write report.json and report.md into `out`.
+
+    `quick`: True (quick), False (full) or a profile name of PROFILES."""
     from stationflow.local import find_tansu, start_broker, start_redis
 
-    p = QUICK if quick else FULL
+    p = PROFILES[quick] if isinstance(quick, str) else QUICK if quick else FULL
     started = time.time()
     external = os.environ.get("STATIONFLOW_KAFKA")
     broker = None if external else start_broker()
@@ -388,7 +396,7 @@ def _noise(s: dict[str, Any] | None) -> float:
 def render(rep: dict[str, Any]) -> str:
     m = rep.get("machine", {})
     L = [f"# stationflow benchmark report ({rep['profile']})", "",
-         f"Run {rep['started']}, {rep['seconds']:.0f} s, `stationflow bench{' --quick' if rep['profile'] == 'quick' else ''}`. "
+         f"Run {rep['started']}, {rep['seconds']:.0f} s, `stationflow bench{'' if rep['profile'] == 'full' else ' --' + rep['profile']}`. "
          "Every throughput figure is the **median** of the runs with (min–max); a ratio is taken per run "
          "(both sides back to back) and then summarised the same way.", "",
          "## Headline", ""]

@@ -17,12 +17,14 @@ def _interrupt(signum: int, frame: object) -> None:
 
 @click.command()
 @click.option("--quick", is_flag=True, help="Small sizes and short phases (under 3 minutes).")
+@click.option("--smoke", is_flag=True,
+              help="Tiny sizes: checks that every section runs and reports (figures mean nothing).")
 @click.option("--out", "out", default="bench", show_default=True, type=click.Path(file_okay=False),
               help="Directory for report.md and report.json.")
 @click.option("--only", default=None, metavar="SECTIONS",
               help="Comma-separated subset of: ingest, jobs, e2e, memory (default: all).")
 @click.pass_context
-def bench(ctx: click.Context, quick: bool, out: str, only: str | None) -> None:
+def bench(ctx: click.Context, quick: bool, smoke: bool, out: str, only: str | None) -> None:
     """Run the benchmarks (ingest, jobs, end to end, memory) and write the report.
 
     \b
@@ -44,7 +46,7 @@ def bench(ctx: click.Context, quick: bool, out: str, only: str | None) -> None:
                                  param_hint="--only")
     old = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        rep = run(quick, Path(out), sections, log=lambda s: click.echo(s, err=True))
+        rep = run("smoke" if smoke else quick, Path(out), sections, log=lambda s: click.echo(s, err=True))
     finally:
         signal.signal(signal.SIGTERM, old)
     click.echo("\n".join(rep["headline"]))

@@ -1,5 +1,6 @@
-"""`stationflow bench --quick` end to end: it runs in its own process tree (private redis-server
-and broker), exits 0, and writes a report with every section filled from real measurements.
+"""`stationflow bench --smoke` end to end (the quick profile's code at the smallest sizes): it
+runs in its own process tree (private redis-server and broker), exits 0, and writes a report
+with every section filled from real measurements.
 
 No performance thresholds: only that each figure was measured (runs counted, min <= median <=
 max, messages verified, envelopes seen) and that the report names what it measured.
@@ -29,7 +30,7 @@ def _check_spread(s: dict) -> None:
 def quick_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str, subprocess.CompletedProcess]:
     out = tmp_path_factory.mktemp("bench")
     env = {k: v for k, v in os.environ.items() if k != "STATIONFLOW_CONFIG"}
-    proc = subprocess.run([str(STATIONFLOW), "bench", "--quick", "--out", str(out)], cwd=ROOT, env=env,
+    proc = subprocess.run([str(STATIONFLOW), "bench", "--smoke", "--out", str(out)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads((out / "report.json").read_text()), (out / "report.md").read_text(), proc
@@ -37,7 +38,7 @@ def quick_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str, s
 
 def test_every_section_measured(quick_report: tuple[dict, str, subprocess.CompletedProcess]) -> None:
     rep, _md, _proc = quick_report
-    assert rep["profile"] == "quick"
+    assert rep["profile"] == "smoke"
     for section in ("machine", "ingest", "jobs", "e2e", "memory"):
         assert section in rep and "error" not in rep[section], rep.get(section)
 
@@ -82,7 +83,7 @@ def test_every_section_measured(quick_report: tuple[dict, str, subprocess.Comple
 
 def test_markdown_has_every_section_and_the_headline(quick_report: tuple[dict, str, subprocess.CompletedProcess]) -> None:
     rep, md, proc = quick_report
-    for heading in ("# stationflow benchmark report (quick)", "## Headline", "## Machine", "## 1. Ingest",
+    for heading in ("# stationflow benchmark report (smoke)", "## Headline", "## Machine", "## 1. Ingest",
                     "## 2. Jobs", "## 3. End to end", "## 4. Memory", "## Noise"):
         assert heading in md
     assert "Failed:" not in md
