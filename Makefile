@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-PYTEST_ARGS ?= -q
+PYTEST_ARGS ?= -q --durations=15
 
 .PHONY: help setup python-check redis test test-unit test-integration lint demo bench clean
 
@@ -14,7 +14,7 @@ help:
 	@echo "make test              lint + the whole test suite (sets up .venv and redis-server if missing)"
 	@echo "make demo              run the whole system locally (private Redis and Kafka-compatible broker)"
 	@echo "make bench             quick benchmarks -> bench/report.md"
-	@echo "make lint              ruff check"
+	@echo "make lint              ruff check + mypy (parsers, store, ingest, workers, stationflow)"
 	@echo "make test-unit         only tests that need no servers"
 	@echo "make clean             remove the venv and caches"
 
@@ -50,9 +50,9 @@ setup: python-check $(STAMP) redis
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
-test: setup
-	$(BIN)/ruff check .
+test: setup lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: setup

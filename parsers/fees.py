@@ -6,7 +6,8 @@ so the reference algorithms and the input builder decode slots the same way.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeGuard
 
 SLOTS = 48
 
@@ -17,7 +18,7 @@ FEE_SLOT_FIELDS: tuple[str, ...] = tuple(f"feeNo{k}" for k in range(1, SLOTS + 1
 FEE_CODES: dict[str, str] = {"00": "sharp", "01": "peak", "02": "flat", "03": "ebb", "04": "other"}
 
 
-def slot_codes(record: dict[str, Any]) -> list[str | None]:
+def slot_codes(record: Mapping[str, Any]) -> list[str | None]:
     """The 48 slot codes of a fee record, raw (`feeNo1..48`) or normalised (`feeNo` list)."""
     codes = record.get("feeNo")
     if isinstance(codes, list):
@@ -36,7 +37,7 @@ def normalise_fee_record(record: dict[str, Any]) -> dict[str, Any]:
 _SLOT_SET = frozenset(FEE_SLOT_FIELDS)
 
 
-def class_price(record: dict[str, Any], code: str | None) -> float | None:
+def class_price(record: Mapping[str, Any], code: str | None) -> float | None:
     """Electric + service fee of one class, or None when the code or a fee is unknown."""
     cls = FEE_CODES.get(code) if code is not None else None
     if cls is None:
@@ -47,10 +48,10 @@ def class_price(record: dict[str, Any], code: str | None) -> float | None:
     return float(e) + float(s)
 
 
-def slot_prices(record: dict[str, Any]) -> list[float | None]:
+def slot_prices(record: Mapping[str, Any]) -> list[float | None]:
     """The 48 half-hour prices (CNY/kWh) of a fee record; None where a slot cannot be priced."""
     return [class_price(record, c) for c in slot_codes(record)]
 
 
-def _num(v: Any) -> bool:
+def _num(v: Any) -> TypeGuard[int | float]:
     return type(v) is int or type(v) is float

@@ -368,8 +368,8 @@ class App:
         try:
             return running.wait(stop_timeout_s=stop_timeout_s)
         finally:
-            for s, h in old.items():
-                signal.signal(s, h)
+            for sig, h in old.items():
+                signal.signal(sig, h)
             running.kill()
 
 

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import cast
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -260,7 +261,7 @@ class Histogram(_Family):
         return list(st.counts), st.sum, st.count  # type: ignore[attr-defined]
 
     def _sample_lines(self, key: tuple[str, ...], snap: object) -> list[str]:
-        counts, total, n = snap  # type: ignore[misc]
+        counts, total, n = cast("tuple[list[int], float, int]", snap)
         out = []
         acc = 0
         for ub, c in zip(self.buckets, counts, strict=True):

@@ -249,13 +249,13 @@ def render(s: Snapshot, prev: Snapshot | None = None) -> str:
                  f"{v['batches_expired']}")
     runs = runs_by_module(s.counters.get("runs", {}))
     if runs:
-        w = max(len(m) for m in runs)
-        lines.append(f"runs:  {'module':<{w}}  {'ok':>7}  {'none':>6}  {'failed':>6}  avg ms")
+        width = max(len(m) for m in runs)
+        lines.append(f"runs:  {'module':<{width}}  {'ok':>7}  {'none':>6}  {'failed':>6}  avg ms")
         for m, r in runs.items():
             n = r["ok"] + r["none"] + r["failed"]
             avg = r.get("us", 0) / n / 1000 if n else 0.0
             reasons = ", ".join(f"{k[7:]} {x}" for k, x in r.items() if k.startswith("failed:"))
-            lines.append(f"       {m:<{w}}  {r['ok']:>7}  {r['none']:>6}  {r['failed']:>6}  {avg:6.2f}"
+            lines.append(f"       {m:<{width}}  {r['ok']:>7}  {r['none']:>6}  {r['failed']:>6}  {avg:6.2f}"
                          + (f"  ({reasons})" if reasons else ""))
     if s.lag_error:
         lines.append(f"consumer lag: unavailable ({s.lag_error})")

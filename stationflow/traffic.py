@@ -267,11 +267,12 @@ def realtime_elements(st: Station, hour_ms: int, rng: random.Random) -> list[dic
     """One element per (host, hour); the station totals ride on the last host's element."""
     hour_local = (hour_ms + LOCAL_OFFSET_MS) // HOUR % 24
     send = local_time(hour_ms)
-    out = []
+    out: list[dict[str, Any]] = []
     st_avg = st_max = 0.0
     for h in st.hosts:
         guns = [g for g in h.guns if rng.random() > 0.05]  # the guns listed may change per hour
-        avgs, maxs = [], []
+        avgs: list[float] = []
+        maxs: list[float] = []
         for g in guns:
             a = round(g.max_kw * _diurnal(hour_local) * rng.uniform(0.2, 0.9), 2)
             avgs.append(a)
@@ -403,7 +404,9 @@ def weather_element(st: Station, t: int) -> dict[str, Any]:
 def _pack(prefix: bytes, suffix: bytes, blobs: Iterable[bytes], max_bytes: int) -> list[bytes]:
     """Join pre-serialised elements (each blob = one station's elements, comma-joined) into
     as few values as fit under max_bytes; a station's elements are never split."""
-    out, cur, size = [], [], len(prefix) + len(suffix)
+    out: list[bytes] = []
+    cur: list[bytes] = []
+    size = len(prefix) + len(suffix)
     for b in blobs:
         if cur and size + len(b) + 1 > max_bytes:
             out.append(prefix + b",".join(cur) + suffix)

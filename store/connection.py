@@ -42,7 +42,7 @@ class _OutageRetry(Retry):
     """redis-py's Retry, except that refused credentials fail at once: AuthenticationError is
     a ConnectionError subclass, and retrying a wrong password only delays the real message."""
 
-    def call_with_retry(self, do, fail, is_retryable=None, with_failure_count=False):  # type: ignore[no-untyped-def]
+    def call_with_retry(self, do, fail, is_retryable=None, with_failure_count=False):
         def retryable(e: Exception) -> bool:
             if isinstance(e, redis.AuthenticationError | redis.exceptions.AuthorizationError):
                 return False
@@ -147,7 +147,7 @@ def _sentinel_client(url: str, sentinels: Sequence[tuple[str, int]] | None, serv
         raise ValueError(f"Sentinel needs hosts and a service name: {redact(url)}")
     retry = opts.pop("retry")
     decode = opts.get("decode_responses", False)
-    sentinel_kwargs = {k: opts[k] for k in ("socket_timeout", "socket_connect_timeout", "password",
+    sentinel_kwargs: dict[str, Any] = {k: opts[k] for k in ("socket_timeout", "socket_connect_timeout", "password",
                                             "username", "ssl") if k in opts}
     s = Sentinel(list(sentinels), sentinel_kwargs=sentinel_kwargs, **{**opts, "db": db})
     client = s.master_for(service, decode_responses=decode)

@@ -12,6 +12,7 @@ separate Redis for dead letters or accept that `add()` needs them in one slot.
 
 from __future__ import annotations
 
+import builtins
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -100,13 +101,15 @@ class DeadLetters:
     def list(self, count: int = 20, after: str | None = None) -> list[dict[str, Any]]:
         """Entries oldest first, starting after stream id `after` (exclusive)."""
         start = "-" if after is None else f"({after}"
-        return [_decode(i, f) for i, f in self.r.xrange(self.keys.dlq, start, "+", count=count)]
+        rows: Any = self.r.xrange(self.keys.dlq, start, "+", count=count)
+        return [_decode(i, f) for i, f in rows]
 
-    def latest(self, count: int = 20) -> list[dict[str, Any]]:
-        return [_decode(i, f) for i, f in self.r.xrevrange(self.keys.dlq, "+", "-", count=count)]
+    def latest(self, count: int = 20) -> builtins.list[dict[str, Any]]:  # `list` is the method above
+        rows: Any = self.r.xrevrange(self.keys.dlq, "+", "-", count=count)
+        return [_decode(i, f) for i, f in rows]
 
     def get(self, entry_id: str) -> dict[str, Any] | None:
-        got = self.r.xrange(self.keys.dlq, entry_id, entry_id, count=1)
+        got: Any = self.r.xrange(self.keys.dlq, entry_id, entry_id, count=1)
         return _decode(*got[0]) if got else None
 
     show = get
@@ -123,7 +126,7 @@ class DeadLetters:
         return out
 
 
-def _decode(entry_id: bytes | str, fields: dict[Any, Any]) -> dict[str, Any]:
+def _decode(entry_id: Any, fields: Any) -> dict[str, Any]:  # one XRANGE entry
     f = {(k.decode() if isinstance(k, bytes) else k): v for k, v in fields.items()}
 
     def s(name: str) -> str:

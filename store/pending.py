@@ -140,7 +140,7 @@ class Marked:
     flags: tuple[int, ...]  # per run: 1 pending now, 2 replay of a pending run, 0 absorbed
 
 
-def _text(v: bytes | str) -> str:
+def _text(v: Any) -> str:  # a Redis reply: bytes, or str on a decoding client
     return v.decode() if isinstance(v, bytes) else v
 
 

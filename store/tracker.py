@@ -106,7 +106,7 @@ class ClaimSummary:
     timed_out: int = 0
 
 
-def _text(v: bytes | str) -> str:
+def _text(v: Any) -> str:  # a Redis reply: bytes, or str on a decoding client
     return v.decode() if isinstance(v, bytes) else v
 
 

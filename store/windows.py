@@ -451,6 +451,7 @@ class WindowStore:
                 alias = stream_info[sis[i]][0].alias
                 closed.append(Trigger(station, alias, source_from(o, int(ots))))
                 # closed (or late): its due-index member has nothing left to close
+                assert station is not None, "order seconds belong to a station"
                 self.closer.forget(alias, station, sec.decode() if isinstance(sec, bytes) else str(sec))
 
     def flush_counters(self) -> None:
@@ -524,14 +525,14 @@ class WindowStore:
                 plan.append((sid, name))
         replies = pipe.execute() if plan else []
         out: dict[str, set[str]] = {s: set() for s in stations}
-        global_present = set()
-        for (sid, name), v in zip(plan, replies, strict=True):
+        global_present: set[str] = set()
+        for (owner, name), v in zip(plan, replies, strict=True):
             if not int(v):
                 continue
-            if sid is None:
+            if owner is None:
                 global_present.add(name)
             else:
-                out[sid].add(name)
+                out[owner].add(name)
         for s in out:
             out[s] |= global_present
         return out
@@ -619,9 +620,10 @@ class WindowStore:
 
     def read_output(self, station: str, module: str, n: int = 1) -> list[dict[str, Any]]:
         """The newest `n` outputs (Items), newest first."""
-        raw = self.r.lrange(self.keys.output(station, module), 0, max(1, n) - 1)
-        return [decode_item(x) for x in raw]  # type: ignore[misc]
+        raw: list[bytes] = self.r.lrange(self.keys.output(station, module), 0, max(1, n) - 1)  # type: ignore[assignment]
+        return [decode_item(x) for x in raw]  # type: ignore[misc]  # outputs are never empty items
 
     # ---- registry ----------------------------------------------------------------------
     def stations(self) -> list[str]:
-        return [s.decode() if isinstance(s, bytes) else s for s in self.r.zrange(self.keys.stations, 0, -1)]
+        members: list[bytes | str] = self.r.zrange(self.keys.stations, 0, -1)  # type: ignore[assignment]
+        return [s.decode() if isinstance(s, bytes) else s for s in members]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -87,7 +87,8 @@ class WorkerContext:
         hooks = settings.hooks
         ctx = cls(
             r, settings.catalogue, settings.prefix, outputs_keep=settings.outputs_keep,
-            result_handler=resolve(hooks.result_handler, "hooks.result_handler") if hooks.result_handler else None,
+            result_handler=cast(ResultHandler, resolve(hooks.result_handler, "hooks.result_handler"))
+            if hooks.result_handler else None,
             queue=settings.queue.name, sweep_interval_s=settings.batch.sweep_interval_s, settings=settings,
             batch_keep_s=settings.batch.keep_s,
         )

@@ -51,9 +51,12 @@ def tick(r: redis.Redis, catalogue: Catalogue, now_s: float, *, prefix: str = "s
     pipe = r.pipeline(transaction=False)
     ticks = {}
     for m in mods:
-        t = int(now_s // m.heartbeat_s * m.heartbeat_s)
+        every = m.heartbeat_s
+        if not every:
+            raise ValueError(f"module {m.name} has no heartbeat_s")
+        t = int(now_s // every * every)
         ticks[m.name] = t
-        pipe.set(keys.heartbeat_tick(m.name, t), "1", nx=True, ex=max(60, int(2 * m.heartbeat_s)))
+        pipe.set(keys.heartbeat_tick(m.name, t), "1", nx=True, ex=max(60, int(2 * every)))
     for m, ok in zip(mods, pipe.execute(), strict=True):
         if ok:
             won.append(m)

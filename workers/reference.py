@@ -81,7 +81,11 @@ def slot_prices(records: Any) -> list[float | None]:
     return fees.slot_prices(dict(records[-1]))
 
 
-def _orders(car_order: Any) -> list[dict[str, Any]]:
+def _mapping(v: Any) -> Mapping[str, Any]:
+    return v if isinstance(v, Mapping) else {}
+
+
+def _orders(car_order: Any) -> list[Mapping[str, Any]]:
     if not isinstance(car_order, Mapping):
         return []
     return [o for s in car_order.get("seconds") or [] for o in s.get("orders") or [] if isinstance(o, Mapping)]
@@ -117,8 +121,8 @@ def _weather_factor(label: Any) -> float:
 def pv_prediction(station_id: str, inp: Mapping[str, Any]) -> dict[str, Any]:
     """The PV array's own DC forecast (pvPreDcPower) scaled by tomorrow's weather factor."""
     t = _topics(inp)
-    pv = t.get("device_pv") if isinstance(t.get("device_pv"), Mapping) else {}
-    weather = t.get("environment_weather") if isinstance(t.get("environment_weather"), Mapping) else {}
+    pv = _mapping(t.get("device_pv"))
+    weather = _mapping(t.get("environment_weather"))
     factor = _weather_factor(weather.get("weatherSituationTomorrow"))
     raw = pv.get("pvPreDcPower") or []
     pred = [_r(max(0.0, v * factor)) if (v := _num(x)) is not None else None for x in raw]
@@ -157,14 +161,14 @@ def SOH_model(station_id: str, inp: Mapping[str, Any]) -> dict[str, Any]:  # noq
     estimate starts at 100 % and loses 2 points per active storage fault and 0.5 per other
     active fault, floored at 0; `load_factor` = mean / max station power over the window."""
     t = _topics(inp)
-    err = t.get("device_error") if isinstance(t.get("device_error"), Mapping) else {}
+    err = _mapping(t.get("device_error"))
     storage_faults = len(err.get("storageError") or [])
     other = sum(len(err.get(k) or []) for k in ("hostError", "acError", "dcError", "terminalError"))
     series = [v for _, v in _station_power(t.get("station_realtime_data")) if v is not None]
     peak = max(series) if series else 0.0
     return {"soh_estimate": max(0.0, 100.0 - 2.0 * storage_faults - 0.5 * other),
             "storage_faults": storage_faults, "other_faults": other,
-            "load_factor": _r(_mean(series) / peak) if peak > 0 else None}
+            "load_factor": _r((_mean(series) or 0.0) / peak) if peak > 0 else None}
 
 
 def customer_mining(station_id: str, inp: Mapping[str, Any]) -> dict[str, Any]:

@@ -50,7 +50,7 @@ class StationWorker(SimpleWorker):
         """RQ's command channel, with a pub/sub thread that polls every `PUBSUB_POLL_S`."""
         self.pubsub = self.connection.pubsub()
         self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
-        self.pubsub_thread = self.pubsub.run_in_thread(
+        self.pubsub_thread = self.pubsub.run_in_thread(  # type: ignore[assignment]  # RQ declares it None
             sleep_time=PUBSUB_POLL_S, daemon=True, exception_handler=self._pubsub_exception_handler)
 
     def unsubscribe(self) -> None:

@@ -89,7 +89,7 @@ class Uploader:
         if not batches:
             return []
         ts = time.time()
-        futures = []
+        futures: list[Any] = []
         for b in batches:
             topic = self.catalogue.by_module[b.module].output_topic if b.module in self.catalogue.by_module \
                 else None

@@ -262,8 +262,8 @@ def replay_cmd(ctx: click.Context, entry_ids: tuple[str, ...], all_: bool, reaso
             plan.append((e, replay_value(settings.catalogue.by_topic.get(e["topic"]), e)))
         except NotReplayable as why:
             refused.append((e, str(why)))
-    for e, why in refused:
-        click.echo(f"skip {e['id']}: {why}", err=True)
+    for e, reason_text in refused:
+        click.echo(f"skip {e['id']}: {reason_text}", err=True)
     if dry_run:
         for e, value in plan:
             click.echo(f"would send {e['id']} ({source_of(e)}, {e['reason']}) -> {e['topic']}: "

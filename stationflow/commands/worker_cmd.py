@@ -16,6 +16,7 @@ import logging
 import multiprocessing
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -53,9 +54,11 @@ def run_worker(settings: Any, queues: list[str], *, burst: bool = False, max_job
         from workers.scheduling import station_queue
 
         metrics.start_worker_series(ctx.catalogue.local_modules())
+        def depth_of(name: str) -> Callable[[], int]:
+            return lambda: station_queue(rq_conn, name).count
+
         for q in queues:
-            metrics.REGISTRY.add_collector(metrics.queue_depth_collector(
-                q, lambda q=q: station_queue(rq_conn, q).count, redis.RedisError))
+            metrics.REGISTRY.add_collector(metrics.queue_depth_collector(q, depth_of(q), redis.RedisError))
         metrics.serve(metrics_port)
     if burst:
         while sweep(ctx):

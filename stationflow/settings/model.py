@@ -93,7 +93,7 @@ class RedisSettings:
         return f"RedisSettings({self.to_dict(masked=True)!r})"
 
 
-class ConsumerConfig(dict):  # type: ignore[type-arg]
+class ConsumerConfig(dict[str, Any]):
     """kwargs for kafka.KafkaConsumer that also carry the group policy (kafka.static_membership,
     kafka.assignor) as attributes: not as keys, so the dict can still be splatted into
     KafkaConsumer (which rejects unknown keys), while `ingest.consumer.build_consumer`, which

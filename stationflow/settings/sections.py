@@ -109,11 +109,11 @@ def kafka_settings(raw: Any) -> KafkaSettings:
                 cfg[k.name], origin[k.name] = k.default, f"kafka.{k.name}"
         for k in own:
             cfg[k.name], origin[k.name] = k.default, f"{path}.{k.name}"
-        for k, v in shared.items():
-            if k in keys:
-                cfg[k], origin[k] = v, f"kafka.{k}"
-        for k, v in section.items():
-            cfg[k], origin[k] = v, f"{path}.{k}"
+        for name, v in shared.items():
+            if name in keys:
+                cfg[name], origin[name] = v, f"kafka.{name}"
+        for name, v in section.items():
+            cfg[name], origin[name] = v, f"{path}.{name}"
         return {k: v for k, v in cfg.items() if v is not None}, origin
 
     cons, cons_origin = resolve(cons_keys, KAFKA_CONSUMER_KEYS, cons_ex, "kafka.consumer")
