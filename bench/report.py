@@ -221,7 +221,7 @@ def section_jobs(p: Profile, r: Any, redis_url: str, log: Callable[[str], None])
             f"{runs['station1'][-1]:,.0f}; pool of 2: bare RQ {runs['bare2'][-1]:,.0f}, station jobs "
             f"{runs['station2'][-1]:,.0f} jobs/s")
     return {
-        "jobs": n, "modules_per_job": list(jobs_bench.MODULES), "worker_class": "rq.SimpleWorker",
+        "jobs": n, "modules_per_job": list(jobs_bench.MODULES), "worker_class": "workers.rqworker.StationWorker (rq.SimpleWorker)",
         "serializer": "rq.serializers.JSONSerializer", "algorithms": "no-ops (our overhead only)",
         "bare_rq_one_worker": spread(runs["bare1"]), "station_jobs_one_worker": spread(runs["station1"]),
         "bare_rq_pool_of_2": spread(runs["bare2"]), "station_jobs_pool_of_2": spread(runs["station2"]),
