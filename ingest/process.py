@@ -267,6 +267,11 @@ class Processor:
             n = getattr(applied, name, 0)
             if n:  # per-topic splits are counted by the store itself
                 self.stats.add("ingest", name, int(n))
+        stale = getattr(applied, "stale_on_arrival", None) or {}
+        if stale:
+            self.stats.add("ingest", "stale_on_arrival", sum(stale.values()))
+            for topic, n in stale.items():  # the store wrote the per-topic counter
+                self.stats.notify(f"topic:{topic}", "stale_on_arrival", n)
 
     def _dead(self, src: Source, reason: str, detail: str, element_index: int | None,
               raw: bytes | str | None) -> DeadLetter:

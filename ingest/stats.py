@@ -7,8 +7,10 @@ Groups and fields (each group is the hash `<prefix>:counters:<group>`):
   resumes (backpressure; paused now while pauses > resumes), store_retries, kafka_retries,
   triggers_fired, triggers_absorbed, triggers_not_ready, replays_skipped, hours_ignored,
   late_orders, seconds_evicted, orders_closed_by_timer, runs_planned, triggers_replayed
-  (triggers of messages scheduled by an earlier delivery: dropped, store.marks)
+  (triggers of messages scheduled by an earlier delivery: dropped, store.marks), stale_on_arrival
 - `topic:<topic>`: messages, records, dead_letters, dead:<reason>, stamped, replays_skipped
+  (the window store writes its own per-topic fields, e.g. stale_on_arrival, to the same hash:
+  those reach the observers through `notify` only)
 - `triggers`: `<module>:fired`, `<module>:absorbed`, `<module>:not_ready`
 """
 
@@ -33,6 +35,12 @@ class IngestStats:
         if n:
             self.totals[(group, field)] += n
             self._unsent[(group, field)] += n
+            for obs in self.observers:
+                obs(group, field, n)
+
+    def notify(self, group: str, field: str, n: int) -> None:
+        """Tell the observers (metrics) about a count written to Redis by someone else."""
+        if n:
             for obs in self.observers:
                 obs(group, field, n)
 

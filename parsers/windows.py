@@ -125,8 +125,8 @@ def upsert_hourly(window: dict[str, Item], hour: str, item: Item, size: int) -> 
 def upsert_device(window: dict[str, Item], key: str, item: Item, cap: int,
                   expire_before_ms: int | None = None) -> dict[str, Item]:
     """Latest record per device (newest wins). Devices last written before `expire_before_ms`
-    (now - ttl) are dropped on this write; beyond `cap`, the device with the oldest record
-    timestamp goes (ties: the smaller key)."""
+    (see device_expiry) are dropped on this write; beyond `cap`, the device with the oldest
+    record timestamp goes (ties: the smaller key)."""
     out = dict(window)
     if wins(item, out.get(key)):
         out[key] = item
@@ -136,6 +136,18 @@ def upsert_device(window: dict[str, Item], key: str, item: Item, cap: int,
         victim = min(out, key=lambda k: (out[k]["ts"], k))
         del out[victim]
     return out
+
+
+def device_expiry(window: dict[str, Item] | None, item: Item, ttl_s: float | None, now_ms: int) -> int | None:
+    """The `expire_before_ms` of a write of `item`: the TTL before the newest record of the
+    window (this one included), capped at `now_ms`. A device silent for longer than the TTL
+    while the station's other devices went on is removed; a record older than the TTL on
+    arrival (a catch-up: every record minutes old) is kept, hidden by visible_devices, and the
+    result does not depend on the order in which a station's records arrive."""
+    if ttl_s is None:
+        return None
+    newest = max([item["ts"], *(v["ts"] for v in (window or {}).values())])
+    return min(newest, now_ms) - int(ttl_s * 1000)
 
 
 def visible_devices(window: dict[str, Item] | None, ttl_s: float | None, now_ms: int) -> dict[str, Item]:

@@ -426,6 +426,10 @@ LATE_ORDERS = REGISTRY.counter("stationflow_late_orders_total", "Car orders that
 SECONDS_EVICTED = REGISTRY.counter(
     "stationflow_order_seconds_evicted_total", "Closed order seconds evicted before delivery."
 )
+STALE_ON_ARRIVAL = REGISTRY.counter(
+    "stationflow_stale_on_arrival_total",
+    "Device records already older than the topic TTL when ingested (stored, hidden while stale).", ["topic"]
+)
 STAMPED = REGISTRY.counter(
     "stationflow_records_stamped_total", "Kafka records without a timestamp, stamped with ingest time.", ["topic"]
 )
@@ -495,6 +499,7 @@ def start_ingest_series(topics: Sequence[str] = ()) -> None:
     PAUSED.set(0)
     for topic in topics:
         STAMPED.inc(0, topic=topic)
+        STALE_ON_ARRIVAL.inc(0, topic=topic)  # only device topics ever count, the others stay 0
     for op in ("redis", "kafka"):
         STORE_ERRORS.inc(0, operation=op)
 

@@ -229,7 +229,8 @@ def render(s: Snapshot, prev: Snapshot | None = None) -> str:
         line += f"  ({rt['messages_per_s']:.1f} msg/s, {rt['records_per_s']:.1f} records/s)"
     lines.append(line)
     extra = {f: ingest.get(f, 0) for f in ("replays_skipped", "hours_ignored", "late_orders", "seconds_evicted",
-                                             "pauses", "resumes", "store_retries", "kafka_retries") if ingest.get(f)}
+                                             "stale_on_arrival", "pauses", "resumes", "store_retries",
+                                             "kafka_retries") if ingest.get(f)}
     if extra:
         lines.append("  " + ", ".join(f"{k} {n}" for k, n in extra.items()))
     by_reason = dead_letters_by(s.dlq_counts)

@@ -45,6 +45,7 @@ from parsers.windows import (
     OrderBook,
     append,
     apply_latest,
+    device_expiry,
     make_item,
     upsert_device,
     upsert_global,
@@ -160,7 +161,7 @@ def _fold(spec: TopicSpec, cur: Any, rec: Record, item: dict[str, Any], now_ms: 
     if kind == "hourly":
         return upsert_hourly(cur or {}, rec.key, item, spec.window_size)[0]  # type: ignore[arg-type]
     if kind == "devices":
-        expire = None if spec.ttl_s is None else now_ms - int(spec.ttl_s * 1000)
+        expire = device_expiry(cur, item, spec.ttl_s, now_ms)
         return upsert_device(cur or {}, rec.key, item, spec.window_size, expire)  # type: ignore[arg-type]
     if kind == "global":
         return upsert_global(cur or {}, rec.key, item, spec.window_size)[0]  # type: ignore[arg-type]

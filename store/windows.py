@@ -63,6 +63,9 @@ class ApplyResult:
     triggers: list[Trigger] = field(default_factory=list)
     applied: int = 0
     superseded: int = 0  # valid records that lost to newer stored data
+    #: topic -> device records already older than the TTL when written (stored and hidden while
+    #: stale, or superseded; also counted in applied or superseded)
+    stale_on_arrival: dict[str, int] = field(default_factory=dict)
     replays_skipped: int = 0
     hours_ignored: int = 0
     late_orders: int = 0
@@ -434,6 +437,16 @@ class WindowStore:
                 result.applied += n
                 tally.add(group_name, "late_orders", n)
                 tally.add(group_name, "records_applied", n)
+                continue
+            elif st == "o" or st == "z":  # a device record older than the TTL on arrival
+                result.stale_on_arrival[topic] = result.stale_on_arrival.get(topic, 0) + n
+                tally.add(group_name, "stale_on_arrival", n)
+                if st == "o":
+                    result.applied += n
+                    tally.add(group_name, "records_applied", n)
+                else:
+                    result.superseded += n
+                    tally.add(group_name, "records_superseded", n)
                 continue
             tally.add(group_name, self._FIELD[st], n)
         for j in range(0, len(evicted), 2):

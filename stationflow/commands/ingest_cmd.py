@@ -54,7 +54,8 @@ def export_metrics(stats: Any, ingester: Any, queue: str | None = None, depth: A
 
     from stationflow import metrics as m
 
-    by_field = {"messages": m.MESSAGES, "records": m.RECORDS, "stamped": m.STAMPED}
+    by_field = {"messages": m.MESSAGES, "records": m.RECORDS, "stamped": m.STAMPED,
+                "stale_on_arrival": m.STALE_ON_ARRIVAL}
     totals = {"replays_skipped": m.REPLAYS_SKIPPED, "hours_ignored": m.HOURS_IGNORED,
               "late_orders": m.LATE_ORDERS, "seconds_evicted": m.SECONDS_EVICTED}
     m.start_ingest_series(topics)

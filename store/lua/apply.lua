@@ -17,7 +17,7 @@
 --   is the newest'.
 -- Returns {status, closes, evicted}: status has one char per record of the call, units in
 -- order (a applied, s superseded by newer data, r replay skipped, i outside the window,
--- l late order); closes is flat {record_index, seq, second, late, src, ts} per closed order
+-- l late order; devices: o applied and z superseded, both older than the TTL on arrival); closes is flat {record_index, seq, second, late, src, ts} per closed order
 -- second (record_index counts from 1 over the whole call); evicted is flat {alias_index, n}
 -- of closed seconds evicted before every module received them.
 local call, tonumber = redis.call, tonumber
@@ -64,9 +64,10 @@ for _ = 1, na do
   end
   if kind == 'hourly' then d.hn_f, d.hc_f = 'hn:' .. alias, 'hc:' .. alias end
   if kind == 'devices' and d.x1 ~= '' then
-    d.cutoff = now - tonumber(d.x1)
+    d.ttl = tonumber(d.x1)
+    d.cutoff = now - d.ttl
     d.cutoff_s = '(' .. string.format('%d', d.cutoff)
-    d.cutoff_t = threshold(d.cutoff)
+    d.cutoff_t = threshold(d.cutoff)  -- a record older than this is stale on arrival
   end
   if kind == 'orders' then
     d.mods = csv(d.x2)
@@ -117,13 +118,6 @@ local function init(a)
     else a.created = true end
   elseif k == 'devices' then
     a.tkey = a.wkey .. ':ts'
-    if a.cutoff then
-      local old = call('ZRANGEBYSCORE', a.tkey, '-inf', a.cutoff_s)
-      if #old > 0 then
-        call('HDEL', a.wkey, unpack(old))
-        call('ZREMRANGEBYSCORE', a.tkey, '-inf', a.cutoff_s)
-      end
-    end
     -- the cap is checked and the TTLs (re)set only when a device is added (see below)
   elseif k == 'global' then
     a.tkey = a.wkey .. ':ts'
@@ -313,25 +307,25 @@ for u = 1, #KEYS do
           a.touched = true
         end
       elseif k == 'devices' then
-        if a.cutoff_t and not ge(ts, a.cutoff_t) then
-          st = 's'  -- already older than the TTL: it would be removed by this very write
-        else
-          local won = call('ZADD', a.tkey, 'GT', 'CH', ts, key) == 1
-          if not won then won = tonumber(call('ZSCORE', a.tkey, key)) == tonumber(ts) end  -- a tie: later wins
-          if won then
-            if call('HSET', a.wkey, key, item) == 1 then
-              -- a new device (or a new key): cap, and give both keys a full TTL at write-back
-              a.created = true
-              local card = call('ZCARD', a.tkey)
-              if card > a.cap then
-                local drop = call('ZRANGE', a.tkey, 0, card - a.cap - 1)
-                call('HDEL', a.wkey, unpack(drop))
-                call('ZREMRANGEBYRANK', a.tkey, 0, card - a.cap - 1)
-              end
+        -- older than the TTL already: still the newest known state of its device, so stored
+        -- (hidden from module inputs while stale) and counted apart ('o' stored, 'z' superseded)
+        local stale = a.cutoff_t ~= nil and not ge(ts, a.cutoff_t)
+        local won = call('ZADD', a.tkey, 'GT', 'CH', ts, key) == 1
+        if not won then won = tonumber(call('ZSCORE', a.tkey, key)) == tonumber(ts) end  -- a tie: later wins
+        if won then
+          if call('HSET', a.wkey, key, item) == 1 then
+            -- a new device (or a new key): cap, and give both keys a full TTL at write-back
+            a.created = true
+            local card = call('ZCARD', a.tkey)
+            if card > a.cap then
+              local drop = call('ZRANGE', a.tkey, 0, card - a.cap - 1)
+              call('HDEL', a.wkey, unpack(drop))
+              call('ZREMRANGEBYRANK', a.tkey, 0, card - a.cap - 1)
             end
-          else
-            st = 's'
           end
+          if stale then st = 'o' end
+        else
+          st = stale and 'z' or 's'
         end
         bump_ts(a, ts)
         a.touched = true
@@ -377,6 +371,25 @@ for u = 1, #KEYS do
       if k == 'append' and #a.items > 0 then
         call('RPUSH', a.wkey, unpack(a.items))
         call('LTRIM', a.wkey, -a.cap, -1)
+      end
+      if k == 'devices' and a.cutoff then
+        -- drop the devices whose record is older than the TTL before the alias's newest record
+        -- (capped at now): silent for longer than the TTL while the station's data went on.
+        -- During a catch-up (every record minutes old) the newest record, not the clock,
+        -- decides, so stale records stay (hidden while stale), and the result does not depend
+        -- on the order in which partitions deliver.
+        -- (the usual case, nothing older than now - ttl, costs one ZRANGEBYSCORE and no number
+        -- formatting: the newest record's horizon is only computed when that finds something)
+        local cut_s = a.cutoff_s
+        local old = call('ZRANGEBYSCORE', a.tkey, '-inf', cut_s)
+        if #old > 0 and a.ts and not ge(a.ts, ARGV[1]) then
+          cut_s = '(' .. string.format('%d', tonumber(a.ts) - a.ttl)
+          old = call('ZRANGEBYSCORE', a.tkey, '-inf', cut_s)
+        end
+        if #old > 0 then
+          call('HDEL', a.wkey, unpack(old))
+          call('ZREMRANGEBYSCORE', a.tkey, '-inf', cut_s)
+        end
       end
       if k == 'hourly' and a.hour_moved then
         meta_out[a.hn_f] = a.hn

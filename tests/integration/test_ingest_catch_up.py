@@ -1,5 +1,6 @@
 """Catching up on a backlog (record timestamps minutes old), against a real broker and a real
-redis-server: every order second is closed when `--until-idle` exits."""
+redis-server: device records older than the TTL are stored (hidden while stale) and counted as
+stale_on_arrival, and every order second is closed when `--until-idle` exits."""
 
 from __future__ import annotations
 
@@ -8,12 +9,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kafkautil import CONSUMER_GROUP_TEST_SETTINGS, create_topics, produce, unique_catalogue
+from click.testing import CliRunner
+from kafka import KafkaProducer
+from kafkautil import (
+    CONSUMER_GROUP_TEST_SETTINGS,
+    PRODUCER_SETTINGS,
+    create_topics,
+    produce,
+    unique_catalogue,
+)
 
 from ingest.service import build
 from parsers.catalogue import Catalogue
-from stationflow.commands.ingest_cmd import queue_depth, scheduler
+from stationflow import metrics as m
+from stationflow.cli import main
+from stationflow.commands.ingest_cmd import export_metrics, queue_depth, scheduler
 from stationflow.settings import Settings
+from stationflow.status import gather, render
 from store.keys import Keys
 from store.windows import WindowStore
 
@@ -33,7 +45,20 @@ def _settings(cat: Catalogue, bootstrap: str, redis_url: str, group: str) -> Set
 
 def _ingest_until_idle(settings: Settings, until_idle_s: float) -> None:
     svc = build(settings, scheduler(settings), until_idle_s=until_idle_s, queue_depth=queue_depth(settings))
+    export_metrics(svc.stats, svc.ingester)  # as `stationflow ingest --metrics-port` does
     assert svc.ingester.run() == 0
+
+
+def _produce_stamped(bootstrap: str, topic: str, values: list[tuple[bytes, int]], partition: int) -> None:
+    """Send (value, record timestamp ms) pairs in order to one partition."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, **PRODUCER_SETTINGS)
+    try:
+        futures = [producer.send(topic, value=v, partition=partition, timestamp_ms=ts) for v, ts in values]
+        producer.flush(20)
+        for f in futures:
+            f.get(timeout=20)
+    finally:
+        producer.close(timeout=5)
 
 
 def _sample(topic: str) -> dict[str, Any]:
@@ -84,3 +109,63 @@ def test_until_idle_leaves_no_order_second_open(kafka_bootstrap: str, redis_clie
         assert [s["second"] for s in seconds] == [t0 // 1000 + j for j in range(3)], sid
         in_closed += sum(len(s["orders"]) for s in seconds)
     assert in_closed == n == 3000
+
+
+def test_device_records_minutes_old_are_stored_hidden_and_counted(kafka_bootstrap: str, redis_client: Any,
+                                                                 redis_url: str, tmp_path: Path) -> None:
+    cat = unique_catalogue()
+    create_topics(kafka_bootstrap, [t.topic for t in cat.topics], partitions=2)
+    settings = _settings(cat, kafka_bootstrap, redis_url, "g-stale")
+    topic = {a: cat.by_alias[a].topic for a in ("device_host_dcdc", "device_host_acdc", "device_storage")}
+    samples = {a: _sample(cat.by_alias[a].topic.rsplit("-", 1)[0]) for a in topic}
+    now = int(time.time() * 1000)
+    stations = [f"2{i:018d}" for i in range(60)]
+    sent: dict[str, list[tuple[bytes, int]]] = {a: [] for a in topic}
+    newest: dict[tuple[str, str, str], int] = {}  # (station, alias, device) -> newest record ts
+    for n, sid in enumerate(stations):
+        base = now - 300_000 + n * 3_000  # each station's records are 5 to 2 minutes old
+        for rep in range(3):  # every device reports 3 times, 15 s apart
+            for a, key_field, keys in (("device_host_dcdc", "hostCode", ("H1", "H2")),
+                                       ("device_host_acdc", "hostCode", ("H1", "H2")),
+                                       ("device_storage", "storageCode", ("B1",))):
+                for j, dev in enumerate(keys):
+                    ts = base + rep * 15_000 + j
+                    sent[a].append((json.dumps(dict(samples[a], stationId=sid, **{key_field: dev})).encode(), ts))
+                    newest[(sid, a, dev)] = ts
+    # real supersessions: an older DCDC record of H1 arrives after the newer ones (5 stations)
+    late = [(json.dumps(dict(samples["device_host_dcdc"], stationId=sid, hostCode="H1", dcdcPower=[0.0],
+                             dcWorkStatus=["00"])).encode(), newest[(sid, "device_host_dcdc", "H1")] - 20_000)
+            for sid in stations[:5]]
+    for a, values in sent.items():
+        _produce_stamped(kafka_bootstrap, topic[a], values, partition=0)
+    _produce_stamped(kafka_bootstrap, topic["device_host_dcdc"], late, partition=0)
+    _ingest_until_idle(settings, until_idle_s=2.0)
+
+    r = redis_client
+    store = WindowStore(r, settings.catalogue, PREFIX)
+    for sid in stations:
+        w = store.read_windows(sid, list(topic))
+        for a in topic:
+            assert {d: item["ts"] for d, item in w[a].items()} == \
+                {d: ts for (s, al, d), ts in newest.items() if s == sid and al == a}, (sid, a)
+    assert store.present(stations, list(topic)) == {s: set() for s in stations}  # hidden while stale
+
+    k = Keys(PREFIX)
+    counts = {a: {f.decode(): int(v) for f, v in r.hgetall(k.topic_counters(t)).items()} for a, t in topic.items()}
+    for a, values in sent.items():
+        extra = len(late) if a == "device_host_dcdc" else 0
+        assert counts[a]["stale_on_arrival"] == len(values) + extra, a
+        assert counts[a].get("records_superseded", 0) == extra, a
+        assert counts[a]["records_applied"] == len(values), a
+        assert m.STALE_ON_ARRIVAL.value(topic=topic[a]) == len(values) + extra
+    total = sum(len(v) for v in sent.values()) + len(late)
+    assert int(r.hget(k.counters("ingest"), "stale_on_arrival")) == total
+    assert f"stale_on_arrival {total}" in render(gather(r, PREFIX, workers=False))
+
+    cfg = tmp_path / "stationflow.toml"
+    cfg.write_text(f'prefix = "{PREFIX}"\n[redis]\nurl = "{redis_url}"\n')
+    out = CliRunner().invoke(main, ["--config", str(cfg), "inspect", stations[0], "device_host_dcdc", "--json"],
+                             catch_exceptions=False)
+    devices = json.loads(out.output)["topics"]["device_host_dcdc"]["devices"]
+    assert sorted(devices) == ["H1", "H2"]
+    assert all(d["visible"] is False and d["age_s"] >= 60 for d in devices.values())

@@ -183,7 +183,7 @@ def test_devices_older_than_ttl_removed_on_write(ws):
     ws.apply([dev(S1, "H1", 1, T0), dev(S1, "H2", 2, T0 + 30_000)], T0 + 30_000)
     assert ws.present([S1], ["device_host_dcdc"], now_ms=T0 + 80_000)[S1] == {"device_host_dcdc"}
     assert ws.present([S1], ["device_host_dcdc"], now_ms=T0 + 100_000)[S1] == set()  # both older than 60 s
-    ws.apply([dev(S1, "H3", 3, T0 + 70_000)], T0 + 70_000)  # H1 is 70 s old now: removed
+    ws.apply([dev(S1, "H3", 3, T0 + 70_000)], T0 + 70_000)  # H1 is 70 s older than H3: removed
     got = ws.read_windows(S1, ["device_host_dcdc"])["device_host_dcdc"]
     assert sorted(got) == ["H2", "H3"]
 
@@ -517,8 +517,9 @@ def test_store_matches_pure_window_model(small, seed):
             key = f"H{rnd.randrange(5)}"
             topic = P_DCDC
             r_ = rec(S1, "device_host_dcdc", {"o": offset}, key=key, op="devices")
-            devices = model.upsert_device(devices, key, model.make_item(ts, f"{topic}:0:{offset}", r_.payload),
-                                          dev_spec.window_size, now - int(dev_spec.ttl_s * 1000))
+            item = model.make_item(ts, f"{topic}:0:{offset}", r_.payload)
+            devices = model.upsert_device(devices, key, item, dev_spec.window_size,
+                                          model.device_expiry(devices, item, dev_spec.ttl_s, now))
         elif k == 2:
             key = f"2025-01-{rnd.randrange(1, 10):02d}"
             topic = P_CAL
