@@ -18,6 +18,7 @@ from kafkautil import (
     produce,
     unique_catalogue,
 )
+from samplefiles import SAMPLES
 
 from ingest.service import build
 from parsers.catalogue import Catalogue
@@ -29,7 +30,6 @@ from stationflow.status import gather, render
 from store.keys import Keys
 from store.windows import WindowStore
 
-SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
 PREFIX = "cu"
 
 
