@@ -97,6 +97,10 @@ def _ingester_child(cfg: dict[str, Any], shared: dict[str, Any], start: Any, sto
     inner = proc.execute
 
     def execute(fl: Any) -> None:
+        if fl.records and shared["first"].value == 0:
+            # a poll that was already waiting when the run was reset returned its records: the
+            # clock starts no later than their processing (else a small run could have no start)
+            shared["first"].value = time.time()
         inner(fl)
         now_ms = time.time() * 1000
         if fl.records:
