@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "status": ("status_cmd", "status", "Show counters, queues, batches and lag."),
     "dlq": ("dlq_cmd", "dlq", "List, show and replay dead letters."),
     "bench": ("bench_cmd", "bench", "Run the benchmarks and write bench/report.md."),
+    "console": ("console_cmd", "console", "Serve the read-only web console (overview, stations, charts, dead letters)."),
 }
 
 

@@ -1,0 +1,213 @@
+"""The console's web application (Starlette): routes, the token check and the replay POST.
+
+Contracts:
+- Every request passes `Guard`: with a token configured, a request must carry it (header
+  `Authorization: Bearer <token>`, the `sf_console` cookie, or `?token=` once, which sets the
+  cookie and redirects to the same URL without it); without a token the console only answers
+  requests addressed to a loopback host name (no DNS-rebinding reads through a browser).
+- Pages only read Redis. The one write, replaying a dead letter, exists only when the app was
+  built with `allow_replay`; it is a POST whose form carries a per-process CSRF token and
+  whose Origin (when the browser sends one) must be this console.
+- Nothing the console renders comes from the settings, so no password or token is shown.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from stationflow.console import pages
+from stationflow.console.sampler import Sampler
+
+log = logging.getLogger("stationflow.console")
+
+COOKIE = "sf_console"
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+SECURITY_HEADERS = {
+    "content-security-policy": "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+                               "img-src 'self' data:; frame-ancestors 'none'; form-action 'self'",
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+    "cache-control": "no-store",
+}
+
+
+@dataclass
+class ConsoleConfig:
+    settings: Any
+    token: str | None = None
+    allow_replay: bool = False
+    refresh_s: float = 5.0
+    csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+
+
+class Guard:
+    """ASGI middleware: the token (or, without one, a loopback Host) on every request, and
+    the security headers on every response."""
+
+    def __init__(self, app: ASGIApp, token: str | None) -> None:
+        self.app, self.token = app, token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        req = Request(scope)
+        refused = self.refusal(req)
+        if refused is not None:
+            await refused(scope, receive, send)
+            return
+        if self.token and req.query_params.get("token"):
+            q = urlencode([(k, v) for k, v in req.query_params.multi_items() if k != "token"])
+            resp = RedirectResponse(req.url.path + (f"?{q}" if q else ""), status_code=303)
+            resp.set_cookie(COOKIE, self.token, httponly=True, samesite="strict")
+            await resp(scope, receive, send)
+            return
+
+        async def with_headers(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = list(message.get("headers", [])) + [
+                    (k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+    def refusal(self, req: Request) -> Response | None:
+        if self.token is None:
+            host = (req.headers.get("host") or "").rsplit(":", 1)[0] if not (req.headers.get("host") or "").startswith("[") \
+                else (req.headers.get("host") or "").split("]")[0] + "]"
+            if host not in LOOPBACK_NAMES:
+                return PlainTextResponse(f"refused: host {host!r} is not a loopback name (start the console "
+                                         "with --token to serve other addresses)\n", status_code=403)
+            return None
+        given = [req.query_params.get("token"), req.cookies.get(COOKIE)]
+        auth = req.headers.get("authorization", "")
+        if auth.lower().startswith("bearer "):
+            given.append(auth[7:].strip())
+        if any(g and hmac.compare_digest(g.encode(), self.token.encode()) for g in given):
+            return None
+        return PlainTextResponse("unauthorised: this console needs its token (Authorization: Bearer TOKEN, "
+                                 "or open it once with ?token=TOKEN)\n", status_code=401)
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
+
+
+def build_app(config: ConsoleConfig, r: Any, sampler: Sampler) -> ASGIApp:
+    """The console as an ASGI app over Redis client `r`; `sampler` supplies rates and lag."""
+    base = Path(str(resources.files("stationflow.console")))
+    templates = Jinja2Templates(directory=str(base / "templates"))
+    templates.env.filters["clock"] = clock
+    settings = config.settings
+
+    def page(request: Request, name: str, data: dict[str, Any], status_code: int = 200) -> Response:
+        ctx = {"d": data, "refresh_s": config.refresh_s, "allow_replay": config.allow_replay,
+               "csrf": config.csrf, "page": name}
+        return templates.TemplateResponse(request, f"{name}.html", ctx, status_code=status_code)
+
+    def wants_json(request: Request) -> bool:
+        return request.url.path.startswith("/api/")
+
+    async def overview(request: Request) -> Response:
+        data = pages.overview(r, settings, sampler)
+        return JSONResponse(_jsonable(data)) if wants_json(request) else page(request, "overview", data)
+
+    async def stations(request: Request) -> Response:
+        data = pages.stations(r, settings, _now())
+        q = request.query_params.get("q", "").strip()
+        sort = request.query_params.get("sort", "last_seen_ms")
+        desc = request.query_params.get("dir", "desc") == "desc"
+        rows = [x for x in data["stations"] if q in x["station"]]
+        if sort in ("station", "last_seen_ms", "dead_letters", "failed_runs", "stale"):
+            rows.sort(key=lambda x: len(x[sort]) if sort == "stale" else x[sort], reverse=desc)
+        data.update(stations=rows, q=q, sort=sort, dir="desc" if desc else "asc")
+        return JSONResponse(_jsonable(data)) if wants_json(request) else page(request, "stations", data)
+
+    async def station(request: Request) -> Response:
+        sid = request.path_params["station"]
+        data = pages.station(r, settings, sid, _now())
+        if wants_json(request):
+            return JSONResponse(_jsonable(data), status_code=200 if data["known"] else 404)
+        return page(request, "station", data, 200 if data["known"] else 404)
+
+    async def batches(request: Request) -> Response:
+        data = pages.batches(r, settings)
+        return JSONResponse(_jsonable(data)) if wants_json(request) else page(request, "batches", data)
+
+    async def dead_letters(request: Request) -> Response:
+        data = pages.dead_letters(r, settings, request.query_params.get("reason") or None)
+        return JSONResponse(_jsonable(data)) if wants_json(request) else page(request, "dead_letters", data)
+
+    async def dead_letter(request: Request) -> Response:
+        data = pages.dead_letter(r, settings, request.path_params["entry"])
+        data["replayed_to"] = request.query_params.get("replayed")
+        code = 200 if data["entry"] else 404
+        return JSONResponse(_jsonable(data), status_code=code) if wants_json(request) else page(
+            request, "dead_letter", data, code)
+
+    async def replay(request: Request) -> Response:
+        if not config.allow_replay:
+            return PlainTextResponse("replay is off: start the console with --allow-replay\n", status_code=403)
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        given = (form.get("csrf") or [""])[0]
+        origin = request.headers.get("origin")
+        own = f"{request.url.scheme}://{request.headers.get('host', '')}"
+        if not hmac.compare_digest(given.encode(), config.csrf.encode()) or (origin and origin != own):
+            return PlainTextResponse("refused: cross-site or stale form (reload the page and try again)\n",
+                                     status_code=403)
+        entry_id = request.path_params["entry"]
+        try:
+            partition, offset = pages.replay(r, settings, entry_id)
+        except pages.ReplayRefused as e:
+            return PlainTextResponse(f"not replayed: {e}\n", status_code=409)
+        log.info("console replayed dead letter %s to partition %s offset %s", entry_id, partition, offset)
+        return RedirectResponse(f"/dead-letters/{entry_id}?replayed={partition}:{offset}", status_code=303)
+
+    async def help_page(request: Request) -> Response:
+        return page(request, "help", {})
+
+    routes = [
+        Route("/", overview), Route("/api/overview", overview),
+        Route("/stations", stations), Route("/api/stations", stations),
+        Route("/station/{station}", station), Route("/api/station/{station}", station),
+        Route("/batches", batches), Route("/api/batches", batches),
+        Route("/dead-letters", dead_letters), Route("/api/dead-letters", dead_letters),
+        Route("/dead-letters/{entry}", dead_letter), Route("/api/dead-letters/{entry}", dead_letter),
+        Route("/dead-letters/{entry}/replay", replay, methods=["POST"]),
+        Route("/help", help_page),
+        Mount("/static", app=StaticFiles(directory=str(base / "static")), name="static"),
+    ]
+    return Guard(Starlette(routes=routes), config.token)
+
+
+def clock(ms: int | None) -> str:
+    if not ms:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000))
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    return v
