@@ -276,13 +276,14 @@ def _clock(ms: int) -> str:
 # ---- a station, decoded (inspect) ----------------------------------------------------------------
 
 def read_station(r: Any, catalogue: Catalogue, station: str, names: Sequence[str] | None = None,
-                 prefix: str = "sf", outputs: int = 1) -> dict[str, Any]:
+                 prefix: str = "sf", outputs: int = 1, store: Any = None) -> dict[str, Any]:
     """The raw material of `inspect`: windows by name (store.read_windows), the meta hash, and
-    the newest `outputs` outputs of every module, in two round trips."""
+    the newest `outputs` outputs of every module, in two round trips. A long-lived caller (the
+    console) passes its `store` so the scripts are not loaded again on every read."""
     from store.codec import decode_item
     from store.windows import WindowStore
 
-    store = WindowStore(r, catalogue, prefix)
+    store = store or WindowStore(r, catalogue, prefix)
     inputs = [t.alias for t in catalogue.topics if not t.is_module_output]
     modules = [m.name for m in catalogue.modules]
     wanted = list(names) if names else inputs

@@ -77,6 +77,7 @@ def console(ctx: click.Context, host: str, port: int, token: str | None, allow_r
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host.strip("[]"), port))
+        sock.listen(128)  # connections wait in the backlog until the server accepts: the URL works at once
     except OSError as e:
         raise click.ClickException(f"cannot bind {host}:{port}: {e.strerror}") from None
     shown = f"[{host}]" if ":" in host else host

@@ -21,6 +21,19 @@ OUTPUTS_KEPT = 24
 DEVICE_ALIASES = ("device_host_dcdc", "device_host_acdc", "device_storage")
 
 
+_stores: dict[tuple[int, str], Any] = {}
+
+
+def window_store(r: Any, settings: Any) -> Any:
+    """One WindowStore per client and prefix: building one loads its scripts (3 round trips)."""
+    from store.windows import WindowStore
+
+    key = (id(r), settings.prefix)
+    if key not in _stores:
+        _stores[key] = WindowStore(r, settings.catalogue, settings.prefix)
+    return _stores[key]
+
+
 def _failed_by_station(r: Any, prefix: str, summaries: list[dict[str, Any]]) -> dict[str, Counter[str]]:
     """station -> failure reason -> runs, over the batches Redis still holds (one round trip)."""
     failed = [b["id"] for b in summaries if b["failed"]]
@@ -131,7 +144,8 @@ def station(r: Any, settings: Any, station_id: str, now: int) -> dict[str, Any]:
     """One station: windows summarised (inspect's view), drawn (charts), devices as tables,
     every module's latest output, data quality, its dead letters and batches."""
     cat = settings.catalogue
-    raw = st.read_station(r, cat, station_id, prefix=settings.prefix, outputs=OUTPUTS_KEPT)
+    raw = st.read_station(r, cat, station_id, prefix=settings.prefix, outputs=OUTPUTS_KEPT,
+                          store=window_store(r, settings))
     view = st.station_view(cat, raw, now)
     windows = raw["windows"]
     devices = {a: [{"key": k, "age_s": st._age(item["ts"], now), "payload": item.get("payload")}

@@ -62,9 +62,9 @@
       }
     });
     var sel = document.querySelector("[data-refresh]");
-    if (sel) {
+    if (sel && window.location.hash !== "#still") {  /* #still: read (or screenshot) without reloads */
       var s = parseFloat(sel.getAttribute("data-refresh"));
-      if (s > 0) setTimeout(function () { window.location.reload(); }, s * 1000);
+      if (s > 0) setTimeout(function () { if (window.location.hash !== "#still") window.location.reload(); }, s * 1000);
     }
   }
 
