@@ -1,4 +1,4 @@
-# One image for every stationflow process (ingest, worker, produce); `dashboard` adds rq-dashboard.
+# One image for every stationflow process (ingest, worker, produce, console); `dashboard` adds rq-dashboard.
 FROM python:3.11-slim AS app
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
@@ -9,7 +9,7 @@ COPY ingest ingest
 COPY workers workers
 COPY stationflow stationflow
 COPY bench bench
-RUN pip install . && useradd --system --uid 10001 --no-create-home stationflow
+RUN pip install '.[console]' && useradd --system --uid 10001 --no-create-home stationflow
 USER stationflow
 CMD ["stationflow", "--help"]
 

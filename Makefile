@@ -12,7 +12,7 @@ PYTEST_ARGS ?= -q --durations=15
 STATIONFLOW_FAULTS_SCALE ?= 0.2
 export STATIONFLOW_FAULTS_SCALE
 
-.PHONY: help setup python-check redis test test-unit test-integration lint demo bench clean
+.PHONY: help setup python-check redis chromium test test-unit test-integration lint demo bench clean
 
 help:
 	@echo "make test              lint + the whole test suite (sets up .venv and redis-server if missing)"
@@ -50,7 +50,20 @@ redis:
 	  fi; \
 	fi
 
-setup: python-check $(STAMP) redis
+# Debian's chromium drives the console's browser test (tests/integration/test_console.py);
+# without root or apt-get that one test is skipped and says why
+chromium:
+	@if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1 \
+	     && ! command -v google-chrome >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "note: chromium not found; the console's browser test will be skipped ('sudo apt-get install -y chromium')" >&2; \
+	  fi; \
+	fi
+
+setup: python-check $(STAMP) redis chromium
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

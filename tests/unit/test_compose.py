@@ -124,9 +124,10 @@ def test_stationflow_options_parse(compose: dict[str, Any], service: str) -> Non
 
 
 def test_environment_variables_are_ones_the_settings_read(compose: dict[str, Any]) -> None:
+    from stationflow.commands.console_cmd import TOKEN_ENV
     from stationflow.settings import ENV_OVERRIDES
 
-    known = {e.var for e in ENV_OVERRIDES} | {"STATIONFLOW_CONFIG", "STATIONFLOW_LOG_LEVEL"}
+    known = {e.var for e in ENV_OVERRIDES} | {"STATIONFLOW_CONFIG", "STATIONFLOW_LOG_LEVEL", TOKEN_ENV}
     used = set()
     for svc in _services(compose).values():
         env = svc.get("environment") or {}
@@ -148,6 +149,17 @@ def test_dockerfile_installs_every_package(compose: dict[str, Any]) -> None:
         build = svc.get("build")
         if isinstance(build, dict) and "target" in build:
             assert build["target"] in targets
+
+
+def test_console_binds_all_addresses_only_with_a_token(compose: dict[str, Any]) -> None:
+    from stationflow.commands.console_cmd import TOKEN_ENV
+
+    con = _services(compose)["console"]
+    argv = _argv(con)
+    assert argv[:2] == ["stationflow", "console"] and argv[argv.index("--host") + 1] == "0.0.0.0"
+    assert con["environment"][TOKEN_ENV] == "${STATIONFLOW_CONSOLE_TOKEN:-}"
+    assert con["ports"] == [f"127.0.0.1:{argv[argv.index('--port') + 1]}:{argv[argv.index('--port') + 1]}"]
+    assert "'.[console]'" in (ROOT / "Dockerfile").read_text()  # the app image has the console's extra
 
 
 def test_dashboard_reads_json_jobs(compose: dict[str, Any]) -> None:
