@@ -221,6 +221,22 @@ def spawn(run: Run, role: str, index: int, args: list[str], env: dict[str, str])
     return c
 
 
+def start_console(run: Run, env: dict[str, str]) -> Child | None:
+    """`stationflow console` on a free loopback port, stopped with the other children; its URL
+    is printed. Skipped, with a note, where the `console` extra is not installed."""
+    import importlib.util
+
+    from stationflow.local import free_port
+
+    if importlib.util.find_spec("starlette") is None or importlib.util.find_spec("uvicorn") is None:
+        run.echo("console: not started (pip install 'stationflow[console]')")
+        return None
+    port = free_port()
+    c = spawn(run, "console", 0, ["console", "--port", str(port)], env)
+    run.echo(f"console on http://127.0.0.1:{port}/ (pid {c.pid})")
+    return c
+
+
 def stop_child(c: Child, grace_s: float = 15.0) -> None:
     """SIGTERM the child's process group (an ingester commits, a worker ends its job), then SIGKILL."""
     p = c.popen
@@ -480,6 +496,7 @@ def run_demo(opts: DemoOptions, echo: Callable[[str], None] = print) -> int:
             spawn(run, "worker", i, ["worker"], env)
         echo(f"started {opts.ingesters} ingester(s) and {opts.workers} worker(s): pids "
              + ", ".join(f"{c.name}={c.pid}" for c in run.children))
+        start_console(run, env)
         baseline = st.summarise(st.gather(r, settings.prefix, settings.queue.name, workers=False))["messages"]
         producer = Producer(settings, run.bootstrap, opts)
         echo(f"producing {opts.stations} stations for {opts.duration_s:g} s at speed {opts.speed:g} "

@@ -38,6 +38,7 @@ class Filled:
     config: Path
     summary: dict[str, Any]
     group: str
+    output: str
 
     def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(cli_argv("--config", str(self.config), *args), capture_output=True, text=True,
@@ -64,7 +65,7 @@ def fill(workdir: Path, stations: int = 3, duration_s: float = 8.0) -> Filled:
     config = workdir / "stationflow.toml"
     config.write_text(f'[redis]\nurl = "{redis.url}"\n[kafka]\nbootstrap_servers = "{broker.bootstrap}"\n'
                       f'group_id = "{group}"\n')
-    return Filled(redis, broker, config, json.loads(summary_path.read_text()), group)
+    return Filled(redis, broker, config, json.loads(summary_path.read_text()), group, out)
 
 
 @contextlib.contextmanager

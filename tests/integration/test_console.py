@@ -62,6 +62,13 @@ def _a_station(filled: Filled) -> str:
     return max(ids, key=lambda s: (r.hlen(k.hourly(s, "station_realtime_data")), s))
 
 
+def test_the_demo_starts_the_console_and_prints_its_url(filled):
+    assert re.search(r"^console on http://127\.0\.0\.1:\d+/ \(pid \d+\)$", filled.output, re.M), filled.output
+    console_proc = [p for p in filled.summary["processes"] if p["name"] == "console-0"]
+    assert len(console_proc) == 1 and console_proc[0]["exit_code"] in (0, -15)  # stopped with the others
+    assert filled.summary["ok"] is True
+
+
 # ---- figures against the commands -----------------------------------------------------------------
 
 def test_overview_figures_match_status_json(filled, served):
