@@ -8,6 +8,8 @@ per-component benchmarks are imported, not copied:
               (pools of two worker processes);
 3. e2e      — bench.e2e_bench (latency produce -> batch envelope, stepped load);
 4. memory   — bench.memory_bench (windows) and the end-to-end run's processes and Redis.
+5. console  — bench.console_bench: the console's station page with full windows (server time,
+               Redis round trips).
 Throughput figures are the median of `repeat` runs with min and max; a ratio is computed per
 run (both sides measured back to back) and then summarised the same way, so slow moments of a
 shared machine hit both sides of a ratio alike.
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SECTIONS = ("ingest", "jobs", "e2e", "memory")
+SECTIONS = ("ingest", "jobs", "e2e", "memory", "console")
 LIBRARIES = ("kafka-python", "redis", "hiredis", "rq", "msgpack", "orjson", "crc32c", "click")
 
 
@@ -259,6 +261,17 @@ def section_memory(p: Profile, r: Any, e2e: dict[str, Any] | None, log: Callable
     return out
 
 
+# ---- 5. console ------------------------------------------------------------------------------
+
+def section_console(p: Profile, r: Any, log: Callable[[str], None]) -> dict[str, Any]:
+    from bench.console_bench import measure
+
+    m = measure(r, runs={"smoke": 3, "quick": 10}.get(p.name, 30))
+    log(f"  station page ({m['realtime_hours']} realtime hours): {m['html']['median_ms']:.1f} ms median server "
+        f"time, {m['html']['round_trips']} Redis round trips")
+    return m
+
+
 # ---- the run ----------------------------------------------------------------------------------
 
 def run(quick: bool | str, out: Path, sections: tuple[str, ...] = SECTIONS,
@@ -298,8 +311,10 @@ def run(quick: bool | str, out: Path, sections: tuple[str, ...] = SECTIONS,
                     res = section_jobs(p, r, server.url, log)
                 elif name == "e2e":
                     res = section_e2e(p, bootstrap, server.url, log)
-                else:
+                elif name == "memory":
                     res = section_memory(p, r, report.get("e2e"), log)
+                else:
+                    res = section_console(p, r, log)
             except Exception as e:  # noqa: BLE001 - the report still shows every other section
                 log(traceback.format_exc())
                 res = {"error": f"{type(e).__name__}: {e}"}
@@ -332,6 +347,10 @@ def _get(d: Any, *path: str) -> Any:
 def headline(rep: dict[str, Any]) -> list[str]:
     """The few ratios worth quoting, as sentences (missing ones are skipped)."""
     lines = []
+    con = _get(rep, "console", "html")
+    if con:
+        lines.append(f"console station page with full windows: {con['median_ms']:.1f} ms server time (median), "
+                     f"{con['round_trips']} Redis round trips")
 
     def ratio(path: tuple[str, ...], text: str) -> None:
         s = _get(rep, *path)
@@ -532,6 +551,21 @@ def render(rep: dict[str, Any]) -> str:
                   f"{', '.join(_mb(x) for x in re_.get('workers', []))}",
                   f"- Redis used_memory at the end of the end-to-end run (windows, RQ, batches, outputs): "
                   f"{_mb(pr.get('redis_used_memory_after_e2e'))}"]
+        L += [""]
+
+    con = rep.get("console", {})
+    L += ["## 5. Console", ""]
+    if "error" in con:
+        L += [f"Failed: `{con['error']}`", ""]
+    elif con:
+        L += [f"The station page of a station with full windows ({con['realtime_hours']} realtime hours, devices, "
+              "tariff, closed order seconds, 24 kept outputs of every module, its open batches), requested "
+              f"{con['runs']} times through the console's ASGI app in-process (Redis reads, charts, rendering; "
+              "no socket, no browser):", ""]
+        for name in ("html", "json"):
+            x = con[name]
+            L += [f"- {name}: **{x['median_ms']:.1f} ms** median (min {x['min_ms']:.1f}, max {x['max_ms']:.1f}), "
+                  f"{x['bytes']:,} bytes, **{x['round_trips']} Redis round trips** per request"]
         L += [""]
 
     noisy = []

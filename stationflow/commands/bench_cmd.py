@@ -22,10 +22,10 @@ def _interrupt(signum: int, frame: object) -> None:
 @click.option("--out", "out", default="bench", show_default=True, type=click.Path(file_okay=False),
               help="Directory for report.md and report.json.")
 @click.option("--only", default=None, metavar="SECTIONS",
-              help="Comma-separated subset of: ingest, jobs, e2e, memory (default: all).")
+              help="Comma-separated subset of: ingest, jobs, e2e, memory, console (default: all).")
 @click.pass_context
 def bench(ctx: click.Context, quick: bool, smoke: bool, out: str, only: str | None) -> None:
-    """Run the benchmarks (ingest, jobs, end to end, memory) and write the report.
+    """Run the benchmarks (ingest, jobs, end to end, memory, console) and write the report.
 
     \b
     Every figure is the median of several runs with min/max, next to its bare baseline

@@ -39,7 +39,7 @@ def quick_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str, s
 def test_every_section_measured(quick_report: tuple[dict, str, subprocess.CompletedProcess]) -> None:
     rep, _md, _proc = quick_report
     assert rep["profile"] == "smoke"
-    for section in ("machine", "ingest", "jobs", "e2e", "memory"):
+    for section in ("machine", "ingest", "jobs", "e2e", "memory", "console"):
         assert section in rep and "error" not in rep[section], rep.get(section)
 
     m = rep["machine"]

@@ -405,3 +405,21 @@ def _drawn(dom: str) -> dict[str, tuple[list, list, int]]:
             out[attrs["data-chart"]] = (json.loads(html.unescape(attrs["data-x"])),
                                         json.loads(html.unescape(attrs["data-series"])), int(attrs["data-points"]))
     return out
+
+
+# ---- the bench's measurement -------------------------------------------------------------------------
+
+def test_console_bench_measures_a_full_station_page(redis_client):
+    """bench.console_bench fills a station with full windows and times its page: the figures it
+    reports are measured (no threshold here: the bench reports, tests do not time)."""
+    from bench.console_bench import BATCHES, measure
+
+    m = measure(redis_client, runs=3)
+    assert m["realtime_hours"] == 168
+    for name in ("html", "json"):
+        x = m[name]
+        assert len(x["values"]) == 3 and 0 < x["min_ms"] <= x["median_ms"] <= x["max_ms"]
+        assert x["bytes"] > 10_000
+        # read_station (2) + dead letters (1) + SCAN of the batches (1) + their fields (1) + the station's entries (1)
+        assert x["round_trips"] == 6
+    assert len(list(redis_client.scan_iter(match="sf:batch:*"))) == BATCHES
