@@ -49,7 +49,7 @@ def batch_stats(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     """Batches by state and the time from creation to upload (ms) over the batches held."""
     by_state = Counter(b["state"] for b in summaries)
     waits = sorted(b["finished"] - b["created"] for b in summaries
-                   if b["state"] == "uploaded" and b["finished"] and b["created"])
+                   if b["state"] == "uploaded" and b["finished"] is not None and b["created"] is not None)
     return {"held": len(summaries), "by_state": dict(by_state),
             "upload_ms_mean": round(sum(waits) / len(waits), 1) if waits else None,
             "upload_ms_p50": waits[len(waits) // 2] if waits else None,
