@@ -73,7 +73,7 @@ def overview(r: Any, settings: Any, sampler: Any) -> dict[str, Any]:
         "summary": st.summarise(snap),
         "topics": topics,
         "rates": (hist := sampler.history()),
-        "charts": rate_charts(hist),
+        "charts": rate_charts(hist, {t.topic: t.alias for t in settings.catalogue.topics}),
         "queues": snap.queues,
         "workers": snap.workers,
         "runs": runs,
@@ -87,10 +87,12 @@ def overview(r: Any, settings: Any, sampler: Any) -> dict[str, Any]:
     }
 
 
-def rate_charts(hist: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The overview's two rate charts (records/s, messages/s), one line per topic."""
+def rate_charts(hist: Mapping[str, Any], aliases: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The overview's two rate charts (records/s, messages/s), one line per topic, labelled
+    with the topic's alias (shorter than its name)."""
     return [{"id": f"{f}_rate", "title": f"{f}/s", "kind": "time", "x": hist["t"],
-             "series": [{"label": t, "unit": f"{f}/s", "values": v[f]} for t, v in sorted(hist["topics"].items())]}
+             "series": [{"label": aliases.get(t, t), "unit": f"{f}/s", "values": v[f]}
+                        for t, v in sorted(hist["topics"].items())]}
             for f in ("records", "messages")]
 
 
