@@ -327,6 +327,21 @@ def test_token_is_checked_on_every_request(filled):
         assert token not in http(url + "/", headers={"Cookie": cookie}).text
 
 
+def test_token_from_the_environment_and_no_lag(filled):
+    """STATIONFLOW_CONSOLE_TOKEN works like --token (also on a loopback address); --no-lag
+    never asks Kafka and says so."""
+    from consolekit import clean_env
+
+    with console(filled.config, "--no-lag", env=clean_env(STATIONFLOW_CONSOLE_TOKEN="from-env")) as url:
+        assert http(url + "/api/overview").status == 401
+        ov = http(url + "/api/overview", headers={"Authorization": "Bearer from-env"}).json()
+        assert ov["lag"] is None and ov["lag_error"] == "lag lookup disabled (--no-lag)"
+        page = http(url + "/", headers={"Authorization": "Bearer from-env"}).text
+        assert "unavailable: lag lookup disabled (--no-lag)" in page
+    out = CliRunner().invoke(main, ["console", "--help"])
+    assert out.exit_code == 0 and "STATIONFLOW_CONSOLE_TOKEN" in out.output and "--allow-replay" in out.output
+
+
 def test_without_a_token_only_loopback_host_names_are_served(served):
     assert http(served + "/", headers={"Host": "attacker.example:80"}).status == 403
     assert http(served + "/", headers={"Host": "localhost"}).status == 200
