@@ -5,7 +5,9 @@ and WindowStore.apply: 168 realtime hours, devices, tariff, orders) plus 24 kept
 every module (load predictions spread over the last day, so the forecast chart overlays real
 hours) and 180 open batches that expect it. The page is then requested in-process through the console's ASGI app (routing, Redis
 reads, charts, Jinja2 rendering; no socket and no browser), `runs` times each for the HTML page
-and its JSON twin; round trips are counted at the connection (one per command or pipeline).
+and its JSON twin. Wall time moves with the neighbours' load on a shared machine, so the
+process CPU time per request is reported beside it; round trips are counted at the connection
+(one per command or pipeline).
 
     python -m bench.console_bench [--runs 20]
 """
@@ -111,11 +113,12 @@ def measure(r: Any, runs: int = 20) -> dict[str, Any]:
     try:
         for name, path in (("html", f"/station/{station}"), ("json", f"/api/station/{station}")):
             loop.run_until_complete(_request(app, path))  # warm: templates compiled, scripts loaded
-            ms = []
+            ms, cpu = [], []
             for _ in range(runs):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 status, size = loop.run_until_complete(_request(app, path))
                 ms.append((time.perf_counter() - t0) * 1000)
+                cpu.append((time.process_time() - c0) * 1000)
                 assert status == 200, (path, status)
             AbstractConnection.send_packed_command = counting  # type: ignore[method-assign]
             try:
@@ -125,6 +128,7 @@ def measure(r: Any, runs: int = 20) -> dict[str, Any]:
                 AbstractConnection.send_packed_command = real  # type: ignore[method-assign]
             out[name] = {"median_ms": round(statistics.median(ms), 2), "min_ms": round(min(ms), 2),
                          "max_ms": round(max(ms), 2), "values": [round(x, 2) for x in ms], "bytes": size,
+                         "cpu_ms_median": round(statistics.median(cpu), 2),
                          "round_trips": calls["n"]}
     finally:
         loop.close()

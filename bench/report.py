@@ -564,8 +564,9 @@ def render(rep: dict[str, Any]) -> str:
               "no socket, no browser):", ""]
         for name in ("html", "json"):
             x = con[name]
-            L += [f"- {name}: **{x['median_ms']:.1f} ms** median (min {x['min_ms']:.1f}, max {x['max_ms']:.1f}), "
-                  f"{x['bytes']:,} bytes, **{x['round_trips']} Redis round trips** per request"]
+            L += [f"- {name}: **{x['median_ms']:.1f} ms** median (min {x['min_ms']:.1f}, max {x['max_ms']:.1f}; "
+                  f"CPU {x['cpu_ms_median']:.1f} ms), {x['bytes']:,} bytes, **{x['round_trips']} Redis round trips** "
+                  "per request"]
         L += [""]
 
     noisy = []

@@ -15,8 +15,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from parsers.catalogue import Catalogue
-from store.dlq import _decode as decode_dead_letter
+from store.dlq import DeadLetters
 from store.keys import Keys
 
 #: dead letters read from the newest end of the stream for per-station attribution
@@ -31,7 +30,7 @@ BATCH_FIELDS = ("module", "state", "created", "completed", "finished", "n_expect
 _STATION_IN_RAW = re.compile(rb'"stationId"\s*:\s*"?([0-9A-Za-z_-]{1,64})')
 
 
-def _s(v: bytes | str | None) -> str:
+def text(v: bytes | str | None) -> str:
     if v is None:
         return ""
     return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
@@ -46,21 +45,19 @@ def station_of_raw(raw: bytes) -> str | None:
 def stations_table(r: Any, prefix: str) -> tuple[list[tuple[str, int]], dict[str, dict[str, str]]]:
     """(station, last seen ms) newest first, and every station's meta hash: two round trips."""
     k = Keys(prefix)
-    seen = [(_s(m), int(score)) for m, score in r.zrevrange(k.stations, 0, -1, withscores=True)]
+    seen = [(text(m), int(score)) for m, score in r.zrevrange(k.stations, 0, -1, withscores=True)]
     pipe = r.pipeline(transaction=False)
     for station, _ in seen:
         pipe.hgetall(k.meta(station))
     metas = pipe.execute() if seen else []
-    return seen, {st: {_s(f): _s(v) for f, v in h.items()} for (st, _), h in zip(seen, metas, strict=True)}
+    return seen, {st: {text(f): text(v) for f, v in h.items()} for (st, _), h in zip(seen, metas, strict=True)}
 
 
 def recent_dead_letters(r: Any, prefix: str, count: int = DLQ_RECENT) -> list[dict[str, Any]]:
     """The newest `count` dead letters, decoded, each with the station its raw bytes name."""
-    out = []
-    for i, f in r.xrevrange(Keys(prefix).dlq, "+", "-", count=count):
-        e = decode_dead_letter(i, f)
+    out = DeadLetters(r, prefix).latest(count)
+    for e in out:
         e["station"] = station_of_raw(e["raw"])
-        out.append(e)
     return out
 
 
@@ -73,7 +70,7 @@ def batch_ids(r: Any, prefix: str, limit: int = BATCH_SCAN_LIMIT) -> list[str]:
     cursor = 0
     while True:
         cursor, keys = r.scan(cursor, match=k.batch("*"), count=1000)
-        out.extend(_s(x)[len(head):] for x in keys)
+        out.extend(text(x)[len(head):] for x in keys)
         if not cursor or len(out) >= limit:
             return out[:limit]
 
@@ -88,7 +85,7 @@ def batch_summaries(r: Any, prefix: str, ids: Sequence[str]) -> list[dict[str, A
         pipe.hmget(k.batch(b), BATCH_FIELDS)
     rows = []
     for b, vals in zip(ids, pipe.execute(), strict=True):
-        row: dict[str, Any] = {"id": b, **{f: _s(v) for f, v in zip(BATCH_FIELDS, vals, strict=True)}}
+        row: dict[str, Any] = {"id": b, **{f: text(v) for f, v in zip(BATCH_FIELDS, vals, strict=True)}}
         if not row["module"]:  # expired between SCAN and HMGET
             continue
         for f in ("created", "completed", "finished", "n_expected", "reported", "ok", "none", "failed"):
@@ -106,7 +103,7 @@ def batch_details(r: Any, prefix: str, ids: Sequence[str]) -> dict[str, dict[str
     pipe = r.pipeline(transaction=False)
     for b in ids:
         pipe.hgetall(k.batch(b))
-    return {b: {_s(f): _s(v) for f, v in h.items()} for b, h in zip(ids, pipe.execute(), strict=True)}
+    return {b: {text(f): text(v) for f, v in h.items()} for b, h in zip(ids, pipe.execute(), strict=True)}
 
 
 def station_batches(r: Any, prefix: str, station: str, limit: int = 200) -> list[dict[str, Any]]:
@@ -120,10 +117,7 @@ def station_batches(r: Any, prefix: str, station: str, limit: int = 200) -> list
     for b in rows:
         pipe.hmget(k.batch(b["id"]), [f"e:{station}", f"r:{station}"])
     for b, (entry, result) in zip(rows, pipe.execute(), strict=True):
-        b["entry"] = _s(entry) or "-"
-        b["result"] = _s(result) or None
+        b["entry"] = text(entry) or "-"
+        b["result"] = text(result) or None
     return rows
 
-
-def module_outputs(catalogue: Catalogue) -> list[str]:
-    return [m.name for m in catalogue.modules]

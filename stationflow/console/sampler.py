@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import deque
 from typing import Any
 
@@ -95,6 +94,3 @@ def rates_from(readings: list[tuple[int, dict[str, dict[str, int]]]]) -> dict[st
     return {"t": ts, "topics": topics, "every_s": None if len(readings) < 2 else
             round((readings[-1][0] - readings[0][0]) / 1000 / (len(readings) - 1), 2)}
 
-
-def now_ms() -> int:
-    return int(time.time() * 1000)

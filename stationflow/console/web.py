@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -90,8 +91,7 @@ class Guard:
 
     def refusal(self, req: Request) -> Response | None:
         if self.token is None:
-            host = (req.headers.get("host") or "").rsplit(":", 1)[0] if not (req.headers.get("host") or "").startswith("[") \
-                else (req.headers.get("host") or "").split("]")[0] + "]"
+            host = host_name(req.headers.get("host") or "")
             if host not in LOOPBACK_NAMES:
                 return PlainTextResponse(f"refused: host {host!r} is not a loopback name (start the console "
                                          "with --token to serve other addresses)\n", status_code=403)
@@ -106,31 +106,38 @@ class Guard:
                                  "or open it once with ?token=TOKEN)\n", status_code=401)
 
 
+def host_name(host_header: str) -> str:
+    """The name part of a Host header: "127.0.0.1:8430" -> "127.0.0.1", "[::1]:80" -> "[::1]"."""
+    if host_header.startswith("["):
+        return host_header.split("]", 1)[0] + "]"
+    return host_header.rsplit(":", 1)[0]
+
+
 def _now() -> int:
     return int(time.time() * 1000)
 
 
-def build_app(config: ConsoleConfig, r: Any, sampler: Sampler) -> ASGIApp:
-    """The console as an ASGI app over Redis client `r`; `sampler` supplies rates and lag."""
-    base = Path(str(resources.files("stationflow.console")))
-    templates = Jinja2Templates(directory=str(base / "templates"))
-    templates.env.filters["clock"] = clock
-    settings = config.settings
+class Handlers:
+    """The endpoints. Page reads are plain functions: Starlette runs them in its thread pool, so
+    a slow Redis never stalls the event loop (the client's connection pool is thread-safe)."""
 
-    def page(request: Request, name: str, data: dict[str, Any], status_code: int = 200) -> Response:
-        ctx = {"d": data, "refresh_s": config.refresh_s, "allow_replay": config.allow_replay,
-               "csrf": config.csrf, "page": name}
-        return templates.TemplateResponse(request, f"{name}.html", ctx, status_code=status_code)
+    def __init__(self, config: ConsoleConfig, r: Any, sampler: Sampler, templates: Jinja2Templates) -> None:
+        self.config, self.r, self.sampler, self.templates = config, r, sampler, templates
+        self.settings = config.settings
 
-    def wants_json(request: Request) -> bool:
-        return request.url.path.startswith("/api/")
+    def _answer(self, request: Request, name: str, data: dict[str, Any], status_code: int = 200) -> Response:
+        """JSON under /api/, else the page's template."""
+        if request.url.path.startswith("/api/"):
+            return JSONResponse(_jsonable(data), status_code=status_code)
+        c = self.config
+        ctx = {"d": data, "refresh_s": c.refresh_s, "allow_replay": c.allow_replay, "csrf": c.csrf, "page": name}
+        return self.templates.TemplateResponse(request, f"{name}.html", ctx, status_code=status_code)
 
-    async def overview(request: Request) -> Response:
-        data = pages.overview(r, settings, sampler)
-        return JSONResponse(_jsonable(data)) if wants_json(request) else page(request, "overview", data)
+    def overview(self, request: Request) -> Response:
+        return self._answer(request, "overview", pages.overview(self.r, self.settings, self.sampler))
 
-    async def stations(request: Request) -> Response:
-        data = pages.stations(r, settings, _now())
+    def stations(self, request: Request) -> Response:
+        data = pages.stations(self.r, self.settings, _now())
         q = request.query_params.get("q", "").strip()
         sort = request.query_params.get("sort", "last_seen_ms")
         desc = request.query_params.get("dir", "desc") == "desc"
@@ -138,60 +145,64 @@ def build_app(config: ConsoleConfig, r: Any, sampler: Sampler) -> ASGIApp:
         if sort in ("station", "last_seen_ms", "dead_letters", "failed_runs", "stale"):
             rows.sort(key=lambda x: len(x[sort]) if sort == "stale" else x[sort], reverse=desc)
         data.update(stations=rows, q=q, sort=sort, dir="desc" if desc else "asc")
-        return JSONResponse(_jsonable(data)) if wants_json(request) else page(request, "stations", data)
+        return self._answer(request, "stations", data)
 
-    async def station(request: Request) -> Response:
-        sid = request.path_params["station"]
-        data = pages.station(r, settings, sid, _now())
-        if wants_json(request):
-            return JSONResponse(_jsonable(data), status_code=200 if data["known"] else 404)
-        return page(request, "station", data, 200 if data["known"] else 404)
+    def station(self, request: Request) -> Response:
+        data = pages.station(self.r, self.settings, request.path_params["station"], _now())
+        return self._answer(request, "station", data, 200 if data["known"] else 404)
 
-    async def batches(request: Request) -> Response:
-        data = pages.batches(r, settings)
-        return JSONResponse(_jsonable(data)) if wants_json(request) else page(request, "batches", data)
+    def batches(self, request: Request) -> Response:
+        return self._answer(request, "batches", pages.batches(self.r, self.settings))
 
-    async def dead_letters(request: Request) -> Response:
-        data = pages.dead_letters(r, settings, request.query_params.get("reason") or None)
-        return JSONResponse(_jsonable(data)) if wants_json(request) else page(request, "dead_letters", data)
+    def dead_letters(self, request: Request) -> Response:
+        data = pages.dead_letters(self.r, self.settings, request.query_params.get("reason") or None)
+        return self._answer(request, "dead_letters", data)
 
-    async def dead_letter(request: Request) -> Response:
-        data = pages.dead_letter(r, settings, request.path_params["entry"])
+    def dead_letter(self, request: Request) -> Response:
+        data = pages.dead_letter(self.r, self.settings, request.path_params["entry"])
         data["replayed_to"] = request.query_params.get("replayed")
-        code = 200 if data["entry"] else 404
-        return JSONResponse(_jsonable(data), status_code=code) if wants_json(request) else page(
-            request, "dead_letter", data, code)
+        return self._answer(request, "dead_letter", data, 200 if data["entry"] else 404)
 
-    async def replay(request: Request) -> Response:
-        if not config.allow_replay:
+    def help(self, request: Request) -> Response:
+        return self._answer(request, "help", {})
+
+    async def replay(self, request: Request) -> Response:
+        """POST /dead-letters/ID/replay: only with allow_replay, the form's CSRF token and no
+        foreign Origin; answers 303 to the entry's page with where the copy went."""
+        c = self.config
+        if not c.allow_replay:
             return PlainTextResponse("replay is off: start the console with --allow-replay\n", status_code=403)
         form = parse_qs((await request.body()).decode("utf-8", "replace"))
         given = (form.get("csrf") or [""])[0]
         origin = request.headers.get("origin")
         own = f"{request.url.scheme}://{request.headers.get('host', '')}"
-        if not hmac.compare_digest(given.encode(), config.csrf.encode()) or (origin and origin != own):
+        if not hmac.compare_digest(given.encode(), c.csrf.encode()) or (origin and origin != own):
             return PlainTextResponse("refused: cross-site or stale form (reload the page and try again)\n",
                                      status_code=403)
         entry_id = request.path_params["entry"]
         try:
-            partition, offset = pages.replay(r, settings, entry_id)
+            partition, offset = await run_in_threadpool(pages.replay, self.r, self.settings, entry_id)
         except pages.ReplayRefused as e:
             return PlainTextResponse(f"not replayed: {e}\n", status_code=409)
         log.info("console replayed dead letter %s to partition %s offset %s", entry_id, partition, offset)
         return RedirectResponse(f"/dead-letters/{entry_id}?replayed={partition}:{offset}", status_code=303)
 
-    async def help_page(request: Request) -> Response:
-        return page(request, "help", {})
 
+def build_app(config: ConsoleConfig, r: Any, sampler: Sampler) -> ASGIApp:
+    """The console as an ASGI app over Redis client `r`; `sampler` supplies rates and lag."""
+    base = Path(str(resources.files("stationflow.console")))
+    templates = Jinja2Templates(directory=str(base / "templates"))
+    templates.env.filters["clock"] = clock
+    h = Handlers(config, r, sampler, templates)
     routes = [
-        Route("/", overview), Route("/api/overview", overview),
-        Route("/stations", stations), Route("/api/stations", stations),
-        Route("/station/{station}", station), Route("/api/station/{station}", station),
-        Route("/batches", batches), Route("/api/batches", batches),
-        Route("/dead-letters", dead_letters), Route("/api/dead-letters", dead_letters),
-        Route("/dead-letters/{entry}", dead_letter), Route("/api/dead-letters/{entry}", dead_letter),
-        Route("/dead-letters/{entry}/replay", replay, methods=["POST"]),
-        Route("/help", help_page),
+        Route("/", h.overview), Route("/api/overview", h.overview),
+        Route("/stations", h.stations), Route("/api/stations", h.stations),
+        Route("/station/{station}", h.station), Route("/api/station/{station}", h.station),
+        Route("/batches", h.batches), Route("/api/batches", h.batches),
+        Route("/dead-letters", h.dead_letters), Route("/api/dead-letters", h.dead_letters),
+        Route("/dead-letters/{entry}", h.dead_letter), Route("/api/dead-letters/{entry}", h.dead_letter),
+        Route("/dead-letters/{entry}/replay", h.replay, methods=["POST"]),
+        Route("/help", h.help),
         Mount("/static", app=StaticFiles(directory=str(base / "static")), name="static"),
     ]
     return Guard(Starlette(routes=routes), config.token)
