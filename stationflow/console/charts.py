@@ -83,7 +83,7 @@ def tariff_slots(window: Mapping[str, Any] | None, price_output: Mapping[str, An
     if not recs:
         return None
     x = [i / 2 for i in range(48)]
-    series = [{"label": f"tariff {r.get('hostCode', i)}", "unit": "price",
+    series = [{"label": f"tariff {str(r.get('startTime') or '')[:10] or i + 1}", "unit": "price",
                "values": [None if p is None else round(p, 4) for p in slot_prices(r)]} for i, r in enumerate(recs[:3])]
     curve = ((price_output or {}).get("payload") or {}).get("price_curve")
     if isinstance(curve, list) and len(curve) == 48:
