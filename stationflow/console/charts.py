@@ -129,9 +129,9 @@ def forecast_vs_actual(outputs: Sequence[Mapping[str, Any]], window: Mapping[str
                 predicted[t] = float(v)
     actual: dict[int, float] = {}
     for h, item in (window or {}).items():
-        t, v = hour_epoch(h), _num((item.get("payload") or {}).get("outputPowerPerStationAvg"))
-        if t is not None and v is not None:
-            actual[t] = v
+        hour, v = hour_epoch(h), _num((item.get("payload") or {}).get("outputPowerPerStationAvg"))
+        if hour is not None and v is not None:
+            actual[hour] = v
     if not predicted:
         return None
     lo = min(predicted) - 24 * 3600  # a day of history before the forecast for context

@@ -61,7 +61,7 @@ def overview(r: Any, settings: Any, sampler: Any) -> dict[str, Any]:
     rate history and its latest consumer lag."""
     snap = st.gather(r, settings.prefix, settings.queue.name)
     snap.lag, snap.lag_error = sampler.lag()
-    runs = st.runs_by_module(snap.counters.get("runs", {}))
+    runs: dict[str, dict[str, Any]] = dict(st.runs_by_module(snap.counters.get("runs", {})))
     for row in runs.values():
         n = row["ok"] + row["none"] + row["failed"]
         row["mean_ms"] = round(row.get("us", 0) / n / 1000, 3) if n else None
