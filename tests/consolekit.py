@@ -123,11 +123,12 @@ def http(url: str, method: str = "GET", data: bytes | None = None, headers: dict
 
 
 def wait_json(url: str, ready: Any, timeout: float = 30) -> Any:
-    """GET `url` until `ready(json)` is true."""
+    """GET `url` until it answers 200 and `ready(json)` is true; the last JSON (None: never 200)."""
     deadline = time.monotonic() + timeout
     while True:
-        got = http(url).json()
-        if ready(got) or time.monotonic() > deadline:
+        reply = http(url)
+        got = reply.json() if reply.status == 200 else None
+        if (got is not None and ready(got)) or time.monotonic() > deadline:
             return got
         time.sleep(0.3)
 

@@ -30,6 +30,7 @@ class Sampler(threading.Thread):
         self._lag_error: str | None = None if lag else "lag lookup disabled (--no-lag)"
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        self.failing = False  # the last reading failed (logged once per outage)
 
     def stop(self) -> None:
         self._stop.set()
@@ -50,8 +51,13 @@ class Sampler(threading.Thread):
                        for g, c in snap.counters.items() if g.startswith("topic:")}
             with self._lock:
                 self.readings.append((snap.taken_ms, reading))
+            if self.failing:
+                log.warning("console sampler: reading the counters again")
+            self.failing = False
         except Exception as e:  # noqa: BLE001 - a Redis outage must not end the sampler
-            log.error("console sampler: cannot read counters: %s: %s", type(e).__name__, e)
+            if not self.failing:  # once per outage, not every few seconds
+                log.error("console sampler: cannot read counters: %s: %s", type(e).__name__, e)
+            self.failing = True
         if not self.want_lag:
             return
         topics = [t.topic for t in self.settings.catalogue.consumed_topics()]

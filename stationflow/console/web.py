@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -206,7 +208,15 @@ def build_app(config: ConsoleConfig, r: Any, sampler: Sampler) -> ASGIApp:
         Route("/help", h.help),
         Mount("/static", app=StaticFiles(directory=str(base / "static")), name="static"),
     ]
-    return Guard(Starlette(routes=routes), config.token)
+    return Guard(Starlette(routes=routes, exception_handlers={
+        RedisConnectionError: redis_unavailable, RedisTimeoutError: redis_unavailable}), config.token)
+
+
+async def redis_unavailable(request: Request, exc: Exception) -> Response:
+    """Redis down or failing over: a one-line 503 (the page works again once Redis answers)."""
+    log.error("console: %s %s: Redis unavailable: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
+    return PlainTextResponse(f"Redis unavailable ({type(exc).__name__}: {exc}); retry in a moment\n",
+                             status_code=503, headers={"retry-after": "5"})
 
 
 def clock(ms: int | None) -> str:

@@ -305,6 +305,19 @@ def test_round_trips_do_not_grow_with_stations(filled, monkeypatch, tmp_path):
     assert after[0] <= 6 and after[1] <= 6 and after[2] <= 8 and after[3] <= 4 and after[4] <= 2, after
 
 
+def test_redis_outage_is_a_one_line_503_and_the_console_recovers(private_redis, tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text(f'[redis]\nurl = "{private_redis.url}"\n[kafka]\nbootstrap_servers = "127.0.0.1:9"\n')
+    with console(config, "--no-lag") as url:
+        assert http(url + "/api/stations").status == 200
+        private_redis.stop()
+        down = http(url + "/stations", timeout=60)
+        assert down.status == 503 and down.text.startswith("Redis unavailable (") and down.text.count("\n") == 1
+        assert down.headers["retry-after"] == "5"
+        private_redis.start()
+        assert wait_json(url + "/api/stations", lambda d: "stations" in d, timeout=30)["stations"] == []
+
+
 # ---- safety: token, bind address, replay ---------------------------------------------------------
 
 def test_non_loopback_bind_needs_a_token(filled):
