@@ -105,18 +105,15 @@ def stations(r: Any, settings: Any, now: int) -> dict[str, Any]:
     """Every station: last seen, stale windows (from the meta hash's ts:<alias>), dead letters
     among the newest DLQ_RECENT entries and failed runs in the batches held."""
     cat = settings.catalogue
-    seen, metas = reads.stations_table(r, settings.prefix)
+    watched = [t for t in cat.input_topics if t.ttl_s is not None and t.kind != "global"]
+    seen, newest = reads.stations_table(r, settings.prefix, [t.alias for t in watched])
     dead = Counter(e["station"] for e in reads.recent_dead_letters(r, settings.prefix) if e["station"])
     summaries = reads.batch_summaries(r, settings.prefix, reads.batch_ids(r, settings.prefix))
     failed = _failed_by_station(r, settings.prefix, summaries)
     rows = []
     for station, last in seen:
-        meta = metas.get(station, {})
-        stale = []
-        for spec in cat.input_topics:
-            ts = meta.get(f"ts:{spec.alias}")
-            if ts and spec.ttl_s is not None and now - int(ts) > spec.ttl_s * 1000 and spec.kind != "global":
-                stale.append(spec.alias)
+        ts = newest.get(station, {})
+        stale = [t.alias for t in watched if t.alias in ts and now - ts[t.alias] > (t.ttl_s or 0) * 1000]
         rows.append({"station": station, "last_seen_ms": last, "last_seen_age_s": round((now - last) / 1000, 1),
                      "stale": stale, "dead_letters": dead.get(station, 0),
                      "failed_runs": sum(failed.get(station, Counter()).values()),

@@ -42,15 +42,19 @@ def station_of_raw(raw: bytes) -> str | None:
     return m.group(1).decode() if m else None
 
 
-def stations_table(r: Any, prefix: str) -> tuple[list[tuple[str, int]], dict[str, dict[str, str]]]:
-    """(station, last seen ms) newest first, and every station's meta hash: two round trips."""
+def stations_table(r: Any, prefix: str, aliases: Sequence[str]
+                   ) -> tuple[list[tuple[str, int]], dict[str, dict[str, int]]]:
+    """(station, last seen ms) newest first, and per station the newest record ms of each of
+    `aliases` (the meta hash's ts:<alias>, read with HMGET): two round trips."""
     k = Keys(prefix)
     seen = [(text(m), int(score)) for m, score in r.zrevrange(k.stations, 0, -1, withscores=True)]
+    fields = [f"ts:{a}" for a in aliases]
     pipe = r.pipeline(transaction=False)
     for station, _ in seen:
-        pipe.hgetall(k.meta(station))
-    metas = pipe.execute() if seen else []
-    return seen, {st: {text(f): text(v) for f, v in h.items()} for (st, _), h in zip(seen, metas, strict=True)}
+        pipe.hmget(k.meta(station), fields)
+    rows = pipe.execute() if seen and fields else [[None] * len(fields) for _ in seen]
+    return seen, {st: {a: int(v) for a, v in zip(aliases, vals, strict=True) if v}
+                  for (st, _), vals in zip(seen, rows, strict=True)}
 
 
 def recent_dead_letters(r: Any, prefix: str, count: int = DLQ_RECENT) -> list[dict[str, Any]]:

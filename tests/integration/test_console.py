@@ -177,6 +177,14 @@ def test_every_page_renders_html(filled, served):
     assert [x["station"] for x in one] == [station]
     by_id = [x["station"] for x in http(served + "/api/stations?sort=station&dir=asc").json()["stations"]]
     assert by_id == sorted(by_id)
+    # stale windows on the stations page (meta ts:<alias>) agree with the station page's freshness,
+    # except windows within a few seconds of their ttl (the two reads are moments apart)
+    row = next(x for x in st if x["station"] == station)
+    topics = http(f"{served}/api/station/{station}").json()["topics"]
+    clear = {a for a, t in topics.items() if t["present"] and t["ttl_s"] and abs(t["age_s"] - t["ttl_s"]) > 5
+             and t["kind"] != "global"}
+    assert set(row["stale"]) & clear == {a for a in clear if topics[a]["stale"]}
+    assert {a for a, t in topics.items() if t["stale"]} >= set(row["stale"]) & clear
     # dead letters: counted per station where the raw bytes name a known one
     from store.dlq import DeadLetter, DeadLetters
 

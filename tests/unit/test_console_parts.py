@@ -108,3 +108,21 @@ def test_paused_and_batch_stats():
     s = batch_stats(rows)
     assert s["by_state"] == {"uploaded": 2, "open": 1}
     assert (s["upload_ms_mean"], s["upload_ms_p50"], s["upload_ms_max"]) == (20.0, 30, 30)
+
+
+def test_stations_page_marks_windows_older_than_their_ttl_stale(fake_redis):
+    from stationflow.console import pages
+    from stationflow.settings import Settings
+    from store.keys import Keys
+
+    settings = Settings.load(env={})
+    k, now = Keys(settings.prefix), 10_000_000_000
+    fake_redis.zadd(k.stations, {"S1": now - 1000, "S2": now - 5000})
+    fake_redis.hset(k.meta("S1"), mapping={"ts:device_meter": now - 901_000,  # ttl 900 s: stale
+                                           "ts:device_gun": now - 59_000,      # ttl 60 s: fresh
+                                           "ts:station_param": 0,              # no ttl: never stale
+                                           "hwm:SCHEDULE-DEVICE-METER:0": 4})
+    rows = {x["station"]: x for x in pages.stations(fake_redis, settings, now)["stations"]}
+    assert rows["S1"]["stale"] == ["device_meter"] and rows["S2"]["stale"] == []
+    assert rows["S1"]["last_seen_age_s"] == 1.0 and list(rows) == ["S1", "S2"]
+    assert rows["S1"]["dead_letters"] == 0 and rows["S1"]["failed_runs"] == 0
