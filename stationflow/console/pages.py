@@ -147,12 +147,12 @@ def station(r: Any, settings: Any, station_id: str, now: int) -> dict[str, Any]:
                           store=window_store(r, settings))
     view = st.station_view(cat, raw, now)
     windows = raw["windows"]
-    devices = {a: [{"key": k, "age_s": st._age(item["ts"], now), "payload": item.get("payload")}
+    devices = {a: [{"key": k, "age_s": _age(item["ts"], now), "payload": item.get("payload")}
                    for k, item in sorted((windows.get(a) or {}).items())] for a in DEVICE_ALIASES}
     for a in ("device_gun", "device_meter", "device_error"):
         item = windows.get(a)
-        devices[a] = [{"key": a, "age_s": st._age(item["ts"], now), "payload": item.get("payload")}] if item else []
-    latest = {m: {"ts": items[0]["ts"], "age_s": st._age(items[0]["ts"], now), "src": items[0].get("src"),
+        devices[a] = [{"key": a, "age_s": _age(item["ts"], now), "payload": item.get("payload")}] if item else []
+    latest = {m: {"ts": items[0]["ts"], "age_s": _age(items[0]["ts"], now), "src": items[0].get("src"),
                   "payload": items[0].get("payload"), "kept": len(items)}
               for m, items in raw["outputs"].items() if items}
     dead = [e for e in reads.recent_dead_letters(r, settings.prefix) if e["station"] == station_id]
@@ -170,6 +170,11 @@ def station(r: Any, settings: Any, station_id: str, now: int) -> dict[str, Any]:
         "dead_letters": [_dead_row(e) for e in dead],
         "batches": reads.station_batches(r, settings.prefix, station_id, limit=50),
     }
+
+
+def _age(ts: int | None, now: int) -> float | None:
+    """Seconds since `ts` (ms), one decimal, as `inspect` shows ages."""
+    return None if ts is None else round((now - int(ts)) / 1000, 1)
 
 
 def _dead_row(e: Mapping[str, Any]) -> dict[str, Any]:
