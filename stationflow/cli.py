@@ -2,6 +2,12 @@
 
 Subcommands are imported lazily so `stationflow --help` is fast and one broken command
 cannot take the others down.
+
+Failures an operator causes or can fix (a server that cannot be reached, a refused password,
+a malformed id, a bad configuration) end every command the same way, in one place
+(`LazyGroup.invoke`): one line on stderr, `error: ...`, and a non-zero exit status (2 for
+configuration and usage, 1 otherwise). `-v`/`--debug` shows the traceback instead. Anything
+else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -32,7 +38,64 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+class CommandFailed(click.ClickException):
+    """A failure reported as one line on stderr: `error: <message>`, exit `exit_code`."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file: object = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def one_line(exc: BaseException, obj: dict | None = None) -> CommandFailed | None:
+    """The one-line report of a known operational failure, None for anything else (a bug).
+
+    `obj` is the root context's object: the loaded settings name the servers in the message."""
+    from kafka.errors import KafkaConnectionError, KafkaTimeoutError, NoBrokersAvailable
+    from redis.exceptions import AuthenticationError, ResponseError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    from stationflow.settings import ConfigError
+    from store.connection import StoreUnavailable, redact
+    from workers.algorithms import AlgorithmImportError
+
+    settings = (obj or {}).get("settings")
+    redis_at = f" at {redact(settings.redis.url)}" if settings is not None else ""
+    if isinstance(exc, ConfigError | AlgorithmImportError):
+        return CommandFailed(f"config error: {exc}", 2)
+    if isinstance(exc, StoreUnavailable):
+        return CommandFailed(str(exc))
+    if isinstance(exc, AuthenticationError) or (
+            isinstance(exc, ResponseError) and str(exc).startswith(("WRONGPASS", "NOAUTH"))):
+        return CommandFailed(f"Redis refused the credentials{redis_at}: {exc}")
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        return CommandFailed(f"Redis unavailable{redis_at}: {exc}")
+    if isinstance(exc, NoBrokersAvailable | KafkaTimeoutError | KafkaConnectionError):
+        where = f" at {settings.kafka.bootstrap_servers}" if settings is not None else ""
+        text = str(exc)
+        name = type(exc).__name__
+        text = text if text.startswith(name) else f"{name}: {text}" if text else name
+        return CommandFailed(f"cannot reach Kafka{where}: {text}")
+    return None
+
+
 class LazyGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as e:
+            if (ctx.obj or {}).get("debug"):
+                raise
+            failed = one_line(e, ctx.obj)
+            if failed is None:
+                raise
+            raise failed from e
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(n for n, (mod, _, _) in COMMANDS.items() if _available(mod))
 
@@ -55,8 +118,11 @@ def _available(mod: str) -> bool:
 @click.option("--log-level", default=None, envvar="STATIONFLOW_LOG_LEVEL",
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
               help="Log level (env STATIONFLOW_LOG_LEVEL; default: log_level of the config, INFO).")
+@click.option("-v", "--debug", is_flag=True,
+              help="Show the traceback of a failure instead of its one-line message, and the Kafka "
+                   "client's own logging.")
 @click.pass_context
-def main(ctx: click.Context, config_path: str | None, log_level: str | None) -> None:
+def main(ctx: click.Context, config_path: str | None, log_level: str | None, debug: bool) -> None:
     """stationflow: EV-charging telemetry from Kafka into per-station windows in Redis,
     algorithm modules on RQ workers, batched results back to Kafka.
 
@@ -70,7 +136,11 @@ def main(ctx: click.Context, config_path: str | None, log_level: str | None) -> 
 
     logging.basicConfig(level=(log_level or "INFO").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not debug and (log_level or "INFO").upper() != "DEBUG":
+        # the client logs every connection retry; an unreachable broker is reported once, by us
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
     ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
     ctx.obj["config_path"] = config_path
     ctx.obj["log_level"] = log_level
 
@@ -91,8 +161,7 @@ def get_settings(ctx: click.Context, path: str | None = None) -> Settings:
     try:
         settings = Settings.load(path if path is not None else obj.get("config_path"))
     except ConfigError as e:
-        click.echo(f"config error: {e}", err=True)
-        ctx.exit(2)
+        raise CommandFailed(f"config error: {e}", 2) from None
     if path is None:
         obj["settings"] = settings
     if obj.get("log_level") is None:

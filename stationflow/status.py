@@ -292,7 +292,8 @@ def read_station(r: Any, catalogue: Catalogue, station: str, names: Sequence[str
     pipe = r.pipeline(transaction=False)
     pipe.hgetall(k.meta(station))
     pipe.zscore(k.stations, station)
-    out_names = [m for m in modules if not names or m in names]
+    # ALIAS narrows the outputs only when it names modules: a topic alias shows them all
+    out_names = [m for m in modules if m in names] if names and any(n in modules for n in names) else modules
     for m in out_names:
         pipe.lrange(k.output(station, m), 0, max(1, outputs) - 1)
     replies = pipe.execute()
@@ -493,9 +494,10 @@ def human_duration(seconds: float | None) -> str:
     return fmt(seconds)
 
 
-def render_keys(rows: Sequence[tuple[str, str, str, str]]) -> str:
-    """`inspect --keys`: the key schema with one redis-cli example each."""
+def render_keys(rows: Sequence[tuple[str, str, str, str]], cli: str = "redis-cli") -> str:
+    """`inspect --keys`: the key schema with one example each, run as `cli` (e.g.
+    `redis-cli -u URL`)."""
     lines = []
     for pattern, kind, meaning, example in rows:
-        lines += [f"{pattern}  ({kind})", f"    {meaning}", f"    redis-cli {example}", ""]
+        lines += [f"{pattern}  ({kind})", f"    {meaning}", f"    {cli} {example}", ""]
     return "\n".join(lines).rstrip()

@@ -33,11 +33,7 @@ def bench(ctx: click.Context, quick: bool, smoke: bool, out: str, only: str | No
     bundled broker (or STATIONFLOW_KAFKA); never touches any other Redis.
     Exit status 1 when a section failed (the report still shows the others).
     """
-    import logging
-
     from bench.report import SECTIONS, run
-
-    logging.getLogger("kafka").setLevel(logging.WARNING)  # our own clients' chatter is not the report
 
     sections = SECTIONS if not only else tuple(s.strip() for s in only.split(",") if s.strip())
     unknown = [s for s in sections if s not in SECTIONS]

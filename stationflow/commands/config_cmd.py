@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import click
 
-from stationflow.cli import get_settings
+from stationflow.cli import CommandFailed, get_settings
 
 
 @click.group()
@@ -12,16 +15,47 @@ def config() -> None:
     """Validate and show the effective configuration."""
 
 
+def import_problems(settings: Any) -> list[str]:
+    """Every configured algorithm (local modules) and hook path that cannot be imported, one
+    message each naming the setting and the path: the worker would stop on the first of them
+    at start-up, so `config check` reports them all before a roll-out."""
+    from workers.algorithms import AlgorithmImportError, resolve
+
+    paths = [(f"modules.{m}.algorithm", settings.catalogue.by_module[m].algorithm or "")
+             for m in settings.catalogue.local_modules()]
+    paths += [(f"hooks.{k}", v) for k, v in (("result_handler", settings.hooks.result_handler),
+                                              ("batch_upload_handler", settings.hooks.batch_upload_handler)) if v]
+    problems = []
+    for where, path in paths:
+        try:
+            resolve(path, where)
+        except AlgorithmImportError as e:
+            problems.append(f"{where} = {path!r} cannot be imported: {str(e).partition('cannot be loaded: ')[2]}")
+    return problems
+
+
 @config.command("check")
 @click.argument("file", required=False, type=click.Path(dir_okay=False))
 @click.option("--full", is_flag=True,
               help="Also write every topic and module with all its keys, not only the overrides.")
+@click.option("--json", "as_json", is_flag=True,
+              help="The effective configuration as JSON (secrets masked): source, env_applied, settings.")
 @click.pass_context
-def check(ctx: click.Context, file: str | None, full: bool) -> None:
+def check(ctx: click.Context, file: str | None, full: bool, as_json: bool) -> None:
     """Validate FILE (default: --config / STATIONFLOW_CONFIG, else built-in defaults) plus
-    the STATIONFLOW_* environment, and print the effective configuration as TOML with
-    secrets masked. Exit status 2 on any configuration error."""
+    the STATIONFLOW_* environment, import every algorithm and hook path it names, and print
+    the effective configuration as TOML with secrets masked. Exit status 2 on any
+    configuration error or a path that cannot be imported (each is listed on stderr)."""
     settings = get_settings(ctx, file)
+    problems = import_problems(settings)
+    if problems:
+        for p in problems[:-1]:
+            click.echo(f"error: config error: {p}", err=True)
+        raise CommandFailed(f"config error: {problems[-1]}", 2)
+    if as_json:
+        click.echo(json.dumps({"source": settings.source, "env_applied": list(settings.env_applied),
+                               "settings": settings.to_dict(masked=True, full=full)}, indent=2, default=str))
+        return
     header = [f"# effective stationflow configuration (secrets masked); source: "
               f"{settings.source or 'built-in defaults'}"]
     if settings.env_applied:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -123,17 +124,31 @@ def replay_counts(r: Any, prefix: str, ids: list[str]) -> dict[str, int]:
     return {i: int(v) if v else 0 for i, v in zip(ids, vals, strict=True)}
 
 
-def _context(ctx: click.Context) -> tuple[Any, Any, Any]:
+def _context(ctx: click.Context, as_json: bool = False) -> tuple[Any, Any, Any]:
+    """Settings, client and dead-letter stream; the text output starts with the source line."""
     from stationflow.cli import get_settings
-    from store.connection import StoreUnavailable
+    from stationflow.commands.common import source_line
     from store.dlq import DeadLetters
 
     settings = get_settings(ctx)
-    try:
-        r = settings.redis.connect(retries=1)
-    except StoreUnavailable as e:
-        raise click.ClickException(f"cannot reach Redis: {e}") from None
+    r = settings.redis.connect(retries=1)
+    if not as_json:
+        click.echo(source_line(settings))
     return settings, r, DeadLetters(r, settings.prefix, settings.dlq_maxlen, settings.dlq_raw_max_bytes)
+
+
+#: a stream entry id as `dlq list` prints it: milliseconds-sequence
+ENTRY_ID = re.compile(r"^\d+-\d+$")
+
+
+def check_ids(ids: tuple[str, ...] | list[str]) -> None:
+    """Refuse malformed entry ids before Redis does (one line, exit 2)."""
+    from stationflow.cli import CommandFailed
+
+    bad = [i for i in ids if not ENTRY_ID.match(i)]
+    if bad:
+        raise CommandFailed(f"not a dead-letter id: {', '.join(bad)} (ids look like 1763524804417-0; "
+                            "`stationflow dlq list` prints them)", 2)
 
 
 def _topic_name(cat: Catalogue, topic: str | None) -> str | None:
@@ -156,11 +171,14 @@ def dlq() -> None:
 @click.option("--count", "-n", default=20, show_default=True, type=click.IntRange(min=1), help="Newest N entries.")
 @click.option("--reason", help="Only this reason (e.g. bad_json, missing_station_id).")
 @click.option("--topic", help="Only this topic (name or alias).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per entry and line, each with the Redis read under `source`.")
 @click.pass_context
 def list_cmd(ctx: click.Context, count: int, reason: str | None, topic: str | None, as_json: bool) -> None:
     """The newest dead letters, newest first, with totals by reason."""
-    settings, r, dl = _context(ctx)
+    from stationflow.commands.common import source
+
+    settings, r, dl = _context(ctx, as_json)
     topic = _topic_name(settings.catalogue, topic)
     picked = []
     for e in iter_entries(dl):
@@ -171,7 +189,7 @@ def list_cmd(ctx: click.Context, count: int, reason: str | None, topic: str | No
     replayed = replay_counts(r, settings.prefix, [e["id"] for e in picked])
     if as_json:
         for e in picked:
-            click.echo(json.dumps(entry_json(e, replayed[e["id"]])))
+            click.echo(json.dumps({**entry_json(e, replayed[e["id"]]), "source": source(settings)}))
         return
     totals: dict[str, int] = {}
     for (t, rs), n in dl.counts().items():
@@ -197,13 +215,17 @@ def show_cmd(ctx: click.Context, entry_id: str, as_json: bool) -> None:
     """One entry: origin, reason, detail, times, and the raw bytes (text preview and hex)."""
     from datetime import UTC, datetime
 
-    settings, r, dl = _context(ctx)
+    from stationflow.cli import CommandFailed
+    from stationflow.commands.common import source
+
+    check_ids([entry_id])
+    settings, r, dl = _context(ctx, as_json)
     e = dl.get(entry_id)
     if e is None:
-        raise click.ClickException(f"no dead letter {entry_id} (ids come from `stationflow dlq list`)")
+        raise CommandFailed(f"no dead letter {entry_id} (ids come from `stationflow dlq list`)")
     n = replay_counts(r, settings.prefix, [entry_id])[entry_id]
     if as_json:
-        click.echo(json.dumps(entry_json(e, n, full=True), indent=2))
+        click.echo(json.dumps({**entry_json(e, n, full=True), "source": source(settings)}, indent=2))
         return
 
     def when(ms: int) -> str:
@@ -230,9 +252,11 @@ def show_cmd(ctx: click.Context, entry_id: str, as_json: bool) -> None:
 @click.option("--topic", help="Entries of this topic (name or alias).")
 @click.option("--dry-run", is_flag=True, help="Show what would be sent; send nothing.")
 @click.option("--bootstrap", help="Kafka bootstrap servers (default: settings / STATIONFLOW_KAFKA).")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object: source, dry_run, sent (or would_send) and skipped entries.")
 @click.pass_context
 def replay_cmd(ctx: click.Context, entry_ids: tuple[str, ...], all_: bool, reason: str | None,
-               topic: str | None, dry_run: bool, bootstrap: str | None) -> None:
+               topic: str | None, dry_run: bool, bootstrap: str | None, as_json: bool) -> None:
     """Send dead letters back to their original topic (after the cause was fixed).
 
     \b
@@ -240,18 +264,21 @@ def replay_cmd(ctx: click.Context, entry_ids: tuple[str, ...], all_: bool, reaso
     stationflow dlq replay --reason too_large --dry-run
     stationflow dlq replay --all --topic car_price
     """
-    settings, r, dl = _context(ctx)
-    topic = _topic_name(settings.catalogue, topic)
+    from stationflow.cli import CommandFailed
+
+    check_ids(entry_ids)
     if entry_ids and (all_ or reason or topic):
         raise click.UsageError("give entry ids, or --all / --reason / --topic, not both")
     if not entry_ids and not (all_ or reason or topic):
         raise click.UsageError("nothing selected: give entry ids, --all, --reason R or --topic T")
+    settings, r, dl = _context(ctx, as_json)
+    topic = _topic_name(settings.catalogue, topic)
     if entry_ids:
         entries = []
         for i in entry_ids:
             e = dl.get(i)
             if e is None:
-                raise click.ClickException(f"no dead letter {i}")
+                raise CommandFailed(f"no dead letter {i} (ids come from `stationflow dlq list`)")
             entries.append(e)
     else:
         entries = [e for e in iter_entries(dl, newest_first=False) if matches(e, reason, topic)]
@@ -262,6 +289,9 @@ def replay_cmd(ctx: click.Context, entry_ids: tuple[str, ...], all_: bool, reaso
             plan.append((e, replay_value(settings.catalogue.by_topic.get(e["topic"]), e)))
         except NotReplayable as why:
             refused.append((e, str(why)))
+    if as_json:
+        _replay_json(settings, r, plan, refused, dry_run, bootstrap)
+        return
     for e, reason_text in refused:
         click.echo(f"skip {e['id']}: {reason_text}", err=True)
     if dry_run:
@@ -270,19 +300,47 @@ def replay_cmd(ctx: click.Context, entry_ids: tuple[str, ...], all_: bool, reaso
                        f"{len(value)} bytes {preview(value, 80)}")
         click.echo(f"dry run: {len(plan)} to send, {len(refused)} skipped")
         return
-    sent = send(settings, plan, bootstrap)
-    if sent:
-        from store.keys import Keys
-
-        pipe = r.pipeline(transaction=False)
-        for e, _, _ in sent:
-            pipe.hincrby(Keys(settings.prefix).counters(REPLAYED_GROUP), e["id"], 1)
-        pipe.execute()
+    sent = send_and_count(settings, r, plan, bootstrap)
     for e, p, o in sent:
         click.echo(f"replayed {e['id']} -> {e['topic']}[{p}] offset {o}")
     click.echo(f"{len(sent)} replayed, {len(refused)} skipped")
     if len(sent) < len(plan):
-        raise click.ClickException(f"{len(plan) - len(sent)} message(s) failed to send")
+        raise CommandFailed(f"{len(plan) - len(sent)} message(s) failed to send")
+
+
+def _replay_json(settings: Any, r: Any, plan: list[tuple[dict[str, Any], bytes]],
+                 refused: list[tuple[dict[str, Any], str]], dry_run: bool, bootstrap: str | None) -> None:
+    """`dlq replay --json`: the same outcome as the text, as one object (exit 1 if a send failed)."""
+    from stationflow.cli import CommandFailed
+    from stationflow.commands.common import source
+
+    out: dict[str, Any] = {"source": source(settings), "dry_run": dry_run,
+                           "skipped": [{"id": e["id"], "why": why} for e, why in refused]}
+    if dry_run:
+        out["would_send"] = [{"id": e["id"], "source": source_of(e), "reason": e["reason"], "topic": e["topic"],
+                              "bytes": len(v)} for e, v in plan]
+        click.echo(json.dumps(out, indent=2))
+        return
+    sent = send_and_count(settings, r, plan, bootstrap)
+    out["sent"] = [{"id": e["id"], "topic": e["topic"], "partition": p, "offset": o} for e, p, o in sent]
+    out["failed"] = len(plan) - len(sent)
+    click.echo(json.dumps(out, indent=2))
+    if out["failed"]:
+        raise CommandFailed(f"{out['failed']} message(s) failed to send")
+
+
+def send_and_count(settings: Any, r: Any, plan: list[tuple[dict[str, Any], bytes]], bootstrap: str | None
+                   ) -> list[tuple[dict[str, Any], int, int]]:
+    """`send`, then count each acknowledged entry in `<prefix>:counters:dlq_replayed`."""
+    from store.keys import Keys
+
+    sent = send(settings, plan, bootstrap)
+    if sent:
+        pipe = r.pipeline(transaction=False)
+        for e, _, _ in sent:
+            pipe.hincrby(Keys(settings.prefix).counters(REPLAYED_GROUP), e["id"], 1)
+        pipe.execute()
+    return sent
 
 
 def send(settings: Any, plan: list[tuple[dict[str, Any], bytes]], bootstrap: str | None

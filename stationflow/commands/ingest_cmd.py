@@ -129,7 +129,7 @@ def ingest(ctx: click.Context, topics: str | None, modules: str | None, group: s
                 2 configuration error.
     """
     from ingest.service import IngestConfigError, build
-    from stationflow.cli import get_settings
+    from stationflow.cli import CommandFailed, get_settings
 
     settings = get_settings(ctx)
     try:
@@ -137,11 +137,7 @@ def ingest(ctx: click.Context, topics: str | None, modules: str | None, group: s
                     group=group, instance_id=instance_id, from_beginning=from_beginning,
                     until_idle_s=until_idle, queue_depth=queue_depth(settings))
     except IngestConfigError as e:
-        click.echo(f"config error: {e}", err=True)
-        ctx.exit(2)
-    except Exception as e:
-        log.error("cannot start the ingester: %s: %s", type(e).__name__, e)
-        ctx.exit(1)
+        raise CommandFailed(f"config error: {e}", 2) from None
 
     server = None
     if metrics_port is not None:

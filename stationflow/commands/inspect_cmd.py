@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
+
+#: the station id the key schema's examples are written with (store/keys.py)
+EXAMPLE_STATION = "1053405539402387456"
 
 
 @click.command("inspect")
 @click.argument("station", required=False)
 @click.argument("alias", required=False)
-@click.option("--keys", "show_keys", is_flag=True, help="Print the Redis key schema with a redis-cli example each.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--keys", "show_keys", is_flag=True,
+              help="Print the Redis key schema with a complete `redis-cli -u URL ...` example each, "
+                   "for a station this Redis holds.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (the Redis read under `source`).")
 @click.option("--outputs", default=1, show_default=True, type=click.IntRange(min=1),
               help="How many stored outputs per module to read (the newest is shown).")
 @click.pass_context
@@ -19,7 +25,8 @@ def inspect(ctx: click.Context, station: str | None, alias: str | None, show_key
             outputs: int) -> None:
     """Show STATION's windows (or only ALIAS: a topic alias, topic name or module name),
     with the age of each topic's newest record, whether it is stale, and the latest output
-    of each module.
+    of each module (a module name as ALIAS: only that module's). The first line names the
+    Redis read.
 
     \b
     stationflow inspect 1053405539402387456
@@ -27,18 +34,12 @@ def inspect(ctx: click.Context, station: str | None, alias: str | None, show_key
     stationflow inspect --keys
     """
     from stationflow.cli import get_settings
-    from stationflow.status import now_ms, read_station, render_keys, render_station, station_view
-    from store.connection import StoreUnavailable
-    from store.keys import describe_keys
+    from stationflow.commands.common import source, source_line
+    from stationflow.status import now_ms, read_station, render_station, station_view
 
     settings = get_settings(ctx)
     if show_keys:
-        rows = describe_keys(settings.prefix)
-        if as_json:
-            click.echo(json.dumps([dict(zip(("pattern", "type", "meaning", "example"), r, strict=True))
-                                   for r in rows], indent=2))
-        else:
-            click.echo(render_keys(rows))
+        _keys(settings, as_json)
         return
     if not station:
         raise click.UsageError("give a STATION id (or --keys for the key schema)")
@@ -49,13 +50,37 @@ def inspect(ctx: click.Context, station: str | None, alias: str | None, show_key
             names = [cat.topic(alias).alias]
         except Exception as e:  # the catalogue suggests the closest name
             raise click.BadParameter(str(e), param_hint="ALIAS") from None
-    try:
-        r = settings.redis.connect(retries=1)
-        raw = read_station(r, cat, station, names, prefix=settings.prefix, outputs=outputs)
-    except StoreUnavailable as e:
-        raise click.ClickException(f"cannot read Redis: {e}") from None
+    r = settings.redis.connect(retries=1)
+    raw = read_station(r, cat, station, names, prefix=settings.prefix, outputs=outputs)
     view = station_view(cat, raw, now_ms())
     if as_json:
-        click.echo(json.dumps(view, indent=2, ensure_ascii=False, default=str))
+        click.echo(json.dumps({"source": source(settings), **view}, indent=2, ensure_ascii=False, default=str))
     else:
+        click.echo(source_line(settings))
         click.echo(render_station(view))
+
+
+def _keys(settings: Any, as_json: bool) -> None:
+    """The key schema; the examples name the most recently seen station of this Redis (or the
+    schema's own example id when it holds none) and the full `redis-cli -u URL`."""
+    from stationflow.commands.common import source, source_line
+    from stationflow.status import render_keys
+    from store.connection import redact
+    from store.keys import Keys, describe_keys
+
+    r = settings.redis.connect(retries=1)
+    newest = r.zrevrange(Keys(settings.prefix).stations, 0, 0)
+    station = newest[0].decode() if newest else EXAMPLE_STATION
+    url = redact(settings.redis.connection_url())
+    cli = f"redis-cli -u '{url}'"
+    rows = [(p, t, m, ex.replace(EXAMPLE_STATION, station)) for p, t, m, ex in describe_keys(settings.prefix)]
+    if as_json:
+        click.echo(json.dumps({"source": source(settings), "station": station, "redis_cli": cli,
+                               "keys": [dict(zip(("pattern", "type", "meaning", "example"), row, strict=True))
+                                        for row in rows]}, indent=2))
+        return
+    click.echo(source_line(settings))
+    note = "" if newest else " (this Redis holds no station yet: the id is a placeholder)"
+    password = " (put the password in place of ***)" if "***" in url else ""
+    click.echo(f"examples for station {station}{note}{password}\n")
+    click.echo(render_keys(rows, cli))

@@ -217,15 +217,12 @@ def produce(ctx: click.Context, stations: int, seed: int, speed: float, duration
 
     Kafka record timestamps are the simulated clock: with --speed above 1 they run ahead of
     the wall clock, as a replay of the future would."""
-    import logging
 
     from kafka import KafkaProducer
 
     from stationflow.cli import get_settings
 
     settings = get_settings(ctx)  # exits 2 with "config error: ..." on a bad configuration
-    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:  # kafka-python's INFO lines drown the progress
-        logging.getLogger("kafka").setLevel(logging.WARNING)
     try:
         traffic = Traffic(stations=stations, seed=seed, start_ms=_parse_start(start), catalogue=settings.catalogue,
                           topics=_split_topics(topics), bad_rate=bad_rate, max_message_bytes=max_message_bytes)

@@ -33,31 +33,27 @@ def snapshot(settings: Any, r: Any, *, lag: bool = True) -> Any:
 def status(ctx: click.Context, watch: float | None, as_json: bool, no_lag: bool) -> None:
     """Stations known, records ingested (and records/s with --watch), dead letters by reason,
     queue depths, RQ workers, open/uploaded/expired batches, runs per module and consumer lag
-    per partition (committed vs end offsets of the group)."""
-    import logging
-
+    per partition (committed vs end offsets of the group).
+    The first line names the Redis read and the consumer group whose lag is shown (`source` in --json)."""
     from stationflow.cli import get_settings
+    from stationflow.commands.common import source, source_line
     from stationflow.status import rates, render
-    from store.connection import StoreUnavailable
 
     settings = get_settings(ctx)
-    logging.getLogger("kafka").setLevel(logging.ERROR)  # an unreachable broker is reported once, below
-    try:
-        r = settings.redis.connect(retries=1)
-    except StoreUnavailable as e:
-        raise click.ClickException(f"cannot reach Redis: {e}") from None
+    r = settings.redis.connect(retries=1)
     prev = None
     try:
         while True:
             snap = snapshot(settings, r, lag=not no_lag)
             if as_json:
-                d = snap.to_dict()
+                d = {"source": source(settings), **snap.to_dict()}
                 if prev is not None:
                     d["rates"] = rates(prev, snap)
                 click.echo(json.dumps(d, default=str))
             else:
                 if watch and prev is not None:
                     click.echo("")
+                click.echo(source_line(settings))
                 click.echo(render(snap, prev))
             if not watch:
                 return
@@ -65,5 +61,3 @@ def status(ctx: click.Context, watch: float | None, as_json: bool, no_lag: bool)
             time.sleep(watch)
     except KeyboardInterrupt:
         return
-    except StoreUnavailable as e:
-        raise click.ClickException(f"cannot reach Redis: {e}") from None

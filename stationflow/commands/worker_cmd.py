@@ -34,14 +34,10 @@ def run_worker(settings: Any, queues: list[str], *, burst: bool = False, max_job
 
     from stationflow import metrics
     from workers import context as wctx
-    from workers.algorithms import AlgorithmImportError
     from workers.rqworker import StationWorker
     from workers.sweeper import SweeperThread, sweep
 
-    try:
-        ctx = wctx.WorkerContext.from_settings(settings)
-    except AlgorithmImportError as e:
-        raise click.ClickException(str(e)) from e
+    ctx = wctx.WorkerContext.from_settings(settings)  # bad paths, Redis down: one line at the CLI entry
     ctx.background_upload = True  # flushed below, before the process exits
     wctx.install(ctx)
     # RQ blocks on BLPOP for minutes: its connection must not have the store's short timeout
@@ -143,6 +139,7 @@ def worker(ctx: click.Context, queues: tuple[str, ...], burst: bool, max_jobs: i
         raise click.BadParameter("must be at least 1", param_hint="--processes")
     if processes == 1:
         ctx.exit(run_worker(settings, names, burst=burst, max_jobs=max_jobs, metrics_port=metrics_port))
+    settings.redis.connect(retries=1)  # a Redis that cannot be reached fails here, once, not in every child
     config_path = (ctx.find_root().obj or {}).get("config_path") or settings.source
     ctx.exit(run_pool(config_path, names, processes, burst=burst, max_jobs=max_jobs, metrics_port=metrics_port))
 
