@@ -53,7 +53,7 @@ def one_line(exc: BaseException, obj: dict | None = None) -> CommandFailed | Non
     """The one-line report of a known operational failure, None for anything else (a bug).
 
     `obj` is the root context's object: the loaded settings name the servers in the message."""
-    from kafka.errors import KafkaConnectionError, KafkaTimeoutError, NoBrokersAvailable
+    from kafka import errors as kafka_errors
     from redis.exceptions import AuthenticationError, ResponseError
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -73,7 +73,10 @@ def one_line(exc: BaseException, obj: dict | None = None) -> CommandFailed | Non
         return CommandFailed(f"Redis refused the credentials{redis_at}: {exc}")
     if isinstance(exc, RedisConnectionError | RedisTimeoutError):
         return CommandFailed(f"Redis unavailable{redis_at}: {exc}")
-    if isinstance(exc, NoBrokersAvailable | KafkaTimeoutError | KafkaConnectionError):
+    unreachable = tuple(getattr(kafka_errors, n) for n in ("NoBrokersAvailable", "KafkaTimeoutError",
+                                                           "KafkaConnectionError", "NodeNotReadyError")
+                        if hasattr(kafka_errors, n))  # the names differ between kafka-python releases
+    if isinstance(exc, unreachable):
         where = f" at {settings.kafka.bootstrap_servers}" if settings is not None else ""
         text = str(exc)
         name = type(exc).__name__

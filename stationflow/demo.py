@@ -472,6 +472,10 @@ def render_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _echo_err(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def run_demo(opts: DemoOptions, echo: Callable[[str], None] = print) -> int:
     """The demo; returns the exit status (0 ok, 1 something unexpected failed, 130 interrupted)."""
     from stationflow.settings import Settings
@@ -562,10 +566,13 @@ def run_demo(opts: DemoOptions, echo: Callable[[str], None] = print) -> int:
         echo("interrupted: stopping everything")
     except DemoError as e:
         run.errors.append(str(e))
-        echo(f"error: {e}")
+        _echo_err(f"error: {e}")
     except Exception as e:
-        run.errors.append(f"{type(e).__name__}: {e}")
-        echo(f"error: {type(e).__name__}: {e}")
+        from stationflow.cli import one_line
+
+        known = one_line(e)  # a server that cannot be reached: the same line as every command's
+        run.errors.append(known.message if known else f"{type(e).__name__}: {e}")
+        _echo_err(f"error: {run.errors[-1]}")
     finally:
         if producer is not None:
             producer.stop()

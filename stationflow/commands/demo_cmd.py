@@ -40,8 +40,9 @@ def demo(stations: int, duration: float, ingesters: int, workers: int, speed: fl
 
     from stationflow.demo import DemoOptions, run_demo
 
-    for name in ("kafka", "rq"):  # their lines drown the progress (children log to files); the
-        logging.getLogger(name).setLevel(logging.ERROR)  # demo reports what matters itself
+    # rq's lines drown the progress (children log to files; kafka's are quieted at the CLI
+    # entry); the demo reports what matters itself
+    logging.getLogger("rq").setLevel(logging.ERROR)
     opts = DemoOptions(stations=stations, duration_s=duration, ingesters=ingesters, workers=workers, speed=speed,
                        redis_url=redis_url, kafka=kafka, seed=seed, partitions=partitions, bad_rate=bad_rate,
                        heartbeat_s=heartbeat_s, drain_timeout_s=drain_timeout, log_dir=log_dir,
