@@ -25,7 +25,8 @@ import click
               help="Longest wait for the pipeline to drain after the traffic stops.")
 @click.option("--log-dir", type=click.Path(file_okay=False), help="Where the children log (default: a temp dir).")
 @click.option("--json-summary", type=click.Path(dir_okay=False), help="Also write the summary as JSON here.")
-def demo(stations: int, duration: float, ingesters: int, workers: int, speed: float, redis_url: str | None,
+@click.pass_context
+def demo(ctx: click.Context, stations: int, duration: float, ingesters: int, workers: int, speed: float, redis_url: str | None,
          kafka: str | None, seed: int, partitions: int, bad_rate: float, heartbeat_s: float, drain_timeout: float,
          log_dir: str | None, json_summary: str | None) -> None:
     """Run everything locally: a private redis-server and broker on free ports, all topics,
@@ -37,8 +38,15 @@ def demo(stations: int, duration: float, ingesters: int, workers: int, speed: fl
                 130 interrupted.
     """
     import logging
+    import os
 
+    from stationflow.cli import get_settings
     from stationflow.demo import DemoOptions, run_demo
+
+    config_path = (ctx.find_root().obj or {}).get("config_path")
+    if config_path:  # checked here (one line, exit 2 when bad), then read by every child
+        get_settings(ctx)
+        os.environ["STATIONFLOW_CONFIG"] = os.path.abspath(config_path)
 
     # rq's lines drown the progress (children log to files; kafka's are quieted at the CLI
     # entry); the demo reports what matters itself
