@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from stationflow import status as st
+from stationflow.demo_report import export_lines, render_summary
 from stationflow.local import stop_group
 
 #: failure reasons a demo run may show without anything being wrong: a station whose data
@@ -78,6 +80,7 @@ class DemoOptions:
     samples: int = 3
     log_dir: str | None = None
     json_summary: str | None = None
+    keep: bool = False  # leave servers and processes running after the summary, until Ctrl-C
 
 
 @dataclass
@@ -439,37 +442,30 @@ def unexpected(table: dict[str, dict[str, Any]], snap: st.Snapshot, run: Run) ->
     return errs
 
 
-def render_summary(summary: dict[str, Any]) -> str:
-    lines = ["", "=== summary ==="]
-    p = summary["produced"]
-    lines.append(f"produced {p['messages']} messages ({p['bad']} deliberately bad) for {summary['stations']} "
-                 f"stations in {summary['produce_s']:.1f} s; ingested {summary['messages_ingested']} messages, "
-                 f"{summary['records_ingested']} records; dead letters {summary['dead_letters']} "
-                 f"{summary['dead_letters_by_reason']}")
-    drain = "drained" if summary["drained"] else "NOT drained (bounded wait ran out)"
-    lines.append(f"pipeline {drain} in {summary['drain_s']:.1f} s; heartbeat runs scheduled {summary['heartbeat_runs']}")
-    b = summary["batches"]
-    lines.append(f"batches: created {b['created']}, uploaded {b['uploaded']}, skipped (no ok result) {b['skipped']}, "
-                 f"expired {b['expired']}, still open {b['open']}")
-    w = max(len(m) for m in summary["modules"])
-    lines.append(f"{'module':<{w}}  {'runs ok':>7}  {'none':>5}  {'failed':>6}  {'batches':>7}  {'results':>7}  "
-                 "failure reasons")
-    for m, row in summary["modules"].items():
-        reasons = ", ".join(f"{k} {n}" for k, n in row["failed_reasons"].items())
-        lines.append(f"{m:<{w}}  {row['ok']:>7}  {row['none']:>5}  {row['failed']:>6}  {row['uploaded']:>7}  "
-                     f"{row['uploaded_results']:>7}  {reasons}")
-    lines.append("(batches and results: read back from the MODULE-OUTPUT-* topics)")
-    for s, outs in summary["samples"].items():
-        lines.append(f"station {s}:")
-        for m, fig in outs.items():
-            lines.append(f"  {m:<{w}} {json.dumps(fig, ensure_ascii=False)[:150]}")
-    if summary["errors"]:
-        lines.append("UNEXPECTED:")
-        lines += [f"  - {e}" for e in summary["errors"]]
-    else:
-        lines.append("no unexpected errors")
-    lines.append(f"logs: {summary['log_dir']}")
-    return "\n".join(lines)
+def _finished(summary: dict[str, Any], run: Run, t_start: float, interrupted: bool) -> dict[str, Any]:
+    """The summary's closing fields: outcome, elapsed time, every process started."""
+    summary["interrupted"] = interrupted
+    summary["ok"] = not summary["errors"] and not interrupted
+    summary["elapsed_s"] = round(time.monotonic() - t_start, 2)
+    summary["processes"] = [{"name": c.name, "pid": c.pid, "exit_code": c.exit_code} for c in run.children] + [
+        {"name": n, "pid": pid, "exit_code": None} for n, pid in run.server_pids.items()]
+    return summary
+
+
+def keep_running(run: Run, summary: dict[str, Any]) -> None:
+    """`--keep`: print the summary and the `export` lines that point other shells at this
+    demo, write the JSON summary, then wait (servers, ingesters and workers running) until
+    Ctrl-C or SIGTERM; a child that dies meanwhile ends the wait with its log."""
+    run.echo(render_summary(summary))
+    run.echo("\nkept running until Ctrl-C. In another shell, point every command at this demo:\n")
+    run.echo("\n".join(export_lines(summary["env"])))
+    run.echo("\nthen e.g. `stationflow status`, `stationflow inspect --keys`, "
+             "`rq info --url \"$STATIONFLOW_REDIS_URL\"`")
+    if run.opts.json_summary:
+        Path(run.opts.json_summary).write_text(json.dumps(summary, indent=2, default=str))
+    while True:
+        time.sleep(1.0)
+        check_children(run)
 
 
 def _echo_err(line: str) -> None:
@@ -484,6 +480,7 @@ def run_demo(opts: DemoOptions, echo: Callable[[str], None] = print) -> int:
     t_start = time.monotonic()
     interrupted = False
     summary: dict[str, Any] = {}
+    shown = False  # the summary was printed (--keep prints it before waiting)
     producer: Producer | None = None
     old_term = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
@@ -536,8 +533,9 @@ def run_demo(opts: DemoOptions, echo: Callable[[str], None] = print) -> int:
         drain_s = time.monotonic() - t_drain
         if not ok_drain:
             run.errors.append(f"the pipeline did not drain within {opts.drain_timeout_s:g} s")
-        for c in run.children:  # stop before reading the logs and exit codes
-            stop_child(c)
+        if not opts.keep:
+            for c in run.children:  # stop before reading the logs and exit codes
+                stop_child(c)
         snap = _snapshot(r, settings, run.bootstrap, lag=False)
         uploads = read_uploads(settings, run.bootstrap)
         table = module_table(snap, uploads, settings)
@@ -555,15 +553,24 @@ def run_demo(opts: DemoOptions, echo: Callable[[str], None] = print) -> int:
             "drain_s": round(drain_s, 2),
             "heartbeat_runs": heartbeat_runs(r, settings),
             "batches": {"created": v["batches_created"], "uploaded": v["batches_uploaded"],
-                        "skipped": v["batches_skipped"], "expired": v["batches_expired"], "open": v["batches_open"]},
+                        "skipped": v["batches_skipped"], "expired": v["batches_expired"], "open": v["batches_open"],
+                        "late": int(snap.counters.get("batches", {}).get("late", 0))},
             "modules": table,
             "samples": samples(r, settings, opts.samples),
             "log_dir": str(run.log_dir),
+            "env": {k: env[k] for k in ("STATIONFLOW_REDIS_URL", "STATIONFLOW_KAFKA", "STATIONFLOW_GROUP_ID",
+                                        "STATIONFLOW_CONFIG")},
         }
         summary["errors"] = unexpected(table, snap, run)
+        if opts.keep:
+            shown = True
+            keep_running(run, _finished(summary, run, t_start, False))
     except KeyboardInterrupt:
-        interrupted = True
-        echo("interrupted: stopping everything")
+        if shown:  # --keep: Ctrl-C is how it ends
+            echo("stopping everything")
+        else:
+            interrupted = True
+            echo("interrupted: stopping everything")
     except DemoError as e:
         run.errors.append(str(e))
         _echo_err(f"error: {e}")
@@ -582,12 +589,11 @@ def run_demo(opts: DemoOptions, echo: Callable[[str], None] = print) -> int:
         signal.signal(signal.SIGTERM, old_term)
     if not summary:
         summary = {"ok": False, "errors": run.errors or ["interrupted"], "log_dir": str(run.log_dir)}
-    summary["interrupted"] = interrupted
-    summary["ok"] = not summary["errors"] and not interrupted
-    summary["elapsed_s"] = round(time.monotonic() - t_start, 2)
-    summary["processes"] = [{"name": c.name, "pid": c.pid, "exit_code": c.exit_code} for c in run.children] + [
-        {"name": n, "pid": pid, "exit_code": None} for n, pid in run.server_pids.items()]
-    if "modules" in summary:
+    _finished(summary, run, t_start, interrupted)
+    if not opts.log_dir and not summary["errors"]:  # a scratch folder: nothing left in /tmp
+        shutil.rmtree(run.log_dir, ignore_errors=True)
+        summary["log_dir"] = None
+    if "modules" in summary and not shown:
         echo(render_summary(summary))
     if opts.json_summary:
         Path(opts.json_summary).write_text(json.dumps(summary, indent=2, default=str))

@@ -25,13 +25,19 @@ import click
               help="Longest wait for the pipeline to drain after the traffic stops.")
 @click.option("--log-dir", type=click.Path(file_okay=False), help="Where the children log (default: a temp dir).")
 @click.option("--json-summary", type=click.Path(dir_okay=False), help="Also write the summary as JSON here.")
+@click.option("--keep", is_flag=True,
+              help="After the summary, leave the servers, ingesters and workers running until Ctrl-C, and print "
+                   "the `export` lines (Redis URL, Kafka, consumer group, config) that point every other "
+                   "command, the examples and `rq worker` at them.")
 @click.pass_context
-def demo(ctx: click.Context, stations: int, duration: float, ingesters: int, workers: int, speed: float, redis_url: str | None,
-         kafka: str | None, seed: int, partitions: int, bad_rate: float, heartbeat_s: float, drain_timeout: float,
-         log_dir: str | None, json_summary: str | None) -> None:
+def demo(ctx: click.Context, stations: int, duration: float, ingesters: int, workers: int, speed: float,
+         redis_url: str | None, kafka: str | None, seed: int, partitions: int, bad_rate: float, heartbeat_s: float, drain_timeout: float,
+         log_dir: str | None, json_summary: str | None, keep: bool) -> None:
     """Run everything locally: a private redis-server and broker on free ports, all topics,
     ingesters, workers and realistic traffic; live progress, a drain, a summary of what each
-    module produced, and a clean stop of every process it started (also on Ctrl-C).
+    module produced, and a clean stop of every process it started (also on Ctrl-C). Its
+    scratch folder (logs, Redis data) is removed unless --log-dir was given or something
+    failed; --keep leaves everything running for the other commands until Ctrl-C.
 
     \b
     Exit codes: 0 ran clean, 1 something unexpected failed (the reason is printed),
@@ -54,5 +60,5 @@ def demo(ctx: click.Context, stations: int, duration: float, ingesters: int, wor
     opts = DemoOptions(stations=stations, duration_s=duration, ingesters=ingesters, workers=workers, speed=speed,
                        redis_url=redis_url, kafka=kafka, seed=seed, partitions=partitions, bad_rate=bad_rate,
                        heartbeat_s=heartbeat_s, drain_timeout_s=drain_timeout, log_dir=log_dir,
-                       json_summary=json_summary)
+                       json_summary=json_summary, keep=keep)
     raise SystemExit(run_demo(opts, echo=click.echo))
