@@ -39,14 +39,16 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 
 
 class CommandFailed(click.ClickException):
-    """A failure reported as one line on stderr: `error: <message>`, exit `exit_code`."""
+    """A failure reported as one line on stderr, `<label>: <message>` (label `error`, or
+    `config error` for configuration problems, exit 2), exit status `exit_code`."""
 
-    def __init__(self, message: str, exit_code: int = 1) -> None:
+    def __init__(self, message: str, exit_code: int = 1, label: str = "error") -> None:
         super().__init__(message)
         self.exit_code = exit_code
+        self.label = label
 
     def show(self, file: object = None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
+        click.echo(f"{self.label}: {self.format_message()}", err=True)
 
 
 def one_line(exc: BaseException, obj: dict | None = None) -> CommandFailed | None:
@@ -65,7 +67,7 @@ def one_line(exc: BaseException, obj: dict | None = None) -> CommandFailed | Non
     settings = (obj or {}).get("settings")
     redis_at = f" at {redact(settings.redis.url)}" if settings is not None else ""
     if isinstance(exc, ConfigError | AlgorithmImportError):
-        return CommandFailed(f"config error: {exc}", 2)
+        return CommandFailed(str(exc), 2, "config error")
     if isinstance(exc, StoreUnavailable):
         return CommandFailed(str(exc))
     if isinstance(exc, AuthenticationError) or (
@@ -164,7 +166,7 @@ def get_settings(ctx: click.Context, path: str | None = None) -> Settings:
     try:
         settings = Settings.load(path if path is not None else obj.get("config_path"))
     except ConfigError as e:
-        raise CommandFailed(f"config error: {e}", 2) from None
+        raise CommandFailed(str(e), 2, "config error") from None
     if path is None:
         obj["settings"] = settings
     if obj.get("log_level") is None:

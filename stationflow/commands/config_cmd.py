@@ -50,8 +50,8 @@ def check(ctx: click.Context, file: str | None, full: bool, as_json: bool) -> No
     problems = import_problems(settings)
     if problems:
         for p in problems[:-1]:
-            click.echo(f"error: config error: {p}", err=True)
-        raise CommandFailed(f"config error: {problems[-1]}", 2)
+            click.echo(f"config error: {p}", err=True)
+        raise CommandFailed(problems[-1], 2, "config error")
     if as_json:
         click.echo(json.dumps({"source": settings.source, "env_applied": list(settings.env_applied),
                                "settings": settings.to_dict(masked=True, full=full)}, indent=2, default=str))

@@ -137,7 +137,7 @@ def ingest(ctx: click.Context, topics: str | None, modules: str | None, group: s
                     group=group, instance_id=instance_id, from_beginning=from_beginning,
                     until_idle_s=until_idle, queue_depth=queue_depth(settings))
     except IngestConfigError as e:
-        raise CommandFailed(f"config error: {e}", 2) from None
+        raise CommandFailed(str(e), 2, "config error") from None
 
     server = None
     if metrics_port is not None:

@@ -7,6 +7,7 @@ real producers do, spec §3) and the simulated time as the record timestamp.
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from collections.abc import Callable, Iterable
@@ -67,6 +68,13 @@ class Summary:
                      f"simulated clock at {local_time(self.sim_ms)} (UTC+8)"
                      + (" — interrupted" if self.interrupted else ""))
         return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """`produce --json`: the table's figures."""
+        return {"sent": self.sent, "errors": self.errors, "elapsed_s": round(self.elapsed_s, 3),
+                "simulated_ms": self.sim_ms, "interrupted": self.interrupted,
+                "per_topic": {t: {"sent": s.sent, "bad": s.bad, "errors": s.errors, "bytes": s.bytes}
+                              for t, s in sorted(self.per_topic.items())}}
 
 
 def send_traffic(
@@ -209,10 +217,12 @@ def create_input_topics(admin_config: dict[str, Any], names: Iterable[str], part
               help="Split multi-station pushes to stay under the broker's message size limit.")
 @click.option("--progress", "progress_s", default=5.0, show_default=True, type=click.FloatRange(min=0.1),
               help="Seconds between progress lines.")
+@click.option("--json", "as_json", is_flag=True,
+              help="No progress lines; the summary as one JSON object (sent, errors, per topic).")
 @click.pass_context
 def produce(ctx: click.Context, stations: int, seed: int, speed: float, duration: float | None, count: int | None,
             bad_rate: float, rate: float | None, topics: tuple[str, ...], start: str | None, bootstrap: str | None,
-            create_topics: bool, partitions: int, max_message_bytes: int, progress_s: float) -> None:
+            create_topics: bool, partitions: int, max_message_bytes: int, progress_s: float, as_json: bool) -> None:
     """Send realistic traffic for all input topics (or --topics) until --count, --duration or Ctrl-C.
 
     Kafka record timestamps are the simulated clock: with --speed above 1 they run ahead of
@@ -220,9 +230,13 @@ def produce(ctx: click.Context, stations: int, seed: int, speed: float, duration
 
     from kafka import KafkaProducer
 
-    from stationflow.cli import get_settings
+    from stationflow.cli import CommandFailed, get_settings
 
     settings = get_settings(ctx)  # exits 2 with "config error: ..." on a bad configuration
+
+    def say(line: str) -> None:
+        if not as_json:
+            click.echo(line)
     try:
         traffic = Traffic(stations=stations, seed=seed, start_ms=_parse_start(start), catalogue=settings.catalogue,
                           topics=_split_topics(topics), bad_rate=bad_rate, max_message_bytes=max_message_bytes)
@@ -237,18 +251,18 @@ def produce(ctx: click.Context, stations: int, seed: int, speed: float, duration
             admin["bootstrap_servers"] = bootstrap
         names = [traffic.topic_of(a) for a in INPUT_ALIASES if a in traffic.aliases]
         made = create_input_topics(admin, names, partitions)
-        click.echo(f"created {len(made)} topic(s)" + (f": {', '.join(made)}" if made else ""))
+        say(f"created {len(made)} topic(s)" + (f": {', '.join(made)}" if made else ""))
     producer = KafkaProducer(**cfg)
     clock = SimClock(traffic.start_ms, speed)
-    click.echo(f"producing {stations} stations (seed {seed}) to {cfg['bootstrap_servers']}, "
+    say(f"producing {stations} stations (seed {seed}) to {cfg['bootstrap_servers']}, "
                f"speed {'max' if speed == 0 else speed}, from {local_time(traffic.start_ms)} (UTC+8)")
     old = signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop like Ctrl-C under compose
     try:
         summary = send_traffic(traffic.messages(), producer, clock, duration_s=duration, count=count, rate=rate,
-                               progress_s=progress_s, echo=click.echo)
+                               progress_s=progress_s, echo=say)
     finally:
         signal.signal(signal.SIGTERM, old)
         producer.close(timeout=10)
-    click.echo(summary.table())
+    click.echo(json.dumps(summary.to_dict()) if as_json else summary.table())
     if summary.errors:
-        raise click.ClickException(f"{summary.errors} message(s) failed to send")
+        raise CommandFailed(f"{summary.errors} message(s) failed to send")

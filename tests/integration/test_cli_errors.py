@@ -84,7 +84,8 @@ def test_one_line_no_traceback(failure, command, redis_url, redis_client, kafka_
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert res.returncode not in (0, None), (res.stdout, res.stderr)
     assert "Traceback" not in res.stderr + res.stdout, res.stderr
-    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    label = "config error: " if failure == "missing_config" else "error: "
+    assert len(lines) == 1 and lines[0].startswith(label), res.stderr
     expected = {"redis_down": ("Redis unavailable", closed), "wrong_password": ("authentication failed", "***"),
                 "kafka_down": ("cannot reach Kafka", "KafkaTimeoutError: Unable"),
                 "missing_config": ("config file not found", "missing.toml"), "bad_id": ("not a dead-letter id",)}

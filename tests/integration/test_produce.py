@@ -69,3 +69,21 @@ def test_cli_produce_topic_filter_and_duration(kafka_bootstrap: str, tmp_path: P
     total = next(x for x in result.output.splitlines() if x.startswith("total "))
     assert int(total.split()[1]) == sent
     assert consume_all(kafka_bootstrap, names["car_order"], min_count=1, timeout_s=2) == []
+
+
+def test_cli_produce_json_summary_matches_what_arrived(kafka_bootstrap: str, tmp_path: Path) -> None:
+    import json
+
+    cat = unique_catalogue()
+    names = {a: cat.by_alias[a].topic for a in INPUT_ALIASES}
+    cfg = _config(tmp_path, names)
+    result = CliRunner().invoke(main, [
+        "--config", str(cfg), "produce", "--bootstrap", kafka_bootstrap, "--stations", "2", "--seed", "3",
+        "--start", str(START), "--speed", "0", "--count", "40", "--topics", "device_meter",
+        "--create-topics", "--partitions", "1", "--json",
+    ])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    d = json.loads(result.stdout)  # nothing but the object: no progress lines
+    topic = names["device_meter"]
+    assert d["sent"] == 40 and d["errors"] == 0 and set(d["per_topic"]) == {topic}
+    assert len(consume_all(kafka_bootstrap, topic, min_count=40, timeout_s=20)) == d["per_topic"][topic]["sent"]
