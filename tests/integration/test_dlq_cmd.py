@@ -92,6 +92,9 @@ def test_list_newest_first_with_filters(dead):
     assert [(r["offset"], r["reason"]) for r in one] == [(4, "missing_station_id")]
 
     text = _cli(dead["cfg"], "list").output
+    assert text.splitlines()[0].startswith("redis redis://127.0.0.1:") and "(prefix sfdlq)" in text.splitlines()[0]
+    assert all(r["source"]["prefix"] == PREFIX for r in rows)
+    text = "\n".join(text.splitlines()[1:])
     assert text.splitlines()[0] == ("5 entries in the stream; ever added by reason: bad_field_type 1, bad_json 1, "
                                     "missing_station_id 2, too_large 1")
     assert f"{dead['cat'].topic('station_realtime_data').topic}:0:4:1" in text
@@ -159,6 +162,20 @@ def test_replay_by_reason_dry_run_and_truncated_entries(dead):
     assert _end(dead["bootstrap"], meter) == before + 1  # one of the two is a realtime element
     usage = CliRunner().invoke(main, ["--config", str(dead["cfg"]), "dlq", "replay"])
     assert usage.exit_code == 2 and "nothing selected" in usage.output
+
+
+def test_replay_json_dry_run_and_send(dead):
+    meter = dead["cat"].topic("device_meter").topic
+    before = _end(dead["bootstrap"], meter)
+    dry = json.loads(_cli(dead["cfg"], "replay", "--topic", "device_meter", "--dry-run", "--json").output)
+    assert dry["dry_run"] is True and dry["source"]["prefix"] == PREFIX
+    assert len(dry["would_send"]) == 2 and len(dry["skipped"]) == 1 and f"only {RAW_MAX} of" in dry["skipped"][0]["why"]
+    assert _end(dead["bootstrap"], meter) == before
+    sid, entry = dead["by_offset"][3]
+    sent = json.loads(_cli(dead["cfg"], "replay", sid, "--json").output)
+    assert sent["failed"] == 0 and sent["skipped"] == []
+    assert sent["sent"] == [{"id": sid, "topic": entry.topic, "partition": 0, "offset": before}]
+    assert dead["r"].hget(Keys(PREFIX).counters(REPLAYED_GROUP), sid) == b"1"
 
 
 # ---- pure helpers (no servers) ----------------------------------------------------------------

@@ -144,19 +144,36 @@ def test_inspect_outputs_and_text(filled, redis_url, tmp_path):
     assert set(view["outputs"]) == {"load_prediction"}
 
     text = _cli(_config(tmp_path, redis_url), "inspect", station).output
-    assert text.splitlines()[0].startswith(f"station {station}")
+    assert text.splitlines()[0] == f"redis {redis_url} (prefix {PREFIX}) · kafka 127.0.0.1:9, consumer group g-none"
+    assert text.splitlines()[1].startswith(f"station {station}")
     assert "station_realtime_data  hourly" in text and "load_prediction" in text
     assert '"confidence": 0.875' in text
+    assert view["source"] == {"redis": redis_url, "redis_is_default": False, "prefix": PREFIX,
+                              "kafka": "127.0.0.1:9", "group": "g-none"}
+
+    # a topic alias narrows the windows, not the outputs; a module name narrows both
+    one = _cli(_config(tmp_path, redis_url), "inspect", station, "car_price").output
+    assert "car_price" in one and "station_realtime_data" not in one
+    assert "none yet" not in one and '"confidence": 0.875' in one
+    only = json.loads(_cli(_config(tmp_path, redis_url), "inspect", station, "SOH_model", "--json").output)
+    assert only["outputs"] == {} and only["topics"] == {}
 
 
-def test_inspect_keys_and_errors(redis_url, tmp_path):
+def test_inspect_keys_and_errors(redis_client, redis_url, tmp_path):
     cfg = _config(tmp_path, redis_url)
-    text = _cli(cfg, "inspect", "--keys").output
     rows = describe_keys(PREFIX)
-    for pattern, _, _, example in rows:
-        assert pattern in text and f"redis-cli {example}" in text
+    empty = _cli(cfg, "inspect", "--keys").output  # no station yet: the schema's own example id
+    assert "this Redis holds no station yet" in empty
+    assert f"redis-cli -u '{redis_url}' {rows[0][3]}" in empty
+
+    redis_client.zadd(Keys(PREFIX).stations, {"S-older": 1, "S-newest": 2})
+    text = _cli(cfg, "inspect", "--keys").output
+    assert text.splitlines()[1] == "examples for station S-newest"
+    for pattern, _, _, example in rows:  # complete commands, for a station this Redis has
+        assert pattern in text and f"redis-cli -u '{redis_url}' {example.replace('1053405539402387456', 'S-newest')}" in text
     as_json = json.loads(_cli(cfg, "inspect", "--keys", "--json").output)
-    assert [x["pattern"] for x in as_json] == [row[0] for row in rows]
+    assert [x["pattern"] for x in as_json["keys"]] == [row[0] for row in rows]
+    assert as_json["station"] == "S-newest" and as_json["redis_cli"] == f"redis-cli -u '{redis_url}'"
 
     bad = CliRunner().invoke(main, ["--config", str(cfg), "inspect", "S1", "car_ordr"])
     assert bad.exit_code == 2 and "car_order" in bad.output  # the closest alias is suggested
