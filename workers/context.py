@@ -3,7 +3,7 @@
 RQ calls `workers.jobs.run_station(station_id)` with nothing else, so the job finds its
 Redis connection, catalogue, store, tracker, algorithms and uploader here. By default they
 come from `Settings.load()` (file + STATIONFLOW_* environment), so plain
-`rq worker --serializer rq.serializers.JSONSerializer --worker-class workers.rqworker.StationWorker stationflow`
+`rq worker --url "$STATIONFLOW_REDIS_URL" --serializer rq.serializers.JSONSerializer --worker-class workers.rqworker.StationWorker stationflow`
 works. Tests, the bench and `stationflow worker` install a context explicitly with `install`.
 """
 

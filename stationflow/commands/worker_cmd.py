@@ -7,7 +7,7 @@ parallelism run more processes (`--processes N`, or more containers). Each proce
 the batch sweeper on a daemon thread every `batch.sweep_interval_s`.
 
 Equivalent plain RQ command (the job reads its settings from STATIONFLOW_* / the config file):
-    rq worker --serializer rq.serializers.JSONSerializer --worker-class workers.rqworker.StationWorker stationflow
+    rq worker --url "$STATIONFLOW_REDIS_URL" --serializer rq.serializers.JSONSerializer --worker-class workers.rqworker.StationWorker stationflow
 """
 
 from __future__ import annotations
