@@ -590,7 +590,7 @@ def run_demo(opts: DemoOptions, echo: Callable[[str], None] = print) -> int:
     if not summary:
         summary = {"ok": False, "errors": run.errors or ["interrupted"], "log_dir": str(run.log_dir)}
     _finished(summary, run, t_start, interrupted)
-    if not opts.log_dir and not summary["errors"]:  # a scratch folder: nothing left in /tmp
+    if not opts.log_dir and not (summary["errors"] and run.children):  # kept: the logs of a failure
         shutil.rmtree(run.log_dir, ignore_errors=True)
         summary["log_dir"] = None
     if "modules" in summary and not shown:

@@ -76,8 +76,10 @@ def kept_demo(tmp_path):
     tour = [c for b in sh_blocks(ROOT / "README.md", "## 5-minute tour", "## What it does") for c in b]
     assert "stationflow demo --keep" in tour  # the README's line is the one run here, with smaller traffic
     summary = tmp_path / "summary.json"
+    scratch = tmp_path / "tmp"  # where the demo makes its scratch folder
+    scratch.mkdir()
     argv = shlex.split(first[0]) + ["--bad-rate", "0.02", "--json-summary", str(summary)]
-    proc = subprocess.Popen(argv, cwd=ROOT, env=_base_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(argv, cwd=ROOT, env={**_base_env(), "TMPDIR": str(scratch)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 150
@@ -95,6 +97,15 @@ def kept_demo(tmp_path):
         assert [e.split("=")[0] for e in exports] == ["export STATIONFLOW_REDIS_URL", "export STATIONFLOW_KAFKA",
                                                        "export STATIONFLOW_GROUP_ID", "export STATIONFLOW_CONFIG"]
         assert "stopping everything" in out and "Traceback" not in out
+        assert list(scratch.iterdir()) == []  # no --log-dir: the scratch folder went with the demo
+        text = out.split("=== summary ===")[1]
+        assert "Results can be fewer than ok runs" in text and "late results" in text
+        samples = text.split("station ", 1)[1].split("no unexpected errors")[0]
+        assert all(len(line) <= 100 for line in samples.splitlines())  # wrapped ...
+        assert all(json.loads(json.dumps(v)) for v in s["samples"].values())
+        for station, outs in s["samples"].items():  # ... and whole: every figure is in the text
+            flat = " ".join(samples.split())
+            assert all(json.dumps(fig, ensure_ascii=False) in flat for fig in outs.values()), station
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -80,7 +80,9 @@ def test_one_line_no_traceback(failure, command, redis_url, redis_client, kafka_
     argv = _argv(command, failure, env["STATIONFLOW_REDIS_URL"], env["STATIONFLOW_KAFKA"])
     if failure == "missing_config":
         argv = ["--config", str(tmp_path / "missing.toml"), *argv]
-    res = _run(argv, env)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    res = _run(argv, {**env, "TMPDIR": str(scratch)})
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert res.returncode not in (0, None), (res.stdout, res.stderr)
     assert "Traceback" not in res.stderr + res.stdout, res.stderr
@@ -93,6 +95,7 @@ def test_one_line_no_traceback(failure, command, redis_url, redis_client, kafka_
         assert word in lines[0], lines[0]
     assert "wrong-password" not in res.stderr + res.stdout  # the password is never printed
     assert res.returncode == (2 if failure in ("missing_config", "bad_id") else 1)
+    assert list(scratch.iterdir()) == []  # the demo started nothing worth keeping: no scratch folder left
 
 
 def test_debug_shows_the_traceback(tmp_path):
