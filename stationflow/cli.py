@@ -44,7 +44,7 @@ class CommandFailed(click.ClickException):
 
     def __init__(self, message: str, exit_code: int = 1, label: str = "error") -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        self.exit_code = exit_code  # type: ignore[misc]  # click declares it a ClassVar; ours varies
         self.label = label
 
     def show(self, file: object = None) -> None:
