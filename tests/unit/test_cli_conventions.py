@@ -101,3 +101,16 @@ def test_config_check_of_the_defaults_passes() -> None:
     """The built-in algorithms (workers/reference.py) all import."""
     res = CliRunner(env=CLEAN_ENV).invoke(main, ["config", "check"])
     assert res.exit_code == 0, res.output
+
+
+def test_source_names_the_redis_and_says_when_it_is_only_the_default() -> None:
+    from stationflow.commands.common import source, source_line
+    from stationflow.settings import Settings
+
+    default = Settings.load(env={})
+    assert source(default)["redis_is_default"] is True
+    assert "(built-in default: set STATIONFLOW_REDIS_URL or --config)" in source_line(default)
+    named = Settings.load(env={"STATIONFLOW_REDIS_URL": "redis://u:pw@h:7/1", "STATIONFLOW_GROUP_ID": "g9"})
+    assert source(named) == {"redis": "redis://u:***@h:7/1", "redis_is_default": False, "prefix": "sf",
+                             "kafka": "127.0.0.1:9092", "group": "g9"}
+    assert source_line(named) == "redis redis://u:***@h:7/1 (prefix sf) · kafka 127.0.0.1:9092, consumer group g9"
