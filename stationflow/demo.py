@@ -495,7 +495,8 @@ def run_demo(opts: DemoOptions, echo: Callable[[str], None] = print) -> int:
                   {**env, "STATIONFLOW_INSTANCE": f"demo-{i}", "STATIONFLOW_LOG_LEVEL": "INFO"})
         for i in range(opts.workers):
             spawn(run, "worker", i, ["worker"], env)
-        echo(f"started {opts.ingesters} ingester(s) and {opts.workers} worker(s): pids "
+        echo(f"started {opts.ingesters} ingester(s) (consumer group {env['STATIONFLOW_GROUP_ID']}) and "
+             f"{opts.workers} worker(s): pids "
              + ", ".join(f"{c.name}={c.pid}" for c in run.children))
         start_console(run, env)
         baseline = st.summarise(st.gather(r, settings.prefix, settings.queue.name, workers=False))["messages"]
