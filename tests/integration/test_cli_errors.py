@@ -29,6 +29,7 @@ COMMANDS = {
     "ingest": ["ingest", "--until-idle", "1"],
     "produce": ["produce", "--duration", "1", "--stations", "2"],
     "config-check": ["config", "check"],
+    "topics": ["topics"],
     "demo": ["demo", "--duration", "1", "--stations", "2"],
 }
 USES_REDIS = ("status", "inspect", "inspect-keys", "dlq-list", "dlq-show", "dlq-replay", "worker", "worker-pool",
