@@ -25,6 +25,7 @@ NO_JSON = {
     "worker": "a service: logs, no result",
     "demo": "its result is --json-summary FILE (the terminal shows progress)",
     "bench": "its result is bench/report.md",
+    "console": "a service: serves the web console (its /api/... pages are the JSON)",
     "parse": "prints JSON lines already",
 }
 
