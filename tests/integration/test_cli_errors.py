@@ -4,6 +4,7 @@ console entry point, as an operator runs it) against real servers that refuse or
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -34,6 +35,9 @@ COMMANDS = {
 }
 USES_REDIS = ("status", "inspect", "inspect-keys", "dlq-list", "dlq-show", "dlq-replay", "worker", "worker-pool",
               "ingest", "demo")
+if importlib.util.find_spec("uvicorn") is not None:  # the console extra is installed: its command too
+    COMMANDS["console"] = ["console", "--port", "0"]
+    USES_REDIS += ("console",)
 USES_KAFKA = ("dlq-replay", "ingest", "produce", "demo")
 CASES = ([("redis_down", c) for c in USES_REDIS] + [("wrong_password", c) for c in USES_REDIS]
          + [("kafka_down", c) for c in USES_KAFKA] + [("missing_config", c) for c in COMMANDS]
