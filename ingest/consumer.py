@@ -76,7 +76,9 @@ def probe_group_features(cfg: Mapping[str, Any], timeout_ms: int = 10000) -> Gro
     """Ask the broker which API versions it speaks (one short-lived connection)."""
     from kafka import KafkaConsumer
 
-    probe = KafkaConsumer(**_connection_config(cfg), bootstrap_timeout_ms=timeout_ms)
+    conn = _connection_config(cfg)
+    conn["bootstrap_timeout_ms"] = min(timeout_ms, int(conn.get("bootstrap_timeout_ms", timeout_ms)))
+    probe = KafkaConsumer(**conn)
     try:
         version = probe.config.get("api_version")
         api_versions = None

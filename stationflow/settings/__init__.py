@@ -10,6 +10,7 @@ file at all is fine), then the environment variables in `ENV_OVERRIDES`:
     STATIONFLOW_REDIS_SSL_KEYFILE        redis.ssl_keyfile
     STATIONFLOW_KAFKA                    kafka.bootstrap_servers (comma list)
     STATIONFLOW_GROUP_ID                 kafka.group_id
+    STATIONFLOW_KAFKA_BOOTSTRAP_TIMEOUT_MS  kafka.bootstrap_timeout_ms
     STATIONFLOW_KAFKA_SECURITY_PROTOCOL  kafka.security_protocol
     STATIONFLOW_KAFKA_SASL_MECHANISM     kafka.sasl_mechanism
     STATIONFLOW_KAFKA_SASL_USERNAME      kafka.sasl_plain_username

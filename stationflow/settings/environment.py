@@ -40,6 +40,8 @@ ENV_OVERRIDES: tuple[EnvOverride, ...] = (
     EnvOverride("STATIONFLOW_REDIS_SSL_KEYFILE", ("redis", "ssl_keyfile"), "Redis client key"),
     EnvOverride("STATIONFLOW_KAFKA", ("kafka", "bootstrap_servers"), "Kafka bootstrap servers, comma list"),
     EnvOverride("STATIONFLOW_GROUP_ID", ("kafka", "group_id"), "consumer group id"),
+    EnvOverride("STATIONFLOW_KAFKA_BOOTSTRAP_TIMEOUT_MS", ("kafka", "bootstrap_timeout_ms"),
+                "how long to try to reach a first broker (ms)"),
     EnvOverride("STATIONFLOW_KAFKA_SECURITY_PROTOCOL", ("kafka", "security_protocol"), "Kafka security protocol"),
     EnvOverride("STATIONFLOW_KAFKA_SASL_MECHANISM", ("kafka", "sasl_mechanism"), "SASL mechanism"),
     EnvOverride("STATIONFLOW_KAFKA_SASL_USERNAME", ("kafka", "sasl_plain_username"), "SASL user name"),

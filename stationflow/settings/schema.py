@@ -100,6 +100,8 @@ KAFKA_SHARED_KEYS: tuple[Key, ...] = (
         nullable=True, example="change-me"),
     Key("ssl_check_hostname", "bool", True, "verify that broker certificates match their host names"),
     Key("request_timeout_ms", "int", 30000, "client request timeout", minimum=1),
+    Key("bootstrap_timeout_ms", "int", 30000,
+        "how long a client tries to reach a first broker before the command fails", minimum=1),
     Key("api_version", "api_version", None, "broker API version, e.g. \"3.0\"; unset = probe the broker",
         nullable=True, example="3.0"),
 )

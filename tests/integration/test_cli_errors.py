@@ -80,6 +80,11 @@ def test_one_line_no_traceback(failure, command, redis_url, redis_client, kafka_
         assert env["STATIONFLOW_REDIS_URL"] != guarded_redis.url
     elif failure == "kafka_down":
         env["STATIONFLOW_KAFKA"] = closed
+        # fail in 3 s, not the client's 30 s; a config file, since the demo passes its children
+        # only STATIONFLOW_CONFIG of the environment
+        quick = tmp_path / "quick-kafka.toml"
+        quick.write_text("[kafka]\nbootstrap_timeout_ms = 3000\n")
+        env["STATIONFLOW_CONFIG"] = str(quick)
         # something to replay, so that `dlq replay --all` gets as far as the broker
         DeadLetters(redis_client, PREFIX).add([DeadLetter("SCHEDULE-CAR-ORDER", 0, 1, 1, "bad_json", "cut", b"{")])
     argv = _argv(command, failure, env["STATIONFLOW_REDIS_URL"], env["STATIONFLOW_KAFKA"])
@@ -136,6 +141,7 @@ def test_status_with_kafka_down_still_shows_redis_and_says_why_there_is_no_lag(r
 def test_kafka_client_logging_is_back_with_debug_log_level(redis_url):
     """Quiet by default (the kafka_down cases above end in exactly one line); DEBUG shows it."""
     closed = f"127.0.0.1:{free_port()}"
-    env = {"STATIONFLOW_REDIS_URL": redis_url, "STATIONFLOW_KAFKA": closed}
+    env = {"STATIONFLOW_REDIS_URL": redis_url, "STATIONFLOW_KAFKA": closed,
+           "STATIONFLOW_KAFKA_BOOTSTRAP_TIMEOUT_MS": "3000"}
     loud = _run(["--log-level", "DEBUG", "produce", "--duration", "1", "--stations", "1"], env)
     assert "kafka." in loud.stderr and loud.returncode == 1

@@ -556,3 +556,11 @@ def test_env_modules_json_errors_name_the_variable_or_key() -> None:
         Settings.load(env={"STATIONFLOW_MODULES": '{"load_prediction": {"algorithm": "not a path"}}'})
     with pytest.raises(ConfigError, match="hooks.result_handler: 'x y'"):
         Settings.load(env={"STATIONFLOW_HOOKS_RESULT_HANDLER": "x y"})
+
+
+def test_bootstrap_timeout_reaches_every_kafka_client() -> None:
+    s = Settings.load(env={"STATIONFLOW_KAFKA_BOOTSTRAP_TIMEOUT_MS": "3000"})
+    assert "STATIONFLOW_KAFKA_BOOTSTRAP_TIMEOUT_MS" in s.env_applied
+    for cfg in (s.kafka.consumer_config(), s.kafka.producer_config(), s.kafka.admin_config()):
+        assert cfg["bootstrap_timeout_ms"] == 3000
+    assert Settings.from_dict({}).kafka.producer_config()["bootstrap_timeout_ms"] == 30000
