@@ -49,7 +49,7 @@ class InFlight:
     advance: Any = None  # replay marks to move once the plan is scheduled (store.marks)
     replayed: int = 0  # triggers dropped: scheduled already by an earlier delivery
     scheduled: bool = False
-    coalesced: Any = None  # module -> runs the scheduler absorbed into already pending runs
+    coalesced: Any = None  # the scheduler's result (absorbed, rate_limited, deferred per module)
     counted: bool = False
 
     @property
@@ -187,7 +187,7 @@ class Processor:
         if not fl.scheduled:
             if fl.plan.runs:
                 t0 = time.perf_counter()
-                fl.coalesced = getattr(self.schedule(fl.plan.runs), "absorbed", None)
+                fl.coalesced = self.schedule(fl.plan.runs)
                 self.stats.sample("schedule", time.perf_counter() - t0)
             if fl.advance:  # only now: a crash before this re-schedules, idempotently
                 self.marks.advance(fl.advance)
@@ -219,7 +219,7 @@ class Processor:
                 self._pending_advance = self.marks.filter(self._pending_triggers)[1]
             self._pending_plan = self._plan(self._pending_triggers)
         plan = self._pending_plan
-        coalesced = getattr(self.schedule(plan.runs), "absorbed", None) if plan.runs else None
+        coalesced = self.schedule(plan.runs) if plan.runs else None
         if self._pending_advance:
             self.marks.advance(self._pending_advance)
             self._pending_advance = {}
@@ -246,15 +246,22 @@ class Processor:
         return plan_runs(triggers, self.catalogue, self.store.present, self.store.stations,
                          modules=self.modules, cache=self._decisions)
 
-    def _count_plan(self, plan: Plan, coalesced: Any = None) -> None:
-        """fired = runs that really went to the queue; absorbed = triggers folded into a run of
-        an earlier message of this poll or into a run already pending in Redis."""
+    def _count_plan(self, plan: Plan, scheduled: Any = None) -> None:
+        """fired = runs that really went to the queue (deferred: those of them the rate limit
+        deferred); absorbed = triggers folded into a run of an earlier message of this poll or
+        into a run already pending in Redis; rate_limited = triggers folded into a run the rate
+        limit deferred. `scheduled`: the scheduler's result (its per-module Counters)."""
         st = self.stats
         fired, absorbed = Counter(plan.fired), Counter(plan.absorbed)
-        for module, n in (coalesced or {}).items():
+        limited = Counter(getattr(scheduled, "rate_limited", None) or {})
+        deferred = Counter(getattr(scheduled, "deferred", None) or {})
+        for module, n in (getattr(scheduled, "absorbed", None) or {}).items():
             fired[module] -= n
             absorbed[module] += n
-        for outcome, ctr in (("fired", fired), ("absorbed", absorbed), ("not_ready", plan.not_ready)):
+        for module, n in limited.items():
+            fired[module] -= n
+        for outcome, ctr in (("fired", fired), ("absorbed", absorbed), ("rate_limited", limited),
+                             ("deferred", deferred), ("not_ready", plan.not_ready)):
             for module, n in ctr.items():
                 st.add("triggers", f"{module}:{outcome}", n)
                 st.add("ingest", f"triggers_{outcome}", n)

@@ -5,13 +5,16 @@ Groups and fields (each group is the hash `<prefix>:counters:<group>`):
 
 - `ingest`: polls, messages, records, dead_letters, stamped, commits, commit_errors, pauses,
   resumes (backpressure; paused now while pauses > resumes), store_retries, kafka_retries,
-  triggers_fired, triggers_absorbed, triggers_not_ready, replays_skipped, hours_ignored,
+  triggers_fired, triggers_absorbed, triggers_rate_limited, triggers_deferred,
+  triggers_not_ready, replays_skipped, hours_ignored,
   late_orders, seconds_evicted, orders_closed_by_timer, runs_planned, triggers_replayed
   (triggers of messages scheduled by an earlier delivery: dropped, store.marks), stale_on_arrival
 - `topic:<topic>`: messages, records, dead_letters, dead:<reason>, stamped, replays_skipped
   (the window store writes its own per-topic fields, e.g. stale_on_arrival, to the same hash:
   those reach the observers through `notify` only)
-- `triggers`: `<module>:fired`, `<module>:absorbed`, `<module>:not_ready`
+- `triggers`: `<module>:fired`, `<module>:absorbed`, `<module>:rate_limited`,
+  `<module>:deferred` (fired runs the rate limit deferred), `<module>:not_ready`; the workers'
+  sweepers add `<module>:released` (deferred runs made pending once their interval passed)
 """
 
 from __future__ import annotations

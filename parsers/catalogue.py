@@ -105,6 +105,7 @@ class ModuleSpec:
     layout: str = "namespaced"
     output_ttl_s: float = 3600.0
     run_timeout_s: float = 60.0
+    min_interval_s: float = 0.0  # a (station, module) runs at most once per interval; 0 = no limit
 
     @property
     def all_inputs(self) -> tuple[str, ...]:
@@ -205,9 +206,27 @@ def _modules() -> list[ModuleSpec]:
     ]
     return [
         ModuleSpec(name=n, inputs=i, deps=d, output_topic=output_topic_name(n),
-                   algorithm=f"workers.reference:{n}")
+                   algorithm=f"workers.reference:{n}", min_interval_s=DEFAULT_MIN_INTERVAL_S[n])
         for n, i, d in m
     ]
+
+
+#: rate control defaults (docs/workers.md, "Rate control"), from the inputs' natural rates:
+#: modules fed by hourly, daily or event data (realtime hours, calendar, params, PV, weather,
+#: faults) at most once a minute; modules fed by the 1 Hz device ticks and closed order seconds
+#: once per 5 s (the batch timeout); station guidance, which answers arriving cars, every 2 s
+#: (the reference service's cadence); customer_mining has no data triggers (heartbeat only).
+DEFAULT_MIN_INTERVAL_S = {
+    "load_prediction": 60.0,
+    "pv_prediction": 60.0,
+    "SOH_model": 60.0,
+    "evaluation_model": 5.0,
+    "operation_optimization": 5.0,
+    "electricity_price": 5.0,
+    "station_guidance": 2.0,
+    "thermal_management": 5.0,
+    "customer_mining": 0.0,
+}
 
 
 def _output_topic(mod: ModuleSpec) -> TopicSpec:
@@ -264,6 +283,8 @@ class Catalogue:
                 raise CatalogueError(f"duplicate module {m.name}")
             if m.runs not in RUN_MODES:
                 raise CatalogueError(f"module {m.name}: runs must be one of {RUN_MODES}, not {m.runs!r}")
+            if not m.min_interval_s >= 0:
+                raise CatalogueError(f"modules.{m.name}.min_interval_s: must be >= 0, not {m.min_interval_s!r}")
             if m.layout not in LAYOUTS:
                 raise CatalogueError(f"module {m.name}: layout must be one of {LAYOUTS}, not {m.layout!r}")
             by_module[m.name] = m

@@ -434,7 +434,9 @@ STAMPED = REGISTRY.counter(
     "stationflow_records_stamped_total", "Kafka records without a timestamp, stamped with ingest time.", ["topic"]
 )
 TRIGGERS = REGISTRY.counter(
-    "stationflow_triggers_total", "Module triggers by outcome (fired, absorbed, not_ready).", ["module", "outcome"]
+    "stationflow_triggers_total",
+    "Module triggers by outcome (fired, absorbed, rate_limited, not_ready; deferred: fired runs the rate "
+    "limit deferred).", ["module", "outcome"]
 )
 POLL_RECORDS = REGISTRY.histogram(
     "stationflow_poll_records", "Records returned by one consumer poll.", buckets=SIZE_BUCKETS
@@ -458,6 +460,10 @@ STORE_ERRORS = REGISTRY.counter(
 )
 
 # ---- workers ----------------------------------------------------------------------------
+RUNS_RELEASED = REGISTRY.counter(
+    "stationflow_deferred_runs_released_total",
+    "Runs deferred by a module's min_interval_s, made pending once the interval passed.", ["module"]
+)
 JOBS = REGISTRY.counter("stationflow_jobs_total", "Station jobs finished, by outcome.", ["outcome"])
 JOB_SECONDS = REGISTRY.histogram("stationflow_job_seconds", "Wall time of one station job.")
 RUNS = REGISTRY.counter(

@@ -188,6 +188,11 @@ def summarise(s: Snapshot) -> dict[str, Any]:
         "runs_ok": sum(r["ok"] for r in runs.values()),
         "runs_none": sum(r["none"] for r in runs.values()),
         "runs_failed": sum(r["failed"] for r in runs.values()),
+        "triggers_fired": ingest.get("triggers_fired", 0),
+        "triggers_absorbed": ingest.get("triggers_absorbed", 0),
+        "triggers_rate_limited": ingest.get("triggers_rate_limited", 0),
+        "runs_deferred": ingest.get("triggers_deferred", 0),
+        "runs_released": sum(n for f, n in s.counters.get("triggers", {}).items() if f.endswith(":released")),
         "batches_created": batches.get("created", 0),
         "batches_uploaded": batches.get("uploaded", 0),
         "batches_skipped": batches.get("skipped", 0),
@@ -233,6 +238,9 @@ def render(s: Snapshot, prev: Snapshot | None = None) -> str:
                                              "kafka_retries") if ingest.get(f)}
     if extra:
         lines.append("  " + ", ".join(f"{k} {n}" for k, n in extra.items()))
+    lines.append(f"triggers: fired {v['triggers_fired']} (deferred by the rate limit {v['runs_deferred']}, "
+                 f"released {v['runs_released']}), absorbed by coalescing {v['triggers_absorbed']}, "
+                 f"absorbed by the rate limit {v['triggers_rate_limited']}")
     by_reason = dead_letters_by(s.dlq_counts)
     lines.append("dead letters by reason: " + (", ".join(f"{r} {n}" for r, n in by_reason.items()) or "none")
                  + f"  ({s.dlq_entries} in the stream)")

@@ -57,6 +57,10 @@ class Keys:
     def pending(self, station: str) -> str:
         return f"{self.station_base(station)}pending"
 
+    def rate(self, station: str) -> str:
+        """Rate control: `_l:<module>` last release ms, and the deferred runs (store.pending)."""
+        return f"{self.station_base(station)}rate"
+
     # ---- global windows ---------------------------------------------------------------
     def global_window(self, alias: str) -> str:
         return f"{self.prefix}:g:{{{alias}}}"
@@ -75,6 +79,11 @@ class Keys:
     def orders_due(self, alias: str) -> str:
         """Stations with an open order second, scored by its close deadline (ms)."""
         return f"{self.prefix}:due:{alias}"
+
+    @property
+    def deferred_index(self) -> str:
+        """Stations with deferred runs (rate control), scored by the earliest not-before ms."""
+        return f"{self.prefix}:deferred"
 
     @property
     def dlq(self) -> str:
@@ -138,6 +147,9 @@ class Keys:
              f"LINDEX '{p}:{{1053405539402387456}}:out:load_prediction' 0"),
             (f"{p}:{s}:pending", "hash/set", "pending runs of the station (coalescing, workers)",
              f"HGETALL '{p}:{{1053405539402387456}}:pending'"),
+            (f"{p}:{s}:rate", "hash", "rate control: _l:<module> last release ms; deferred runs: <module> "
+             "batch id, _d:<module> batch deadline, _n:<module> not-before ms",
+             f"HGETALL '{p}:{{1053405539402387456}}:rate'"),
             (f"{p}:g:{{<alias>}}", "hash", "global window: key (calendar date) -> msgpack item, newest window_size",
              f"HKEYS '{p}:g:{{environment_calendar}}'"),
             (f"{p}:g:{{<alias>}}:ts", "hash", "global window: key -> record ms (newest wins)",
@@ -148,6 +160,8 @@ class Keys:
              f"ZREVRANGE {p}:stations 0 9 WITHSCORES"),
             (f"{p}:due:<alias>", "zset", "stations with an open order second, scored by close deadline ms",
              f"ZRANGE {p}:due:car_order 0 -1 WITHSCORES"),
+            (f"{p}:deferred", "zset", "stations with deferred runs (rate control), scored by the earliest "
+             "not-before ms", f"ZRANGE {p}:deferred 0 -1 WITHSCORES"),
             (f"{p}:dlq", "stream", "dead letters (capped): topic, partition, offset, ts, reason, detail, "
              "element_index, raw, raw_len, dead_at", f"XREVRANGE {p}:dlq + - COUNT 5"),
             (f"{p}:dlq:seen", "hash", "dead-letter ids already written: topic:partition:offset:element -> stream id",

@@ -35,34 +35,128 @@ from store.scripts import LuaScript, ScriptPipeline
 PENDING_EXPIRE_MS = 7 * 86_400_000
 
 _MARK = """
--- KEYS[1] pending hash; ARGV: proposed job id, expire_ms, now_ms, then module, batch_id,
--- deadline_ms triples. Returns {job_id, new (1 = this call claimed the job slot), flag per run}
--- flag: 1 = now pending, 2 = already pending with the same batch (a replay), 0 = absorbed.
+-- KEYS[1] pending hash, KEYS[2] rate hash; ARGV: proposed job id, expire_ms, now_ms, then
+-- module, batch_id, deadline_ms, min_interval_ms quadruples.
+-- Returns {job_id ('' when no run needs a job now), new (1 = this call claimed the job slot),
+-- next deferred run ms (-1: none), then flag, not-before ms per run}. Flags:
+-- 1 = now pending, 2 = already pending or deferred with the same batch (a replay),
+-- 0 = absorbed by the pending run, 3 = absorbed by the deferred run (rate limit),
+-- 4 = deferred: pending from its not-before ms (the last release + the interval).
 -- A pending run absorbs a trigger only while its batch is open (`_d:<module>` = that batch's
 -- deadline): a run whose batch has closed (expired while the job waited) is moved to the new
--- batch instead, so the new message's batch expects the station and gets its result.
-local pk = KEYS[1]
+-- batch instead, so the new message's batch expects the station and gets its result. A
+-- deferred run's deadline already covers its deferral.
+local pk, rk = KEYS[1], KEYS[2]
 local now = tonumber(ARGV[3])
-local job = redis.call('HGET', pk, '_job')
-local new = 0
-if not job then
-  job = ARGV[1]
-  new = 1
-  redis.call('HSET', pk, '_job', job)
-end
-local out = {job, new}
-for i = 4, #ARGV, 3 do
-  local m = ARGV[i]
+local out = {}
+local needs_job = false
+local deferred = false
+for i = 4, #ARGV, 4 do
+  local m, b, dl, iv = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
   local cur = redis.call('HGET', pk, m)
-  if cur == ARGV[i + 1] then
-    out[#out + 1] = 2
+  local dcur = redis.call('HGET', rk, m)
+  local flag, nb = 1, 0
+  if cur == b then
+    flag = 2
+    needs_job = true
+  elseif dcur == b then
+    flag, nb = 2, tonumber(redis.call('HGET', rk, '_n:' .. m))
   elseif cur and tonumber(redis.call('HGET', pk, '_d:' .. m) or '0') > now then
-    out[#out + 1] = 0
+    flag = 0
+    needs_job = true
+  elseif dcur and tonumber(redis.call('HGET', rk, '_d:' .. m) or '0') > now then
+    flag, nb = 3, tonumber(redis.call('HGET', rk, '_n:' .. m))
+  elseif dcur then
+    -- a deferred run whose batch closed (its release came late): it moves to this batch
+    nb = tonumber(redis.call('HGET', rk, '_n:' .. m))
+    flag = 4
+    local ext = dl + math.max(0, nb - now)
+    redis.call('HSET', rk, m, b, '_d:' .. m, ext)
   else
-    redis.call('HSET', pk, m, ARGV[i + 1], '_d:' .. m, ARGV[i + 2])
-    out[#out + 1] = 1
+    local last = tonumber(redis.call('HGET', rk, '_l:' .. m) or '-1')
+    if not cur and iv > 0 and last >= 0 and last + iv > now then
+      flag, nb = 4, last + iv
+      redis.call('HSET', rk, m, b, '_d:' .. m, dl + (nb - now), '_n:' .. m, nb)
+    else
+      redis.call('HSET', pk, m, b, '_d:' .. m, dl)
+      if iv > 0 then redis.call('HSET', rk, '_l:' .. m, now) end
+      needs_job = true
+    end
+  end
+  if flag == 3 or flag == 4 or (flag == 2 and nb > 0) then deferred = true end
+  out[#out + 1] = flag
+  out[#out + 1] = nb
+end
+local job, new = '', 0
+if needs_job then
+  job = redis.call('HGET', pk, '_job')
+  if not job then
+    job = ARGV[1]
+    new = 1
+    redis.call('HSET', pk, '_job', job)
+  end
+  redis.call('PEXPIRE', pk, ARGV[2])
+end
+local next_due = -1
+if deferred then
+  for _, f in ipairs(redis.call('HKEYS', rk)) do
+    if string.sub(f, 1, 3) == '_n:' then
+      local v = tonumber(redis.call('HGET', rk, f))
+      if next_due < 0 or v < next_due then next_due = v end
+    end
   end
 end
+redis.call('PEXPIRE', rk, ARGV[2])
+local head = {job, new, next_due}
+for _, v in ipairs(out) do head[#head + 1] = v end
+return head
+"""
+
+_RELEASE = """
+-- KEYS[1] pending hash, KEYS[2] rate hash; ARGV: proposed job id, expire_ms, now_ms.
+-- Moves every deferred run whose not-before has come into the pending hash (joining a run
+-- already pending for the module, if any: both batches get its result) and records the
+-- release as the module's last run. Returns {job_id ('' when nothing moved), new,
+-- next deferred run ms (-1: none), then module, batch ids per released run}.
+local pk, rk = KEYS[1], KEYS[2]
+local now = tonumber(ARGV[3])
+local due, next_due = {}, -1
+for _, f in ipairs(redis.call('HKEYS', rk)) do
+  if string.sub(f, 1, 3) == '_n:' then
+    local v = tonumber(redis.call('HGET', rk, f))
+    if v <= now then
+      due[#due + 1] = string.sub(f, 4)
+    elseif next_due < 0 or v < next_due then
+      next_due = v
+    end
+  end
+end
+local out = {'', 0, next_due}
+if #due == 0 then return out end
+for _, m in ipairs(due) do
+  local b = redis.call('HGET', rk, m)
+  local dl = redis.call('HGET', rk, '_d:' .. m)
+  redis.call('HDEL', rk, m, '_d:' .. m, '_n:' .. m)
+  redis.call('HSET', rk, '_l:' .. m, now)
+  if b then
+    local cur = redis.call('HGET', pk, m)
+    if cur then
+      b = cur .. ' ' .. b
+      dl = math.max(tonumber(dl), tonumber(redis.call('HGET', pk, '_d:' .. m) or '0'))
+    end
+    redis.call('HSET', pk, m, b, '_d:' .. m, dl)
+    out[#out + 1] = m
+    out[#out + 1] = b
+  end
+end
+if #out == 3 then return out end
+local job = redis.call('HGET', pk, '_job')
+if not job then
+  job = ARGV[1]
+  out[2] = 1
+  redis.call('HSET', pk, '_job', job)
+end
+out[1] = job
 redis.call('PEXPIRE', pk, ARGV[2])
 return out
 """
@@ -127,7 +221,7 @@ return out
 
 
 _SCRIPTS = {"mark": LuaScript("mark", _MARK), "take": LuaScript("take", _TAKE),
-            "reclaim": LuaScript("reclaim", _RECLAIM)}
+            "reclaim": LuaScript("reclaim", _RECLAIM), "release": LuaScript("release", _RELEASE)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,9 +229,26 @@ class Marked:
     """The outcome of marking one station's runs pending."""
 
     station: str
-    job_id: str  # the job that will take the runs (new or already queued)
+    job_id: str  # the job that will take the runs (new or already queued); "" when none needs one
     new_job: bool  # this call opened the job slot: a job must be enqueued
-    flags: tuple[int, ...]  # per run: 1 pending now, 2 replay of a pending run, 0 absorbed
+    flags: tuple[int, ...]  # per run: FLAG_* below
+    not_before: tuple[int, ...] = ()  # per run: ms from which a deferred run may start (0: now)
+    next_due: int = -1  # the station's earliest deferred run (ms), -1: none
+
+
+#: what marking did with a run (Marked.flags)
+FLAG_ABSORBED, FLAG_PENDING, FLAG_REPLAY, FLAG_RATE_LIMITED, FLAG_DEFERRED = 0, 1, 2, 3, 4
+
+
+@dataclass(frozen=True, slots=True)
+class Released:
+    """Deferred runs of one station moved to its pending hash (their interval has passed)."""
+
+    station: str
+    job_id: str  # the job that takes them ("" when nothing was due)
+    new_job: bool
+    runs: dict[str, list[str]]  # module -> batch ids
+    next_due: int  # the station's next deferred run (ms), -1: none
 
 
 def _text(v: Any) -> str:  # a Redis reply: bytes, or str on a decoding client
@@ -152,6 +263,7 @@ class PendingRuns:
         self._mark = _SCRIPTS["mark"]
         self._take = _SCRIPTS["take"]
         self._reclaim = _SCRIPTS["reclaim"]
+        self._release = _SCRIPTS["release"]
 
     def running_key(self, station: str, job_id: str) -> str:
         return f"{self.keys.station_base(station)}running:{job_id}"
@@ -160,26 +272,68 @@ class PendingRuns:
     def _member(station: str, job_id: str) -> str:
         return f"{station} {job_id}"
 
-    def mark(self, runs: Mapping[str, Sequence[tuple[str, str, int]]], job_ids: Mapping[str, str],
-             now_ms: int) -> list[Marked]:
+    def mark(self, runs: Mapping[str, Sequence[tuple[str, str, int] | tuple[str, str, int, int]]],
+             job_ids: Mapping[str, str], now_ms: int) -> list[Marked]:
         """Mark runs pending, one script per station, one round trip.
 
-        `runs` maps station -> [(module, batch_id, batch deadline ms)] (one entry per module);
-        `job_ids` the job id proposed for each station (used when the station has no job
-        waiting). A run already pending absorbs the new one only while its own batch is open
-        (deadline after `now_ms`); otherwise the pending run moves to the new batch."""
+        `runs` maps station -> [(module, batch_id, batch deadline ms[, min interval ms])] (one
+        entry per module); `job_ids` the job id proposed for each station (used when the
+        station has no job waiting). A run already pending absorbs the new one only while its
+        own batch is open (deadline after `now_ms`); otherwise the pending run moves to the new
+        batch. With a min interval, a module released less than the interval ago is deferred
+        (`FLAG_DEFERRED`, its deadline extended by the deferral) or absorbed by the deferred
+        run already waiting (`FLAG_RATE_LIMITED`); `release` makes deferred runs pending."""
         stations = list(runs)
         if not stations:
             return []
         pipe = ScriptPipeline(self.r)
         for s in stations:
             args: list[Any] = [job_ids[s], PENDING_EXPIRE_MS, now_ms]
-            for module, batch, deadline in runs[s]:
-                args += [module, batch, deadline]
-            pipe.call(self._mark, [self.keys.pending(s)], args)
+            for run in runs[s]:
+                module, batch, deadline = run[0], run[1], run[2]
+                args += [module, batch, deadline, run[3] if len(run) > 3 else 0]  # type: ignore[misc]
+            pipe.call(self._mark, [self.keys.pending(s), self.keys.rate(s)], args)
         out = []
         for s, reply in zip(stations, pipe.execute(), strict=True):
-            out.append(Marked(s, _text(reply[0]), int(reply[1]) == 1, tuple(int(x) for x in reply[2:])))
+            rest = reply[3:]
+            out.append(Marked(s, _text(reply[0]), int(reply[1]) == 1, tuple(int(x) for x in rest[0::2]),
+                              tuple(int(x) for x in rest[1::2]), int(reply[2])))
+        return out
+
+    def deferred_due(self, now_ms: int, limit: int = 500) -> list[str]:
+        """Stations whose earliest deferred run may start by `now_ms` (the deferred index)."""
+        return [_text(m) for m in self.r.zrangebyscore(self.keys.deferred_index, "-inf", now_ms, start=0, num=limit)]
+
+    def next_deferred(self) -> int | None:
+        """The earliest not-before (ms) of any deferred run, None when none waits."""
+        first = self.r.zrange(self.keys.deferred_index, 0, 0, withscores=True)
+        return int(first[0][1]) if first else None
+
+    def queue_index_deferred(self, pipe: Any, due: Mapping[str, int]) -> None:
+        """Queue index entries for stations with deferred runs (earliest not-before kept)."""
+        if due:
+            pipe.zadd(self.keys.deferred_index, dict(due), lt=True)
+
+    def release_deferred(self, stations: Sequence[str], job_ids: Mapping[str, str], now_ms: int) -> list[Released]:
+        """Move the due deferred runs of `stations` into their pending hashes, one round trip
+        plus one to re-index stations that still have deferred runs. Each station's index
+        entry is removed *before* its script runs (same pipeline), and re-added from the
+        script's answer, so a deferral marked concurrently is never lost from the index."""
+        if not stations:
+            return []
+        pipe = ScriptPipeline(self.r)
+        for s in stations:
+            pipe.pipe.zrem(self.keys.deferred_index, s)
+            pipe.call(self._release, [self.keys.pending(s), self.keys.rate(s)], [job_ids[s], PENDING_EXPIRE_MS, now_ms])
+        replies = pipe.execute()
+        out = []
+        for i, s in enumerate(stations):
+            reply = replies[2 * i + 1]
+            runs = {_text(reply[j]): _text(reply[j + 1]).split() for j in range(3, len(reply), 2)}
+            out.append(Released(s, _text(reply[0]), int(reply[1]) == 1, runs, int(reply[2])))
+        again = {x.station: x.next_due for x in out if x.next_due >= 0}
+        if again:
+            self.r.zadd(self.keys.deferred_index, again, lt=True)
         return out
 
     def take(self, station: str, job_id: str, now_ms: int) -> dict[str, list[str]]:
@@ -223,6 +377,10 @@ class PendingRuns:
 
     def pending(self, station: str) -> dict[str, str]:
         return {_text(k): _text(v) for k, v in self.r.hgetall(self.keys.pending(station)).items()}
+
+    def deferred(self, station: str) -> dict[str, str]:
+        """The station's rate hash: deferred runs and `_l:<module>` last releases."""
+        return {_text(k): _text(v) for k, v in self.r.hgetall(self.keys.rate(station)).items()}
 
     def _reclaim_one(self, station: str, job_id: str, cutoff_ms: int) -> dict[str, list[str]]:
         pipe = ScriptPipeline(self.r)

@@ -35,7 +35,14 @@ from rq.serializers import JSONSerializer
 
 from parsers.batches import PlannedRun
 from parsers.catalogue import Catalogue
-from store.pending import PendingRuns
+from store.pending import (
+    FLAG_ABSORBED,
+    FLAG_DEFERRED,
+    FLAG_PENDING,
+    FLAG_RATE_LIMITED,
+    FLAG_REPLAY,
+    PendingRuns,
+)
 from store.scripts import ScriptPipeline
 from store.tracker import BatchTracker, NewBatch
 
@@ -57,7 +64,9 @@ class ScheduleResult:
     enqueued: list[str] = field(default_factory=list)  # job ids enqueued by this call
     joined: int = 0  # stations whose runs joined a job already waiting
     runs: int = 0  # runs now pending (expected in their batch)
-    absorbed: Counter[str] = field(default_factory=Counter)  # module -> runs absorbed
+    absorbed: Counter[str] = field(default_factory=Counter)  # module -> runs absorbed (coalescing)
+    rate_limited: Counter[str] = field(default_factory=Counter)  # module -> absorbed by a deferred run
+    deferred: Counter[str] = field(default_factory=Counter)  # module -> runs deferred by the rate limit
     replayed: int = 0  # runs already pending with the same batch id
     batches_created: int = 0
     created: Counter[str] = field(default_factory=Counter)  # module -> batches created
@@ -130,54 +139,96 @@ def schedule(
             per_station[station][module] = batch
     proposals = {s: job_id_for(s, mods.values()) for s, mods in per_station.items()}
 
-    # (a) coalescing (a pending run absorbs a trigger only while its batch is open)
-    deadline = {m: now_ms + int(catalogue.by_module[m].batch_timeout_s * 1000)
-                for mods in per_station.values() for m in mods}
-    marked = pending.mark({s: [(m, b, deadline[m]) for m, b in mods.items()] for s, mods in per_station.items()},
-                          proposals, now_ms)
+    # (a) coalescing (a pending run absorbs a trigger only while its batch is open) and rate
+    # control (a module released less than its min interval ago is deferred)
+    specs = catalogue.by_module
+    deadline = {m: now_ms + int(specs[m].batch_timeout_s * 1000) for mods in per_station.values() for m in mods}
+    interval = {m: int(specs[m].min_interval_s * 1000) for m in deadline}
+    marked = pending.mark({s: [(m, b, deadline[m], interval[m]) for m, b in mods.items()]
+                           for s, mods in per_station.items()}, proposals, now_ms)
 
     expected: dict[str, list[str]] = defaultdict(list)  # batch id -> stations
     batch_module: dict[str, str] = {}
+    deferral: dict[str, int] = {}  # batch id -> the longest deferral (ms) of its stations
     for mk in marked:
-        for (module, batch), flag in zip(per_station[mk.station].items(), mk.flags, strict=True):
-            if flag == 0:
+        for (module, batch), flag, nb in zip(per_station[mk.station].items(), mk.flags, mk.not_before, strict=True):
+            if flag == FLAG_ABSORBED:
                 out.absorbed[module] += 1
                 continue
-            if flag == 2:
+            if flag == FLAG_RATE_LIMITED:
+                out.rate_limited[module] += 1
+                continue
+            if flag == FLAG_REPLAY:
                 out.replayed += 1
+            if nb > 0:  # deferred now, or a replay of a deferred run: its batch waits for it
+                out.deferred[module] += flag == FLAG_DEFERRED
+                deferral[batch] = max(deferral.get(batch, 0), nb - now_ms)
             out.runs += 1
             expected[batch].append(mk.station)
             batch_module[batch] = module
 
-    # (b) batches + status of the jobs the stations rely on
+    # (b) batches + index of deferred runs + status of the jobs the stations rely on
     sp = ScriptPipeline(r)
     for batch, stations in expected.items():
-        spec = catalogue.by_module[batch_module[batch]]
-        tracker.queue_create(sp, NewBatch(batch, spec.name, tuple(stations), spec.batch_timeout_s,
+        spec = specs[batch_module[batch]]
+        tracker.queue_create(sp, NewBatch(batch, spec.name, tuple(stations),
+                                          spec.batch_timeout_s + deferral.get(batch, 0) / 1000,
                                           spec.upload_empty), now_ms)
-    job_ids = list(dict.fromkeys(mk.job_id for mk in marked))
+    nb_ = 2 * len(expected)
+    pending.queue_index_deferred(sp.pipe, {mk.station: mk.next_due for mk in marked if mk.next_due >= 0})
+    first = len(sp)
+    job_ids = list(dict.fromkeys(mk.job_id for mk in marked if mk.job_id))
     for jid in job_ids:
         sp.pipe.hget(Job.key_for(jid), "status")
     replies = sp.execute()
-    nb = 2 * len(expected)
-    for batch, made in zip(expected, replies[0:nb:2], strict=True):
+    for batch, made in zip(expected, replies[0:nb_:2], strict=True):
         out.created[batch_module[batch]] += int(made)
     created = sum(out.created.values())
     out.batches_created = created
     out.batches_existing = len(expected) - created
     tracker.count_created(created, sum(len(v) for v in expected.values()))
-    status = dict(zip(job_ids, replies[nb:], strict=True))
+    status = dict(zip(job_ids, replies[first:], strict=True))
 
     # (c) one job per station that has none waiting
+    slots = [JobSlot(mk.station, mk.job_id, mk.new_job,
+                     [b for b, flag, nb in zip(per_station[mk.station].values(), mk.flags, mk.not_before, strict=True)
+                      if flag in (FLAG_PENDING, FLAG_REPLAY) and nb == 0])
+             for mk in marked if mk.job_id]
+    joined, out.enqueued = enqueue_jobs(r, catalogue, slots, status, pending, now_ms=now_ms, queue=queue,
+                                        job_ttl_s=job_ttl_s, result_ttl_s=result_ttl_s,
+                                        failure_ttl_s=failure_ttl_s, retries=retries)
+    out.joined = joined
+    tracker.flush_counters()
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class JobSlot:
+    """A station whose pending runs need a job: the one in its slot (`job_id`), enqueued
+    unless it is still waiting; `batches` go to the job's meta (its replay check)."""
+
+    station: str
+    job_id: str
+    new_job: bool
+    batches: list[str]
+
+
+def enqueue_jobs(r: redis.Redis, catalogue: Catalogue, slots: Sequence[JobSlot], status: dict[str, Any],
+                 pending: PendingRuns, *, now_ms: int, queue: str = "stationflow", job_ttl_s: int | None = None,
+                 result_ttl_s: int = 60, failure_ttl_s: int = 86_400, retries: int = 2) -> tuple[int, list[str]]:
+    """Enqueue one job per slot whose job is not waiting (`status`: job id -> RQ status, read
+    by the caller), in one pipeline; (slots that joined a waiting job, job ids enqueued)."""
     q = station_queue(r, queue)
     timeout = job_timeout_s(catalogue)
     datas = []
     fixups: list[tuple[str, str]] = []
     seen: set[str] = set()
-    for mk in marked:
+    joined = 0
+    enqueued: list[str] = []
+    for mk in slots:
         st = status.get(mk.job_id)
         if st in _ALIVE and not (mk.new_job and st == b"started"):
-            out.joined += 0 if mk.new_job else 1
+            joined += 0 if mk.new_job else 1
             continue
         jid = mk.job_id
         if st is not None:
@@ -188,21 +239,67 @@ def schedule(
         if jid in seen:
             continue
         seen.add(jid)
-        batches = [b for b, flag in zip(per_station[mk.station].values(), mk.flags, strict=True) if flag]
         datas.append(Queue.prepare_data(
             JOB_FUNCTION, args=(mk.station,), timeout=timeout, result_ttl=result_ttl_s, ttl=job_ttl_s,
             failure_ttl=failure_ttl_s, job_id=jid, description=f"station {mk.station}",
             retry=Retry(max=retries) if retries > 0 else None, on_failure=Callback(FAILURE_CALLBACK),
-            meta={BATCHES_META: batches},
+            meta={BATCHES_META: mk.batches},
         ))
-        out.enqueued.append(jid)
+        enqueued.append(jid)
     if datas:
         pipe = r.pipeline(transaction=False)
         q.enqueue_many(datas, pipeline=pipe)
         for station, jid in fixups:
             pipe.hset(pending.keys.pending(station), "_job", jid)
         pipe.execute()
-    tracker.flush_counters()
+    return joined, enqueued
+
+
+@dataclass
+class ReleaseResult:
+    released: Counter[str] = field(default_factory=Counter)  # module -> deferred runs made pending
+    enqueued: list[str] = field(default_factory=list)
+    next_due_ms: int | None = None  # the earliest deferred run still waiting (of those looked at)
+
+
+#: counter group and fields of rate control, beside the ingester's (`<module>:released`)
+TRIGGERS_GROUP = "triggers"
+
+
+def release_deferred(r: redis.Redis, catalogue: Catalogue, *, prefix: str = "sf", queue: str = "stationflow",
+                     now_ms: int | None = None, job_ttl_s: int | None = None, result_ttl_s: int = 60,
+                     failure_ttl_s: int = 86_400, retries: int = 2, limit: int = 500,
+                     pending: PendingRuns | None = None) -> ReleaseResult:
+    """Start the deferred runs whose interval has passed (rate control): each becomes pending
+    with its batch (whose deadline already covers the deferral) and its station gets a job,
+    as a trigger would. Called by every sweeper; safe with many (one script per station
+    decides). Four round trips whatever the number of stations (index, release, job status,
+    enqueue), plus the counters."""
+    out = ReleaseResult()
+    now_ms = int(time.time() * 1000) if now_ms is None else int(now_ms)
+    pending = pending or PendingRuns(r, prefix)
+    stations = pending.deferred_due(now_ms, limit)
+    if not stations:
+        return out
+    proposals = {s: job_id_for(s, [f"release:{now_ms}"]) for s in stations}
+    released = pending.release_deferred(stations, proposals, now_ms)
+    slots = [JobSlot(x.station, x.job_id, x.new_job, [b for bs in x.runs.values() for b in bs])
+             for x in released if x.job_id]
+    for x in released:
+        for module in x.runs:
+            out.released[module] += 1
+        if x.next_due >= 0:
+            out.next_due_ms = x.next_due if out.next_due_ms is None else min(out.next_due_ms, x.next_due)
+    pipe = r.pipeline(transaction=False)
+    job_ids = list(dict.fromkeys(x.job_id for x in slots))
+    for jid in job_ids:
+        pipe.hget(Job.key_for(jid), "status")
+    for module, n in out.released.items():
+        pipe.hincrby(pending.keys.counters(TRIGGERS_GROUP), f"{module}:released", n)
+    status = dict(zip(job_ids, pipe.execute(), strict=False))
+    _, out.enqueued = enqueue_jobs(r, catalogue, slots, status, pending, now_ms=now_ms, queue=queue,
+                                   job_ttl_s=job_ttl_s, result_ttl_s=result_ttl_s, failure_ttl_s=failure_ttl_s,
+                                   retries=retries)
     return out
 
 

@@ -18,6 +18,7 @@ from stationflow import metrics as m
 from store.tracker import BatchTracker, Report
 from workers import context as wctx
 from workers import heartbeat
+from workers.scheduling import release_deferred
 from workers.upload import Uploader, observe_batch
 
 log = logging.getLogger(__name__)
@@ -31,9 +32,11 @@ class SweepResult:
     skipped: int = 0  # expired without an ok result
     upload_failed: int = 0
     lost_runs: int = 0
+    released: int = 0  # deferred runs (rate control) whose interval passed, now pending
 
     def __bool__(self) -> bool:
-        return any((self.claimed, self.reclaimed, self.uploaded, self.skipped, self.upload_failed, self.lost_runs))
+        return any((self.claimed, self.reclaimed, self.uploaded, self.skipped, self.upload_failed, self.lost_runs,
+                    self.released))
 
 
 def sweep(ctx: wctx.WorkerContext, now_ms: int | None = None, limit: int = 200,
@@ -78,19 +81,44 @@ def sweep(ctx: wctx.WorkerContext, now_ms: int | None = None, limit: int = 200,
             if b.status == "claimed":
                 m.BATCHES.inc(module=b.module, outcome="expired")
     _heartbeat(ctx, now_ms)
+    out.released = _release(ctx, now_ms)
     return out
+
+
+def _queue_kw(ctx: wctx.WorkerContext) -> dict:
+    q = ctx.settings.queue if ctx.settings is not None else None
+    kw = {"queue": ctx.queue}
+    if q is not None:
+        kw.update(job_ttl_s=q.job_ttl_s, result_ttl_s=q.result_ttl_s, failure_ttl_s=q.failure_ttl_s,
+                  retries=q.retries)
+    return kw
+
+
+def _release(ctx: wctx.WorkerContext, now_ms: int) -> int:
+    """Rate control: start the deferred runs whose interval has passed (scheduling)."""
+    rel = release_deferred(ctx.r, ctx.catalogue, prefix=ctx.prefix, now_ms=now_ms, pending=ctx.pending,
+                           **_queue_kw(ctx))
+    for module, n in rel.released.items():
+        m.RUNS_RELEASED.inc(n, module=module)
+    return sum(rel.released.values())
 
 
 def _heartbeat(ctx: wctx.WorkerContext, now_ms: int) -> None:
     """Tick heartbeat modules (spec §6.5); a no-op unless some module sets heartbeat_s."""
     if not heartbeat.heartbeat_modules(ctx.catalogue):
         return
-    q = ctx.settings.queue if ctx.settings is not None else None
-    kw = {"queue": ctx.queue}
-    if q is not None:
-        kw.update(job_ttl_s=q.job_ttl_s, result_ttl_s=q.result_ttl_s, failure_ttl_s=q.failure_ttl_s,
-                  retries=q.retries)
-    heartbeat.tick(ctx.r, ctx.catalogue, now_ms / 1000, prefix=ctx.prefix, store=ctx.store, schedule_kw=kw)
+    heartbeat.tick(ctx.r, ctx.catalogue, now_ms / 1000, prefix=ctx.prefix, store=ctx.store,
+                   schedule_kw=_queue_kw(ctx))
+
+
+def wait_for_deferred(ctx: wctx.WorkerContext, max_wait_s: float = 3600.0) -> bool:
+    """Sleep until the earliest deferred run (rate control) may start; False when none waits.
+    `--burst` uses it so that a drained queue also means every trailing run has run."""
+    due = ctx.pending.next_deferred()
+    if due is None:
+        return False
+    time.sleep(min(max_wait_s, max(0.0, due / 1000 - time.time())))
+    return True
 
 
 class SweeperThread(threading.Thread):
@@ -117,4 +145,4 @@ class SweeperThread(threading.Thread):
         self.join(timeout)
 
 
-__all__ = ["sweep", "SweepResult", "SweeperThread", "observe_batch"]
+__all__ = ["sweep", "SweepResult", "SweeperThread", "observe_batch", "wait_for_deferred"]

@@ -35,7 +35,7 @@ def run_worker(settings: Any, queues: list[str], *, burst: bool = False, max_job
     from stationflow import metrics
     from workers import context as wctx
     from workers.rqworker import StationWorker
-    from workers.sweeper import SweeperThread, sweep
+    from workers.sweeper import SweeperThread, sweep, wait_for_deferred
 
     ctx = wctx.WorkerContext.from_settings(settings)  # bad paths, Redis down: one line at the CLI entry
     ctx.background_upload = True  # flushed below, before the process exits
@@ -60,6 +60,10 @@ def run_worker(settings: Any, queues: list[str], *, burst: bool = False, max_job
         while sweep(ctx):
             pass
         worker.work(burst=True, max_jobs=max_jobs, logging_level=_level())
+        while max_jobs is None and wait_for_deferred(ctx):  # rate control: run the trailing runs too
+            while sweep(ctx):
+                pass
+            worker.work(burst=True, logging_level=_level())
         if ctx.uploader is not None:
             ctx.uploader.flush(30.0)
         while sweep(ctx):

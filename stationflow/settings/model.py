@@ -298,7 +298,7 @@ def module_to_dict(m: ModuleSpec) -> dict[str, Any]:
         "triggers": "all" if m.triggers is None else list(m.triggers),
         "heartbeat_s": none_word(m.heartbeat_s), "batch_timeout_s": m.batch_timeout_s,
         "upload_empty": m.upload_empty, "layout": m.layout, "output_ttl_s": m.output_ttl_s,
-        "run_timeout_s": m.run_timeout_s,
+        "run_timeout_s": m.run_timeout_s, "min_interval_s": m.min_interval_s,
     }
     if m.algorithm is not None:
         d["algorithm"] = m.algorithm

@@ -183,6 +183,8 @@ MODULE_KEYS: tuple[Key, ...] = (
     Key("layout", "str", None, "module input layout", choices=LAYOUTS),
     Key("output_ttl_s", "float", None, "freshness of the module's stored output", minimum=0),
     Key("run_timeout_s", "float", None, "a run taking longer fails with reason timeout", minimum=0),
+    Key("min_interval_s", "float", None, "a station runs the module at most once per interval; triggers "
+        "inside it are absorbed into one trailing run (0 = no limit)", minimum=0),
 )
 
 QUEUE_KEYS: tuple[Key, ...] = (

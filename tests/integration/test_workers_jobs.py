@@ -23,6 +23,12 @@ from workers.sweeper import sweep
 S = "4000000000000000001"
 
 
+#: replays of a message that already ran, scheduled within a module's min_interval_s, are
+#: deferred first (rate control, tests/unit/test_workers_rate_limit.py); the tests of the
+#: job's own replay check schedule them without the limit
+NO_RATE_LIMIT = Catalogue.build(module_overrides={m: {"min_interval_s": 0} for m in ("load_prediction", "SOH_model")})
+
+
 def _ctx(r, cat: Catalogue | None = None, **algorithms) -> WorkerContext:
     cat = cat or Catalogue.build()
     ctx = WorkerContext.build(r, cat, algorithms=algorithms)
@@ -114,7 +120,7 @@ def test_replayed_run_is_not_run_twice(redis_client):
         calls.append(station)
         return {"n": len(calls)}
 
-    ctx = _ctx(redis_client, load_prediction=count)
+    ctx = _ctx(redis_client, NO_RATE_LIMIT, load_prediction=count)
     _load_ready(ctx)
     run = [PlannedRun(S, "load_prediction", "load_prediction:T:0:1")]
     _run(ctx, run, "job-a")
@@ -194,7 +200,7 @@ def test_flat_layout_input_reaches_the_algorithm(redis_client, layout):
 def test_job_after_a_flushed_script_cache_writes_and_reports_once(redis_client):
     """Every write of a job goes in one pipeline of EVALSHAs; after a Redis restart without the
     scripts they are re-sent, and the plain commands of that pipeline still run once."""
-    ctx = _ctx(redis_client, load_prediction=lambda s, i: {"p": 1}, SOH_model=lambda s, i: None)
+    ctx = _ctx(redis_client, NO_RATE_LIMIT, load_prediction=lambda s, i: {"p": 1}, SOH_model=lambda s, i: None)
     _load_ready(ctx)
     _run(ctx, [PlannedRun(S, "load_prediction", "load_prediction:T:0:1")], "job-1")
     redis_client.script_flush()
@@ -217,7 +223,7 @@ def test_replay_check_with_the_job_hint_and_for_runs_that_joined_later(redis_cli
         calls.append(inp["module"])
         return {"n": len(calls)}
 
-    ctx = _ctx(redis_client, load_prediction=count, SOH_model=count)
+    ctx = _ctx(redis_client, NO_RATE_LIMIT, load_prediction=count, SOH_model=count)
     _load_ready(ctx)
     lp, soh = PlannedRun(S, "load_prediction", "load_prediction:T:0:1"), PlannedRun(S, "SOH_model", "SOH_model:T:0:1")
     schedule(redis_client, ctx.catalogue, [lp, soh])
