@@ -16,7 +16,8 @@ serializer:
   through `WindowStore.apply`, every triggered module per station (all local modules but
   heartbeat ones), the reference algorithms, and with `--upload` a private broker receiving
   the batches (acks=all). With no-op algorithms too (`--real --noop`). `--profile FILE`
-  writes a cProfile of the first drained run.
+  writes a cProfile of the last drained run (the first delivers every stored closed order
+  second; later runs see what a station job sees in steady state).
 - latency: a feeder thread schedules one batch of `--batch` stations every `--interval-ms`
   while the worker serves them; batch completion latency = completed - created (ms), p50/p99.
 """
@@ -33,10 +34,11 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 from parsers.batches import PlannedRun
-from parsers.catalogue import default_catalogue
+from parsers.catalogue import Catalogue, default_catalogue
 from parsers.envelopes import parse_message
 from parsers.records import Source
 from stationflow.local import start_redis
+from store.memo import DEFAULT_MAX_ENTRIES
 from store.tracker import BatchTracker
 from workers import context as wctx
 from workers.rqworker import StationWorker
@@ -46,6 +48,13 @@ MODULES = ("load_prediction", "SOH_model")
 #: queued jobs outlive the drain: with the default TTL (batch timeout + 5 s) a slow, shared
 #: machine dropped the last jobs of a 500-job run before the worker reached them
 JOB_TTL_S = 3600
+
+
+def job_catalogue() -> Catalogue:
+    """The default catalogue without rate control: these benches schedule the same stations
+    run after run to measure what one job costs, which a min interval would defer."""
+    cat = default_catalogue()
+    return Catalogue.build(module_overrides={m: {"min_interval_s": 0} for m in cat.by_module})
 
 
 def trivial() -> None:
@@ -130,6 +139,45 @@ def bench_real(ctx: wctx.WorkerContext, stations: list[str], batch: int, seq: in
     return len(stations) / dt
 
 
+class Phases:
+    """Worker CPU per phase of the station jobs (`--real --breakdown`): each phase's function is
+    wrapped to add its thread's CPU time (algorithms on their lanes); "RQ and the rest" is the
+    process's CPU time minus the phases (RQ's dequeue/heartbeat/finish, lanes' hand-offs)."""
+
+    NAMES = ("take", "read", "decode", "input build", "algorithms", "writes")
+
+    def __init__(self, ctx: wctx.WorkerContext) -> None:
+        from workers import jobs
+
+        self.cpu = dict.fromkeys(self.NAMES, 0.0)
+        self._lock = threading.Lock()
+        jobs._take = self._wrap("take", jobs._take)
+        ctx.store._fetch = self._wrap("read", ctx.store._fetch)
+        ctx.store._decode = self._wrap("decode", ctx.store._decode)
+        jobs.build_input = self._wrap("input build", jobs.build_input)
+        jobs._StationRun.write = self._wrap("writes", jobs._StationRun.write)
+        ctx.algorithms = {m: self._wrap("algorithms", fn) for m, fn in ctx.algorithms.items()}
+
+    def _wrap(self, name: str, fn):
+        def timed(*a, **kw):
+            t = time.thread_time()
+            try:
+                return fn(*a, **kw)
+            finally:
+                dt = time.thread_time() - t
+                with self._lock:
+                    self.cpu[name] += dt
+        return timed
+
+    def reset(self) -> None:
+        self.cpu = dict.fromkeys(self.NAMES, 0.0)
+
+    def line(self, jobs: int, total_ms: float) -> str:
+        per = {k: v * 1000 / jobs for k, v in self.cpu.items()}
+        rest = total_ms - sum(per.values())
+        return ", ".join([f"{k} {v:.2f}" for k, v in per.items()] + [f"RQ and the rest {rest:.2f}"])
+
+
 def main_real(args: argparse.Namespace) -> None:
     import redis
 
@@ -137,7 +185,7 @@ def main_real(args: argparse.Namespace) -> None:
     broker = None
     try:
         r = redis.Redis.from_url(server.url)
-        cat = default_catalogue()
+        cat = job_catalogue()
         modules = real_modules(cat)
         overrides = {m: noop for m in cat.local_modules()} if args.noop else {}
         producer_config = None
@@ -146,23 +194,33 @@ def main_real(args: argparse.Namespace) -> None:
 
             broker = start_broker()
             producer_config = {"bootstrap_servers": broker.bootstrap, "acks": "all", "linger_ms": 5}
-        ctx = wctx.WorkerContext.build(r, cat, algorithms=overrides, producer_config=producer_config)
+        ctx = wctx.WorkerContext.build(r, cat, algorithms=overrides, producer_config=producer_config,
+                                       hourly_memo_entries=0 if args.no_memo else DEFAULT_MAX_ENTRIES)
         if not args.upload:
             ctx.uploader = None
         ctx.background_upload = not args.sync_upload
         wctx.install(ctx)
         stations = seed_traffic(ctx, args.stations, args.sim_s)
         cpu: list[float] = []
-        rates = [bench_real(ctx, stations, args.batch, i, modules, cpu, args.profile if i == 0 else None)
-                 for i in range(args.repeat)]
+        phases = Phases(ctx) if args.breakdown else None
+        rates, lines = [], []
+        for i in range(args.repeat):
+            if phases is not None:
+                phases.reset()
+            rates.append(bench_real(ctx, stations, args.batch, i, modules, cpu,
+                                    args.profile if i == args.repeat - 1 else None))
+            if phases is not None:
+                lines.append(phases.line(len(stations), cpu[-1]))
         close = getattr(ctx.uploader, "close", None)
         if close is not None:
             close()
-        kind = "no-op" if args.noop else "reference"
+        kind = ("no-op" if args.noop else "reference") + (", hourly memo off" if args.no_memo else "")
         print(f"real station jobs: {len(stations)} traffic stations x {len(modules)} modules, {kind} algorithms, "
               f"uploads {('to a broker, ' + ('in the job' if args.sync_upload else 'upload thread')) if args.upload else 'off'}, SimpleWorker, {args.repeat} runs")
         print(f"  {statistics.median(rates):8.1f} jobs/s median (min {min(rates):.1f}, max {max(rates):.1f}); "
               f"worker CPU {statistics.median(cpu):.2f} ms/job (min {min(cpu):.2f}, max {max(cpu):.2f})")
+        for i, line in enumerate(lines):
+            print(f"  run {i + 1}: CPU ms/job {cpu[i]:.2f} = {line}")
     finally:
         if broker is not None:
             broker.stop()
@@ -247,7 +305,9 @@ def main() -> None:
     ap.add_argument("--sync-upload", action="store_true",
                     help="with --real --upload: each job waits for its batches' acks (no upload thread)")
     ap.add_argument("--sim-s", type=float, default=120.0, help="with --real: simulated seconds of traffic")
-    ap.add_argument("--profile", help="with --real: cProfile of the first run to this file")
+    ap.add_argument("--breakdown", action="store_true", help="with --real: worker CPU per job phase, per run")
+    ap.add_argument("--no-memo", action="store_true", help="with --real: without the hourly memo (store.memo)")
+    ap.add_argument("--profile", help="with --real: cProfile of the last run (steady state) to this file")
     args = ap.parse_args()
     if args.real:
         main_real(args)
@@ -258,7 +318,7 @@ def main() -> None:
         import redis
 
         r = redis.Redis.from_url(server.url)
-        cat = default_catalogue()
+        cat = job_catalogue()
         ctx = wctx.WorkerContext.build(r, cat, algorithms={m: noop for m in cat.local_modules()})
         ctx.uploader = None
         wctx.install(ctx)

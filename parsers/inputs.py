@@ -44,8 +44,8 @@ def build_input(catalogue: Catalogue, module: str, station_id: str, windows: Map
     for alias in spec.inputs:
         topic = catalogue.by_alias[alias]
         window = windows.get(alias)
-        if shared is not None and topic.kind == "hourly" and window:
-            views[alias] = _shared_grid_view(topic, window, now_ms, shared)
+        if shared is not None and topic.kind in _KEPT_KINDS and window:
+            views[alias] = _shared_view(topic, window, now_ms, shared)
         else:
             views[alias] = topic_view(topic, window, now_ms)
     for dep in spec.deps:
@@ -108,17 +108,43 @@ def topic_view(topic: TopicSpec, window: Any, now_ms: int) -> View:
     raise ValueError(f"topic {topic.topic}: unknown window kind {kind!r}")
 
 
-def _shared_grid_view(topic: TopicSpec, window: Any, now_ms: int, shared: dict[str, Any]) -> View:
-    """The hourly view built once per window object; a copy down to the row lists, so a module
-    that changes its grid in place does not change another module's."""
+def _shared_view(topic: TopicSpec, window: Any, now_ms: int, shared: dict[str, Any]) -> View:
+    """The hourly or global view built once per window object, handed out as a copy (down to
+    the grid's row lists, or each record of a global window), so a module that changes its
+    input in place does not change another module's. A window that carries a `views` dict (a
+    worker's memoised window, store.memo: its views are kept for as long as the stored bytes
+    do not change) keeps its built view there, so it is built once per window content rather
+    than once per job. Neither view depends on `now_ms`."""
     hit = shared.get(topic.alias)
     if hit is None or hit[0] is not window:
-        hit = (window, topic_view(topic, window, now_ms))
+        kept = getattr(window, "views", None)
+        key = (topic.kind, topic.window_size, topic.fill)
+        view = kept.get(key) if kept is not None else None
+        if view is None:
+            view = topic_view(topic, window, now_ms)
+            if kept is not None:
+                kept[key] = view
+        hit = (window, view)
         shared[topic.alias] = hit
     v: View = hit[1]
-    grid = {k: [list(x) if isinstance(x, list) else x for x in val] if isinstance(val, list) else val
-            for k, val in v.value.items()}
-    return View(grid, v.present, v.ts_ms, v.ttl_s)
+    return View(_KEPT_KINDS[topic.kind](v.value), v.present, v.ts_ms, v.ttl_s)
+
+
+#: the grid's keys that hold one row (list) per hour; every other key holds one value per hour
+GRID_ROW_KEYS = frozenset({"outputPowerPerGunAvg", "outputPowerPerGunMax"})
+
+
+def copy_grid(grid: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a `realtime_grid` down to its row lists (the list copies run in C)."""
+    out: dict[str, Any] = {}
+    for k, val in grid.items():
+        if k in GRID_ROW_KEYS:
+            out[k] = list(map(list.copy, val))
+        elif isinstance(val, list):
+            out[k] = val.copy()
+        else:
+            out[k] = val
+    return out
 
 
 def output_view(topic: TopicSpec, item: Any) -> View:
@@ -197,6 +223,15 @@ def realtime_grid(window: Mapping[str, Any], size: int, fill: float | None) -> d
 
 #: hour keys repeat across jobs (the same 168 hours for every station): parse each once
 _hour_index = lru_cache(maxsize=65536)(hour_index)
+
+
+def copy_records(records: list[Any]) -> list[Any]:
+    """A copy of a global window's view down to each record (records are flat objects)."""
+    return [dict(r) if type(r) is dict else r for r in records]
+
+
+#: kinds whose view is built once per window and copied per module, with their copier
+_KEPT_KINDS = {"hourly": copy_grid, "global": copy_records}
 
 
 # ---- data quality ---------------------------------------------------------------------------

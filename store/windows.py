@@ -36,6 +36,7 @@ from store.codec import decode_closed_second, decode_item, encode_item, source_f
 from store.counters import Tally
 from store.job_writes import JobWrites
 from store.keys import Keys
+from store.memo import HourlyMemo
 from store.order_closer import OrderCloser
 from store.scripts import LuaScript, ScriptPipeline, resend_noscript
 from store.streamed import run_pipelined, run_streamed
@@ -556,21 +557,31 @@ class WindowStore:
             raise StoreError(f"unknown input or module {name!r}")
         return spec
 
-    def read_station(self, station: str, module_names: Iterable[str], now_ms: int | None = None) -> StationWindows:
+    def read_station(self, station: str, module_names: Iterable[str], now_ms: int | None = None,
+                     memo: HourlyMemo | None = None) -> StationWindows:
         """Every input, global window and dep output of `module_names` for `station`, plus each
         module's undelivered closed order seconds, in one round trip. Windows no module needs
-        are not read. `now_ms` is accepted for symmetry; visibility filtering is the builders'."""
+        are not read. `now_ms` is accepted for symmetry; visibility filtering is the builders'.
+        `memo` (a worker's `HourlyMemo`): hourly and global windows unchanged since their last
+        read are not decoded again (and keep their built views, parsers.inputs)."""
         modules = [self.catalogue.module(m) for m in module_names]
         names = list(dict.fromkeys(n for m in modules for n in m.all_inputs))
         users = {n: [m.name for m in modules if n in m.inputs] for n in names}
-        return StationWindows(self.catalogue, station, self._read(station, names, users))
+        return StationWindows(self.catalogue, station, self._read(station, names, users, memo))
 
     def read_windows(self, station: str, names: Iterable[str]) -> dict[Any, Any]:
         """Windows by alias or module name (for `inspect`); orders come back as every stored
         closed second under the alias, ignoring cursors."""
         return self._read(station, list(dict.fromkeys(names)), {})
 
-    def _read(self, station: str, names: list[str], users_of: Mapping[str, list[str]]) -> dict[Any, Any]:
+    def _read(self, station: str, names: list[str], users_of: Mapping[str, list[str]],
+              memo: HourlyMemo | None = None) -> dict[Any, Any]:
+        plan, replies = self._fetch(station, names, users_of)
+        return self._decode(station, plan, replies, memo)
+
+    def _fetch(self, station: str, names: list[str], users_of: Mapping[str, list[str]]
+               ) -> tuple[list[tuple[Any, str]], list[Any]]:
+        """The read round trip: (what each reply is, the raw replies)."""
         sp = ScriptPipeline(self.r)  # read_orders.lua lost to a restart is re-sent there
         pipe = sp.pipe
         plan: list[tuple[Any, str]] = []
@@ -588,26 +599,37 @@ class WindowStore:
                 plan.append((name, "append"))
             elif spec.kind == "hourly":
                 pipe.hgetall(k.hourly(station, spec.alias))
-                plan.append((name, "hash"))
+                plan.append((name, "hourly"))
             elif spec.kind == "devices":
                 pipe.hgetall(k.devices(station, spec.alias))
                 plan.append((name, "hash"))
             elif spec.kind == "global":
                 pipe.hgetall(k.global_window(spec.alias))
-                plan.append((name, "hash"))
+                plan.append((name, "global"))
             elif spec.kind == "orders":
                 users = list(users_of.get(name, []))
                 sp.call(self.scripts["read_orders.lua"],
                         (k.orders_closed(station, spec.alias), k.orders_state(station, spec.alias)), users)
                 plan.append(((name, tuple(users)), "orders"))
-        replies = sp.execute()
+        return plan, sp.execute()
+
+    @staticmethod
+    def _decode(station: str, plan: list[tuple[Any, str]], replies: list[Any],
+                memo: HourlyMemo | None = None) -> dict[Any, Any]:
+        """Raw replies -> plain window structures (docs/internals.md). With `memo`, an hourly
+        or global window comes back as a `store.memo.MemoWindow` (decoded on first access
+        only), carrying the views built from the same bytes by an earlier job."""
         data: dict[Any, Any] = {}
         for (name, how), v in zip(plan, replies, strict=True):
             if how in ("output", "latest"):
                 data[name] = decode_item(v)
             elif how == "append":
                 data[name] = [decode_item(x) for x in v]
-            elif how == "hash":
+            elif how == "hourly" and memo is not None:
+                data[name] = memo.window(station, name, v)
+            elif how == "global" and memo is not None:
+                data[name] = memo.window(None, name, v)  # one entry for every station
+            elif how in ("hash", "hourly", "global"):
                 data[name] = {kk.decode() if isinstance(kk, bytes) else kk: decode_item(x) for kk, x in v.items()}
             else:
                 alias, users = name

@@ -18,6 +18,7 @@ import redis
 
 from parsers.catalogue import Catalogue
 from store.job_writes import JobWrites
+from store.memo import DEFAULT_MAX_ENTRIES, HourlyMemo
 from store.pending import PendingRuns
 from store.tracker import DEFAULT_KEEP_S, BatchTracker
 from store.windows import WindowStore
@@ -55,12 +56,17 @@ class WorkerContext:
     writes: JobWrites = field(init=False)
     #: module -> its inputs of kind `orders` (the cursors a run may move), from the catalogue
     order_inputs: dict[str, tuple[str, ...]] = field(init=False)
+    #: hourly windows decoded by this process's earlier jobs (store.memo; bounded, and only
+    #: ever answers for the bytes a job just read); 0 entries turns it off
+    hourly_memo_entries: int = DEFAULT_MAX_ENTRIES
+    hourly_memo: HourlyMemo = field(init=False)
 
     def __post_init__(self) -> None:
         self.store = WindowStore(self.r, self.catalogue, self.prefix, outputs_keep=self.outputs_keep)
         self.tracker = BatchTracker(self.r, self.prefix, keep_s=self.batch_keep_s)
         self.pending = PendingRuns(self.r, self.prefix)
         self.writes = self.store.writes
+        self.hourly_memo = HourlyMemo(self.hourly_memo_entries)
         self.order_inputs = {
             m.name: tuple(a for a in m.inputs if self.catalogue.by_alias[a].kind == "orders")
             for m in self.catalogue.modules

@@ -103,7 +103,7 @@ def execute(ctx: wctx.WorkerContext, station: str, job_id: str, now_ms: int | No
     cat = ctx.catalogue
     unknown = [mod for mod in todo if mod not in cat.by_module or cat.by_module[mod].runs != "local"]
     order = cat.sort_modules(mod for mod in todo if mod not in unknown)
-    windows = ctx.store.read_station(station, order, now_ms) if order else None
+    windows = ctx.store.read_station(station, order, now_ms, memo=ctx.hourly_memo) if order else None
     job = _StationRun(ctx, station, job_id, todo, windows, now_ms, t0, summary)
     for mod in unknown:  # configuration changed under a queued job: nothing to run it with
         job.end(mod, time.perf_counter(), reason="not_ready")
