@@ -514,6 +514,7 @@ def start_worker_series(modules: Sequence[str]) -> None:
     """The worker's error series per module, at zero from the start (see start_ingest_series)."""
     for mod in modules:
         UPLOAD_ERRORS.inc(0, module=mod)
+        RUNS_RELEASED.inc(0, module=mod)
         for kind in FIXUP_KINDS:
             RESULT_FIXUPS.inc(0, module=mod, kind=kind)
 
