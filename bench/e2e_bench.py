@@ -61,7 +61,7 @@ def pct(values: list[float], p: float) -> float:
 
 
 def settings_dict(cat: Any, bootstrap: str, redis_url: str, group: str, *, high_water: int | None = None,
-                  batch_timeout_s: float | None = None) -> dict[str, Any]:
+                  batch_timeout_s: float | None = None, min_interval_s: float | None = None) -> dict[str, Any]:
     """Settings as a plain dict (children are spawned: they rebuild Settings from it)."""
     d: dict[str, Any] = {
         "redis": {"url": redis_url},
@@ -74,7 +74,19 @@ def settings_dict(cat: Any, bootstrap: str, redis_url: str, group: str, *, high_
         d["queue"] = {"high_water": high_water, "low_water": high_water - 1}
     if batch_timeout_s is not None:
         d["batch"] = {"timeout_s": batch_timeout_s}
+    if min_interval_s is not None:  # every module (None: the catalogue's defaults)
+        d["modules"] = {m: {"min_interval_s": min_interval_s} for m in cat.by_module}
     return d
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, every thread (Linux /proc), 0 when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 def _quiet() -> None:
@@ -490,13 +502,20 @@ class Phase:
     jobs_done: int = 0
     ingest_lag_ms: list[float] = field(default_factory=list)
     queue_depth: list[int] = field(default_factory=list)
+    jobs_settled: int = 0  # jobs of the phase once its backlog drained
+    worker_cpu_s: float = 0.0  # CPU time of the worker processes over the same span
+    counters: dict[str, int] = field(default_factory=dict)  # trigger counters moved in the phase
 
 
-def _latencies(sender: Sender, outputs: Outputs, phase: Phase) -> list[tuple[int, float, str]]:
+def _latencies(sender: Sender, outputs: Outputs, phase: Phase, deferred: set[str] | None = None,
+               want_deferred: bool | None = None) -> list[tuple[int, float, str]]:
     """(source send ms, latency ms, source topic) of every envelope whose source message was
-    sent in `phase`."""
+    sent in `phase`; with `want_deferred`, only the batches that are (True) or are not (False)
+    in `deferred` (a batch waiting for a run the rate limit deferred)."""
     out = []
     for batch_id, ts, _n in list(outputs.seen):
+        if want_deferred is not None and (batch_id in (deferred or ())) != want_deferred:
+            continue
         try:
             ref = parse_batch_id(batch_id)
             sent = sender.sent.get((ref.topic, ref.partition, ref.offset))
@@ -507,10 +526,28 @@ def _latencies(sender: Sender, outputs: Outputs, phase: Phase) -> list[tuple[int
     return out
 
 
-def summarise_phase(sender: Sender, outputs: Outputs, phase: Phase, windows: int = 1) -> dict[str, Any]:
+def deferred_batches(r: Any, batch_ids: list[str], timeouts_ms: dict[str, int]) -> set[str]:
+    """Batches whose deadline was extended past their module's batch timeout: they expect a
+    station whose run the rate limit deferred (their extra wait is the interval, by design)."""
+    pipe = r.pipeline(transaction=False)
+    for b in batch_ids:
+        pipe.hmget(f"sf:batch:{b}", "module", "created", "deadline")
+    out = set()
+    for b, (mod, created, deadline) in zip(batch_ids, pipe.execute(), strict=True):
+        if mod is not None and created is not None and deadline is not None:
+            if int(deadline) - int(created) > timeouts_ms.get(mod.decode(), 0) + 5:
+                out.add(b)
+    return out
+
+
+def summarise_phase(sender: Sender, outputs: Outputs, phase: Phase, windows: int = 1,
+                    deferred: set[str] | None = None) -> dict[str, Any]:
     """Percentiles of the phase; with `windows` > 1 also per equal part of it (median, min, max
-    over the parts: the spread shows how steady the phase was)."""
-    lat = sorted(_latencies(sender, outputs, phase))
+    over the parts: the spread shows how steady the phase was). The headline percentiles are
+    of the batches not deferred by the rate limit; deferred ones are reported apart."""
+    deferred = deferred or set()
+    lat = sorted(_latencies(sender, outputs, phase, deferred, False))
+    dlat = [v for _, v, _ in _latencies(sender, outputs, phase, deferred, True)]
     vals = [v for _, v, _ in lat]
     half = len(lat) // 2
     first, second = [v for _, v, _ in lat[:half]], [v for _, v, _ in lat[half:]]
@@ -536,6 +573,10 @@ def summarise_phase(sender: Sender, outputs: Outputs, phase: Phase, windows: int
         "queue_depth_max": max(phase.queue_depth, default=0), "queue_depth_end": queue_end,
         "workers_saturated": saturated, "worker_jobs_s": jobs_s, "queue_backlog_s": backlog_s,
         "sustainable": sustainable,
+        "deferred_envelopes": len(dlat), "deferred_p50_ms": pct(dlat, 50), "deferred_p99_ms": pct(dlat, 99),
+        "worker_cpu_ms_per_job": (phase.worker_cpu_s * 1000 / phase.jobs_settled if phase.jobs_settled
+                                  else float("nan")),
+        "runs": dict(phase.counters),
         "by_source_topic": {t: {"envelopes": len(v), "p50_ms": pct(v, 50), "p95_ms": pct(v, 95)}
                             for t, v in sorted(by_source.items())},
     }
@@ -557,8 +598,9 @@ def _spread(v: list[float]) -> dict[str, Any]:
 
 def run_e2e(bootstrap: str, redis_url: str, *, stations: int, rate: float, seconds: float,
             steps: list[float], step_seconds: float, workers: int = 2, partitions: int = 4,
-            log: Any = print, windows: int = 3) -> dict[str, Any]:
-    """Warm up (initial state of the fleet), a steady phase at `rate`, then the stepped rates."""
+            log: Any = print, windows: int = 3, min_interval_s: float | None = None) -> dict[str, Any]:
+    """Warm up (initial state of the fleet), a steady phase at `rate`, then the stepped rates.
+    `min_interval_s` set: every module's rate limit (0 = none); None: the catalogue defaults."""
     import redis
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
@@ -575,10 +617,11 @@ def run_e2e(bootstrap: str, redis_url: str, *, stations: int, rate: float, secon
     admin.close()
     r = redis.Redis.from_url(redis_url)
     r.flushall()
-    cfg = settings_dict(cat, bootstrap, redis_url, f"e2e-{suffix}")
+    cfg = settings_dict(cat, bootstrap, redis_url, f"e2e-{suffix}", min_interval_s=min_interval_s)
     natural = natural_rate(stations, cat, SEED)
     result: dict[str, Any] = {"stations": stations, "natural_records_s": natural, "workers": workers,
-                              "ingesters": 1, "partitions": partitions}
+                              "ingesters": 1, "partitions": partitions,
+                              "min_interval_s": "defaults" if min_interval_s is None else min_interval_s}
     outputs = Outputs(bootstrap, [t.topic for t in cat.output_topics])
     outputs.start()
     wprocs = start_workers(cfg, workers, r)
@@ -600,7 +643,7 @@ def run_e2e(bootstrap: str, redis_url: str, *, stations: int, rate: float, secon
         summaries, done = [], []
         for name, target, secs in phases:
             ph = Phase(name, target, int(time.time() * 1000), stations=stations)
-            jobs0 = _jobs_done(r)
+            jobs0, cpu0, runs0 = _jobs_done(r), sum(cpu_seconds(p.pid) for p in wprocs), run_counters(r)
             stop = threading.Event()
             sampler = threading.Thread(target=_sample, args=(ing, depth, ph, stop), daemon=True)
             sampler.start()
@@ -611,20 +654,32 @@ def run_e2e(bootstrap: str, redis_url: str, *, stations: int, rate: float, secon
             stop.set()
             sampler.join()
             _settle(ing, sender, r, depth, 60)
+            ph.jobs_settled = _jobs_done(r) - jobs0  # with the phase's backlog, as its CPU time
+            ph.worker_cpu_s = sum(cpu_seconds(p.pid) for p in wprocs) - cpu0
+            ph.counters = {k: v - runs0.get(k, 0) for k, v in run_counters(r).items()}
             s = summarise_phase(sender, outputs, ph)
             summaries.append(s)
             done.append(ph)
             log(f"  e2e {name}: {s['achieved_records_s']:.0f} records/s, {s['envelopes']} envelopes, "
                 f"p50 {s['p50_ms']:.0f} p95 {s['p95_ms']:.0f} p99 {s['p99_ms']:.0f} ms, ingest lag at end "
-                f"{s['ingest_lag_end_ms']:.0f} ms, sustainable {s['sustainable']}")
+                f"{s['ingest_lag_end_ms']:.0f} ms, {s['worker_jobs_s']:.0f} jobs/s, "
+                f"{s['worker_cpu_ms_per_job']:.1f} worker CPU ms/job, runs {s['runs']}, "
+                f"sustainable {s['sustainable']}")
             if name != "steady" and not s["sustainable"]:
                 break
         time.sleep(2.0)  # envelopes of batches that expired late are counted too
-        summaries = [summarise_phase(sender, outputs, ph, windows if i == 0 else 1) for i, ph in enumerate(done)]
+        timeouts = {m.name: int(m.batch_timeout_s * 1000) for m in cat.modules}
+        deferred = deferred_batches(r, [b for b, _, _ in outputs.seen], timeouts)
+        summaries = [summarise_phase(sender, outputs, ph, windows if i == 0 else 1, deferred)
+                     for i, ph in enumerate(done)]
         result["steady"] = summaries[0]
         result["steps"] = summaries[1:]
         ok = [s["achieved_records_s"] for s in summaries[1:] if s["sustainable"]]
         result["max_sustainable_records_s"] = max(ok) if ok else None
+        per_station = natural / stations
+        result["max_sustainable_stations"] = (result["max_sustainable_records_s"] / per_station
+                                              if ok and per_station else None)
+        result["runs"] = run_counters(r)
         result["all_steps_sustainable"] = bool(summaries[1:]) and all(s["sustainable"] for s in summaries[1:])
         result["rss_end"] = {"ingester": ing.rss(), "workers": [rss_bytes(p.pid) for p in wprocs]}
         info = r.info("memory")
@@ -637,6 +692,17 @@ def run_e2e(bootstrap: str, redis_url: str, *, stations: int, rate: float, secon
         stop_workers(wprocs)
         outputs.stop()
     return result
+
+
+def run_counters(r: Any) -> dict[str, int]:
+    """Trigger outcomes so far: runs fired (of them deferred and released by the rate limit),
+    triggers absorbed by coalescing and by the rate limit."""
+    ing = {k.decode(): int(v) for k, v in r.hgetall("sf:counters:ingest").items()}
+    trig = {k.decode(): int(v) for k, v in r.hgetall("sf:counters:triggers").items()}
+    return {"fired": ing.get("triggers_fired", 0), "deferred": ing.get("triggers_deferred", 0),
+            "released": sum(v for k, v in trig.items() if k.endswith(":released")),
+            "absorbed_coalescing": ing.get("triggers_absorbed", 0),
+            "absorbed_rate_limit": ing.get("triggers_rate_limited", 0)}
 
 
 def _jobs_done(r: Any) -> int:
@@ -681,6 +747,8 @@ def main() -> None:
     ap.add_argument("--steps", default="1000,2000,3000,4000")
     ap.add_argument("--step-seconds", type=float, default=20)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--min-interval", type=float, default=None,
+                    help="every module's min_interval_s (0 = no rate limit; default: the catalogue's)")
     a = ap.parse_args()
     from stationflow.local import start_broker, start_redis
 
@@ -688,7 +756,7 @@ def main() -> None:
     try:
         res = run_e2e(broker.bootstrap, server.url, stations=a.stations, rate=a.rate, seconds=a.seconds,
                       steps=[float(s) for s in a.steps.split(",") if s], step_seconds=a.step_seconds,
-                      workers=a.workers)
+                      workers=a.workers, min_interval_s=a.min_interval)
         print(json.dumps(res, indent=1, default=str))
         print(f"max sustainable: {res['max_sustainable_records_s']} records/s; "
               f"steady p50/p95/p99 {res['steady']['p50_ms']:.0f}/{res['steady']['p95_ms']:.0f}/"

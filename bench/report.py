@@ -64,7 +64,7 @@ SMOKE = Profile("smoke", repeat=3, ingest_stations=20, ingest_messages=4000, par
                 job_stations=60, job_batch=20, e2e_stations=20, e2e_rate=100, e2e_seconds=4,
                 e2e_steps=(40, 120), e2e_step_seconds=2, memory_stations=20)
 FULL = Profile("full", repeat=5, ingest_stations=200, ingest_messages=60000, partitions=4,
-               job_stations=1000, job_batch=50, e2e_stations=1000, e2e_rate=2000, e2e_seconds=60,
+               job_stations=1000, job_batch=50, e2e_stations=1000, e2e_rate=1000, e2e_seconds=60,
                e2e_steps=(50, 100, 250, 500, 1000, 2000, 4000), e2e_step_seconds=15, memory_stations=1000)
 PROFILES = {p.name: p for p in (SMOKE, QUICK, FULL)}
 
@@ -238,9 +238,16 @@ def section_jobs(p: Profile, r: Any, redis_url: str, log: Callable[[str], None])
 def section_e2e(p: Profile, bootstrap: str, redis_url: str, log: Callable[[str], None]) -> dict[str, Any]:
     from bench.e2e_bench import run_e2e
 
-    return run_e2e(bootstrap, redis_url, stations=p.e2e_stations, rate=p.e2e_rate, seconds=p.e2e_seconds,
-                   steps=list(p.e2e_steps), step_seconds=p.e2e_step_seconds, workers=2,
-                   partitions=p.partitions, log=log, windows=p.repeat)
+    def run(min_interval_s: float | None) -> dict[str, Any]:
+        return run_e2e(bootstrap, redis_url, stations=p.e2e_stations, rate=p.e2e_rate, seconds=p.e2e_seconds,
+                       steps=list(p.e2e_steps), step_seconds=p.e2e_step_seconds, workers=2,
+                       partitions=p.partitions, log=log, windows=p.repeat, min_interval_s=min_interval_s)
+
+    # the default configuration, then without rate control: fewer runs and cheaper runs apart
+    out = run(None)
+    log("  e2e again with min_interval_s = 0 (no rate control)")
+    out["no_rate_limit"] = run(0.0)
+    return out
 
 
 # ---- 4. memory ------------------------------------------------------------------------------
@@ -369,10 +376,16 @@ def headline(rep: dict[str, Any]) -> list[str]:
                      f"p50 {st['p50_ms']:,.0f} ms, p95 {st['p95_ms']:,.0f} ms, p99 {st['p99_ms']:,.0f} ms"
                      + (f" (without car-order sources: p50 {st['p50_no_orders_ms']:,.0f}, "
                         f"p95 {st['p95_no_orders_ms']:,.0f} ms)" if "p50_no_orders_ms" in st else ""))
-    if _get(rep, "e2e", "steps") is not None:
-        mx = rep["e2e"].get("max_sustainable_records_s")
-        top = " (every step passed: the limit is higher)" if rep["e2e"].get("all_steps_sustainable") else ""
-        lines.append("highest sustainable load: " + (f"{mx:,.0f} records/s{top}" if mx else "none of the steps"))
+    for e, what in ((rep.get("e2e"), "default configuration"), (_get(rep, "e2e", "no_rate_limit"), "min_interval_s = 0")):
+        if not isinstance(e, dict) or e.get("steps") is None:
+            continue
+        mx = e.get("max_sustainable_records_s")
+        top = " (every step passed: the limit is higher)" if e.get("all_steps_sustainable") else ""
+        stations = f" = {e['max_sustainable_stations']:,.0f} stations at natural rate" if mx else ""
+        cpu = (e.get("steady") or {}).get("worker_cpu_ms_per_job")
+        lines.append(f"highest sustainable load, {what}: "
+                     + (f"{mx:,.0f} records/s{stations}{top}" if mx else "none of the steps")
+                     + (f"; worker CPU {cpu:.1f} ms per job in the steady phase" if cpu is not None else ""))
     w = _get(rep, "memory", "windows")
     if w:
         lines.append(f"Redis: {w['bytes_per_stored_record']:,.0f} B per stored record vs "
@@ -383,6 +396,31 @@ def headline(rep: dict[str, Any]) -> list[str]:
 
 
 # ---- markdown -----------------------------------------------------------------------------------
+
+def capacity_table(e: dict[str, Any]) -> list[str]:
+    """The capacity answer for the default configuration and without rate control, side by
+    side, so that fewer runs (rate limit) and cheaper runs (the job itself) show apart."""
+    runs = [("default (catalogue min_interval_s)", e)]
+    if isinstance(e.get("no_rate_limit"), dict) and "steady" in e["no_rate_limit"]:
+        runs.append(("min_interval_s = 0", e["no_rate_limit"]))
+    L = ["Capacity (steady phase for latency, jobs and CPU; the stepped load for the highest sustainable "
+         "load; latency of batches not deferred by the rate limit, deferred ones apart: their extra wait "
+         "is the interval, by design):", "",
+         "| configuration | highest sustainable records/s | stations at natural rate | steady records/s "
+         "| p50 / p95 / p99 ms | deferred batches p50 / p99 ms | worker jobs/s | worker CPU ms/job "
+         "| runs fired (deferred) | absorbed: coalescing / rate limit |",
+         "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, x in runs:
+        st = x["steady"]
+        rc = x.get("runs") or {}
+        L += [f"| {name} | {_n(x.get('max_sustainable_records_s'))} | {_n(x.get('max_sustainable_stations'))} "
+              f"| {_n(st['achieved_records_s'])} | {_n(st['p50_ms'])} / {_n(st['p95_ms'])} / {_n(st['p99_ms'])} "
+              f"| {_n(st.get('deferred_p50_ms'))} / {_n(st.get('deferred_p99_ms'))} "
+              f"({st.get('deferred_envelopes', 0):,}) | {_n(st.get('worker_jobs_s'))} "
+              f"| {_n(st.get('worker_cpu_ms_per_job'))} | {rc.get('fired', 0):,} ({rc.get('deferred', 0):,}) "
+              f"| {rc.get('absorbed_coalescing', 0):,} / {rc.get('absorbed_rate_limit', 0):,} |"]
+    return L + [""]
+
 
 def _n(x: Any, unit: str = "") -> str:
     if x is None:
@@ -525,6 +563,7 @@ def render(rep: dict[str, Any]) -> str:
         c = e.get("counters") or {}
         if c:
             L += ["Ingest counters over the run: " + ", ".join(f"{k} {v:,}" for k, v in sorted(c.items())), ""]
+        L += capacity_table(e)
 
     mem = rep.get("memory", {})
     L += ["## 4. Memory", ""]

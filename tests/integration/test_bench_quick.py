@@ -72,6 +72,12 @@ def test_every_section_measured(quick_report: tuple[dict, str, subprocess.Comple
     assert e2e["steps"], "the load was stepped up at least once"
     assert [s["target_records_s"] for s in e2e["steps"]] == rep["profile_settings"]["e2e_steps"][:len(e2e["steps"])]
     assert all(x > 0 for x in e2e["rss_start"]["workers"] + e2e["rss_end"]["ingester"])
+    # capacity: the default configuration and, apart, the same without rate control
+    assert e2e["min_interval_s"] == "defaults" and e2e["no_rate_limit"]["min_interval_s"] == 0
+    for run in (e2e, e2e["no_rate_limit"]):
+        assert run["runs"]["fired"] > 0 and run["steady"]["worker_cpu_ms_per_job"] > 0
+        assert run["steady"]["envelopes"] > 0
+    assert e2e["no_rate_limit"]["runs"]["absorbed_rate_limit"] == 0 == e2e["no_rate_limit"]["runs"]["deferred"]
 
     mem = rep["memory"]["windows"]
     assert mem["stations"] == rep["profile_settings"]["memory_stations"]
@@ -93,3 +99,4 @@ def test_markdown_has_every_section_and_the_headline(quick_report: tuple[dict, s
         assert line in proc.stdout  # the command prints the headline too
     assert f"{rep['ingest']['one_ingester']['median']:,.0f}" in md
     assert "extrapolated" in md
+    assert "| min_interval_s = 0 |" in md and "| default (catalogue min_interval_s) |" in md
