@@ -16,8 +16,16 @@ leaves its marker behind: its RQ retry (same job id) runs those modules again, a
 sweeper reports them `lost` once they are older than the job timeout. `sf:running` (zset)
 indexes the markers ("<station> <job id>", stations hold no whitespace) by start time.
 
-Both scripts touch only keys tagged `{S}`, so they are Redis-Cluster safe; the global
-`sf:running` index is written in the same pipeline, outside the script.
+`sf:{S}:rate` (hash) — rate control (a module's `min_interval_s`): `_l:<module>` = when the
+module's last run was released (made pending) for the station, and the *deferred* runs:
+module -> batch id, `_d:<module>` its batch deadline (extended by the deferral), `_n:<module>`
+not-before (last release + interval). A trigger less than the interval after the last release
+becomes the deferred run (its batch expects the station); later ones are absorbed into it;
+`release_deferred` makes it pending once the interval has passed. `sf:deferred` (zset)
+indexes the stations with deferred runs by their earliest not-before.
+
+Every script touches only keys tagged `{S}`, so they are Redis-Cluster safe; the global
+`sf:running` and `sf:deferred` indexes are written in the same pipeline, outside the script.
 """
 
 from __future__ import annotations

@@ -328,3 +328,18 @@ def test_status_watch_prints_rates_from_counter_deltas(filled, redis_url, tmp_pa
     assert second["summary"]["dead_letters"] == 1
     dt = (second["taken_ms"] - first["taken_ms"]) / 1000
     assert second["rates"]["dead_letters_per_s"] == pytest.approx(1 / dt, abs=0.1)
+
+
+def test_status_shows_runs_absorbed_by_the_rate_limit_apart_from_coalescing():
+    from stationflow.status import Snapshot, render, summarise
+
+    snap = Snapshot(taken_ms=0, stations=1, dlq_entries=0, dlq_counts={}, queues={"stationflow": {"queued": 0}},
+                    counters={"ingest": {"triggers_fired": 10, "triggers_absorbed": 4, "triggers_rate_limited": 7,
+                                         "triggers_deferred": 3},
+                              "triggers": {"evaluation_model:released": 2, "SOH_model:released": 1,
+                                           "evaluation_model:fired": 10}})
+    v = summarise(snap)
+    assert (v["triggers_fired"], v["triggers_absorbed"], v["triggers_rate_limited"]) == (10, 4, 7)
+    assert (v["runs_deferred"], v["runs_released"]) == (3, 3)
+    assert ("triggers: fired 10 (deferred by the rate limit 3, released 3), absorbed by coalescing 4, "
+            "absorbed by the rate limit 7") in render(snap)
