@@ -342,11 +342,10 @@ def _pool_child(redis_url: str, queue: str, station_jobs: bool, ready: Any, star
 
     r = redis.Redis.from_url(redis_url)
     if station_jobs:
-        from bench.jobs_bench import noop
-        from parsers.catalogue import default_catalogue
+        from bench.jobs_bench import job_catalogue, noop
         from workers import context as wctx
 
-        cat = default_catalogue()
+        cat = job_catalogue()
         ctx = wctx.WorkerContext.build(r, cat, algorithms={m: noop for m in cat.local_modules()})
         ctx.uploader = None
         wctx.install(ctx)

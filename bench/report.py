@@ -196,12 +196,11 @@ def section_jobs(p: Profile, r: Any, redis_url: str, log: Callable[[str], None])
     from bench import jobs_bench
     from bench.e2e_bench import pool_rate
     from parsers.batches import PlannedRun
-    from parsers.catalogue import default_catalogue
     from workers import context as wctx
     from workers.scheduling import schedule
 
     r.flushall()
-    cat = default_catalogue()
+    cat = jobs_bench.job_catalogue()  # the same stations run after run: no rate control
     ctx = wctx.WorkerContext.build(r, cat, algorithms={m: jobs_bench.noop for m in cat.local_modules()})
     ctx.uploader = None
     wctx.install(ctx)
