@@ -13,8 +13,8 @@ serializer:
   the same way; uploads are off (no broker) so completed batches stay `uploading`.
 - `--real`: station jobs as production runs them: windows filled by `stationflow.traffic`
   (every input topic, 168 h history, the last `--sim-s` seconds of device/order traffic)
-  through `WindowStore.apply`, every triggered module per station (all local modules but
-  heartbeat ones), the reference algorithms, and with `--upload` a private broker receiving
+  through `WindowStore.apply`, every module the ingester would plan per station (the local
+  modules but heartbeat ones, those whose required inputs are stored: `ready_modules`), the reference algorithms, and with `--upload` a private broker receiving
   the batches (acks=all). With no-op algorithms too (`--real --noop`). `--profile FILE`
   writes a cProfile of the last drained run (the first delivers every stored closed order
   second; later runs see what a station job sees in steady state).
@@ -107,10 +107,29 @@ def real_modules(cat) -> tuple[str, ...]:
     return tuple(m for m in cat.local_modules() if cat.by_module[m].heartbeat_s is None)
 
 
-def bench_real(ctx: wctx.WorkerContext, stations: list[str], batch: int, seq: int, modules: tuple[str, ...],
+def ready_modules(ctx: wctx.WorkerContext, stations: list[str], modules: tuple[str, ...]) -> dict[str, list[str]]:
+    """Per station, the `modules` the ingester would plan (spec §6.5 readiness: every required
+    input stored, or a dependency planned before it): a module never ready at a station is
+    not scheduled there in production, so the bench does not schedule it either."""
+    from parsers.readiness import missing_required
+
+    cat = ctx.catalogue
+    names = list(dict.fromkeys(n for m in modules for n in cat.by_module[m].all_inputs))
+    present = ctx.store.present(stations, names)
+    out = {}
+    for s in stations:
+        have, planned = set(present.get(s, ())), []
+        for m in cat.sort_modules(modules):
+            if not missing_required(cat.by_module[m], have.union(planned)):
+                planned.append(m)
+        out[s] = planned
+    return out
+
+
+def bench_real(ctx: wctx.WorkerContext, stations: list[str], batch: int, seq: int, modules: dict[str, list[str]],
                cpu_ms: list[float], profile: str | None = None) -> float:
     """Jobs/s of one drained run; appends the worker process's CPU ms per job (every thread)."""
-    runs = [PlannedRun(s, m, f"{m}:REAL:{seq}:{i // batch}") for i, s in enumerate(stations) for m in modules]
+    runs = [PlannedRun(s, m, f"{m}:REAL:{seq}:{i // batch}") for i, s in enumerate(stations) for m in modules[s]]
     schedule(ctx.r, ctx.catalogue, runs, queue="real", job_ttl_s=JOB_TTL_S)
     q = Queue("real", connection=ctx.r, serializer=JSONSerializer)
     w = StationWorker([q], connection=ctx.r, serializer=JSONSerializer)
@@ -132,8 +151,8 @@ def bench_real(ctx: wctx.WorkerContext, stations: list[str], batch: int, seq: in
         prof.dump_stats(profile)
     tr = BatchTracker(ctx.r)
     want = "uploaded" if ctx.uploader is not None else "uploading"
-    states = [tr.get(f"{m}:REAL:{seq}:{i // batch}").get("state") for m in modules
-              for i in range(0, len(stations), batch)]
+    ids = {f"{m}:REAL:{seq}:{i // batch}" for i, st in enumerate(stations) for m in modules[st]}
+    states = [tr.get(b).get("state") for b in sorted(ids)]
     bad = [s for s in states if s not in (want, "skipped")]
     assert not bad, f"every batch must complete ({want}/skipped), got {bad[:5]}"
     return len(stations) / dt
@@ -201,13 +220,14 @@ def main_real(args: argparse.Namespace) -> None:
         ctx.background_upload = not args.sync_upload
         wctx.install(ctx)
         stations = seed_traffic(ctx, args.stations, args.sim_s)
+        planned = ready_modules(ctx, stations, modules)
         cpu: list[float] = []
         phases = Phases(ctx) if args.breakdown else None
         rates, lines = [], []
         for i in range(args.repeat):
             if phases is not None:
                 phases.reset()
-            rates.append(bench_real(ctx, stations, args.batch, i, modules, cpu,
+            rates.append(bench_real(ctx, stations, args.batch, i, planned, cpu,
                                     args.profile if i == args.repeat - 1 else None))
             if phases is not None:
                 lines.append(phases.line(len(stations), cpu[-1]))
@@ -215,7 +235,9 @@ def main_real(args: argparse.Namespace) -> None:
         if close is not None:
             close()
         kind = ("no-op" if args.noop else "reference") + (", hourly memo off" if args.no_memo else "")
-        print(f"real station jobs: {len(stations)} traffic stations x {len(modules)} modules, {kind} algorithms, "
+        per_job = sum(len(v) for v in planned.values()) / len(stations)
+        print(f"real station jobs: {len(stations)} traffic stations x {per_job:.1f} ready modules of {len(modules)}, "
+              f"{kind} algorithms, "
               f"uploads {('to a broker, ' + ('in the job' if args.sync_upload else 'upload thread')) if args.upload else 'off'}, SimpleWorker, {args.repeat} runs")
         print(f"  {statistics.median(rates):8.1f} jobs/s median (min {min(rates):.1f}, max {max(rates):.1f}); "
               f"worker CPU {statistics.median(cpu):.2f} ms/job (min {min(cpu):.2f}, max {max(cpu):.2f})")
