@@ -581,10 +581,11 @@ def summarise_phase(sender: Sender, outputs: Outputs, phase: Phase, windows: int
     }
     rest = [v for _, v, t in lat if "CAR-ORDER" not in t]
     out.update(p50_no_orders_ms=pct(rest, 50), p95_no_orders_ms=pct(rest, 95), p99_no_orders_ms=pct(rest, 99))
-    if windows > 1 and lat:
+    every = _latencies(sender, outputs, phase)  # deferred batches included: steadiness of the whole phase
+    if windows > 1 and every:
         span = (phase.t1_ms - phase.t0_ms) / windows
         parts: list[list[float]] = [[] for _ in range(windows)]
-        for sent, v, _ in lat:
+        for sent, v, _ in every:
             parts[min(windows - 1, int((sent - phase.t0_ms) / span))].append(v)
         parts = [x for x in parts if x]
         out["windows"] = {f"p{q}_ms": _spread([pct(x, q) for x in parts]) for q in (50, 95, 99)}
