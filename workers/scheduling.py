@@ -4,7 +4,10 @@ Called by the ingester once per poll, after the window writes. Three round trips
 the poll size:
 
 1. mark the runs pending (one script per station): a run whose module is already pending
-   for the station is absorbed by that run and left out of its batch;
+   for the station is absorbed by that run and left out of its batch; with rate control
+   (`min_interval_s`) a module released less than the interval ago is deferred instead (its
+   batch expects the station, deadline extended by the deferral) or absorbed by the deferred
+   run already waiting; `release_deferred` (every sweeper) makes deferred runs pending;
 2. create the batches (create-if-absent, expected = the runs not absorbed) and, in the same
    pipeline, read the status of every job the stations will rely on;
 3. enqueue one RQ job per station that needs one (`Queue.enqueue_many`, one pipeline).
@@ -147,25 +150,7 @@ def schedule(
     marked = pending.mark({s: [(m, b, deadline[m], interval[m]) for m, b in mods.items()]
                            for s, mods in per_station.items()}, proposals, now_ms)
 
-    expected: dict[str, list[str]] = defaultdict(list)  # batch id -> stations
-    batch_module: dict[str, str] = {}
-    deferral: dict[str, int] = {}  # batch id -> the longest deferral (ms) of its stations
-    for mk in marked:
-        for (module, batch), flag, nb in zip(per_station[mk.station].items(), mk.flags, mk.not_before, strict=True):
-            if flag == FLAG_ABSORBED:
-                out.absorbed[module] += 1
-                continue
-            if flag == FLAG_RATE_LIMITED:
-                out.rate_limited[module] += 1
-                continue
-            if flag == FLAG_REPLAY:
-                out.replayed += 1
-            if nb > 0:  # deferred now, or a replay of a deferred run: its batch waits for it
-                out.deferred[module] += flag == FLAG_DEFERRED
-                deferral[batch] = max(deferral.get(batch, 0), nb - now_ms)
-            out.runs += 1
-            expected[batch].append(mk.station)
-            batch_module[batch] = module
+    expected, batch_module, deferral = _classify(marked, per_station, now_ms, out)
 
     # (b) batches + index of deferred runs + status of the jobs the stations rely on
     sp = ScriptPipeline(r)
@@ -200,6 +185,32 @@ def schedule(
     out.joined = joined
     tracker.flush_counters()
     return out
+
+
+def _classify(marked: Sequence[Any], per_station: dict[str, dict[str, str]], now_ms: int, out: ScheduleResult
+              ) -> tuple[dict[str, list[str]], dict[str, str], dict[str, int]]:
+    """What marking did with each run, counted into `out`: (batch id -> the stations it
+    expects, batch id -> module, batch id -> the longest deferral (ms) of its stations)."""
+    expected: dict[str, list[str]] = defaultdict(list)
+    batch_module: dict[str, str] = {}
+    deferral: dict[str, int] = {}
+    for mk in marked:
+        for (module, batch), flag, nb in zip(per_station[mk.station].items(), mk.flags, mk.not_before, strict=True):
+            if flag == FLAG_ABSORBED:
+                out.absorbed[module] += 1
+                continue
+            if flag == FLAG_RATE_LIMITED:
+                out.rate_limited[module] += 1
+                continue
+            if flag == FLAG_REPLAY:
+                out.replayed += 1
+            if nb > 0:  # deferred now, or a replay of a deferred run: its batch waits for it
+                out.deferred[module] += flag == FLAG_DEFERRED
+                deferral[batch] = max(deferral.get(batch, 0), nb - now_ms)
+            out.runs += 1
+            expected[batch].append(mk.station)
+            batch_module[batch] = module
+    return expected, batch_module, deferral
 
 
 @dataclass(frozen=True, slots=True)
