@@ -214,8 +214,8 @@ def _modules() -> list[ModuleSpec]:
 #: rate control defaults (docs/workers.md, "Rate control"), from the inputs' natural rates:
 #: modules fed by hourly, daily or event data (realtime hours, calendar, params, PV, weather,
 #: faults) at most once a minute; modules fed by the 1 Hz device ticks and closed order seconds
-#: once per 5 s (the batch timeout); station guidance, which answers arriving cars, every 2 s
-#: (the reference service's cadence); customer_mining has no data triggers (heartbeat only).
+#: once per 5 s (the batch timeout), all with the same interval so that a station's trailing
+#: runs come due together and share one job; customer_mining has no data triggers.
 DEFAULT_MIN_INTERVAL_S = {
     "load_prediction": 60.0,
     "pv_prediction": 60.0,
@@ -223,7 +223,7 @@ DEFAULT_MIN_INTERVAL_S = {
     "evaluation_model": 5.0,
     "operation_optimization": 5.0,
     "electricity_price": 5.0,
-    "station_guidance": 2.0,
+    "station_guidance": 5.0,
     "thermal_management": 5.0,
     "customer_mining": 0.0,
 }

@@ -38,7 +38,7 @@ def test_defaults_come_from_the_catalogue_and_zero_is_allowed():
     cat = default_catalogue()
     assert cat.module("load_prediction").min_interval_s == 60
     assert cat.module("evaluation_model").min_interval_s == 5
-    assert cat.module("station_guidance").min_interval_s == 2
+    assert cat.module("station_guidance").min_interval_s == 5
     assert cat.module("customer_mining").min_interval_s == 0
     assert Catalogue.build(module_overrides={MOD: {"min_interval_s": 0}}).module(MOD).min_interval_s == 0
     with pytest.raises(CatalogueError, match="min_interval_s"):
