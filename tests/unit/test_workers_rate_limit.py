@@ -163,3 +163,20 @@ def test_queue_holds_no_job_for_a_station_with_only_deferred_runs(fake_redis):
     Queue("stationflow", connection=r, serializer=JSONSerializer).empty()
     schedule(r, CAT, [_run(2)], now_ms=NOW + 1000)
     assert Queue("stationflow", connection=r, serializer=JSONSerializer).count == 0
+
+
+def test_min_interval_s_from_toml_and_environment(tmp_path):
+    from stationflow.settings import ConfigError, Settings
+
+    cfg = tmp_path / "s.toml"
+    cfg.write_text("[modules.evaluation_model]\nmin_interval_s = 0\n[modules.SOH_model]\nmin_interval_s = 120\n")
+    s = Settings.load(cfg, env={})
+    assert s.catalogue.module(MOD).min_interval_s == 0 and s.catalogue.module("SOH_model").min_interval_s == 120
+    env = {"STATIONFLOW_MODULES": '{"evaluation_model": {"min_interval_s": 2.5}}'}
+    s = Settings.load(cfg, env=env)
+    assert s.catalogue.module(MOD).min_interval_s == 2.5 and s.catalogue.module("SOH_model").min_interval_s == 120
+    with pytest.raises(ConfigError, match="min_interval_s"):
+        Settings.load(cfg, env={"STATIONFLOW_MODULES": '{"evaluation_model": {"min_interval_s": -1}}'})
+    from stationflow.settings.model import module_to_dict  # what `config check --full` prints
+
+    assert module_to_dict(Settings.from_dict({}).catalogue.module(MOD))["min_interval_s"] == 5.0
