@@ -387,3 +387,47 @@ def test_finished_batch_records_are_kept_for_batch_keep_s(redis_client):
     key = ctx.tracker.keys.batch("load_prediction:T:0:1")
     assert redis_client.hget(key, "state") == b"skipped"
     assert 0 < redis_client.pttl(key) <= 5000
+
+
+def test_rate_limited_triggers_run_once_more_on_the_newest_data(redis_client):
+    """min_interval_s: the first trigger after a run is deferred (its batch expects the
+    station), later ones are absorbed; the trailing run, released when the interval ends,
+    reads the newest windows and reports to the deferred batch."""
+    from workers.scheduling import release_deferred
+
+    seen = []
+
+    def newest_hour(station, inp):
+        seen.append(inp["topics"]["station_realtime_data"]["sendTime"][-1])
+        return {"hour": seen[-1]}
+
+    cat = Catalogue.build(module_overrides={"load_prediction": {"min_interval_s": 10}})
+    ctx = _ctx(redis_client, cat, load_prediction=newest_hour)
+    _load_ready(ctx)
+    t0 = int(time.time() * 1000)
+
+    def hour(h: int, offset: int) -> None:
+        _write(ctx, "station_realtime_data", {"realTimeData": [
+            {"stationId": S, "sendTime": f"2025-11-19 {h:02d}:00:00", "outputPowerPerStationAvg": 1.0,
+             "gunPower": {"gunNo": ["01"], "outputPowerPerGunAvg": [1.0], "outputPowerPerGunMax": [2.0]}}]}, offset)
+
+    def trigger(n: int, at: int):
+        return schedule(redis_client, cat, [PlannedRun(S, "load_prediction", f"load_prediction:T:0:{n}")], now_ms=at)
+
+    first = trigger(1, t0)
+    jobs.execute(ctx, S, first.enqueued[0], now_ms=t0 + 10)
+    hour(9, 10)
+    second = trigger(2, t0 + 1000)
+    hour(10, 11)
+    third = trigger(3, t0 + 2000)
+    assert second.deferred == {"load_prediction": 1} and third.rate_limited == {"load_prediction": 1}
+    assert not second.enqueued and not third.enqueued and seen == ["2025-11-19 08:00:00"]
+    tr = BatchTracker(redis_client)
+    assert json.loads(tr.get("load_prediction:T:0:2")["expected"]) == [S]
+    assert not tr.get("load_prediction:T:0:3")  # absorbed: no batch waits for the station
+    rel = release_deferred(redis_client, cat, now_ms=t0 + 10_000)
+    summary = jobs.execute(ctx, S, rel.enqueued[0], now_ms=t0 + 10_001)
+    assert [r.outcome for r in summary.runs] == ["ok"] and summary.runs[0].batches == ["load_prediction:T:0:2"]
+    assert seen == ["2025-11-19 08:00:00", "2025-11-19 10:00:00"]  # once more, on the newest hour
+    assert tr.get("load_prediction:T:0:2")["state"] in ("uploading", "uploaded")
+    assert not ctx.pending.deferred(S).get("load_prediction") and ctx.pending.next_deferred() is None
