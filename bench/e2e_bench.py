@@ -560,7 +560,9 @@ def summarise_phase(sender: Sender, outputs: Outputs, phase: Phase, windows: int
     jobs_s = phase.jobs_done / phase.wall_s if phase.wall_s else 0.0
     backlog_s = queue_end / jobs_s if jobs_s else (0.0 if queue_end == 0 else None)  # None: nothing ran
     saturated = backlog_s is None or backlog_s > 1.0  # coalescing caps the queue: a backlog is waiting time
-    sustainable = bool(vals) and phase.producer_behind_s <= 1.0 and lag_end <= 2000 and not growing and not saturated
+    # some output came (deferred batches count: a short phase can hold nothing else)
+    sustainable = (bool(vals or dlat) and phase.producer_behind_s <= 1.0 and lag_end <= 2000 and not growing
+                   and not saturated)
     out = {
         "phase": phase.name, "target_records_s": phase.target, "achieved_records_s": achieved,
         "producer_behind_s": phase.producer_behind_s, "latency_growing": growing,
