@@ -8,7 +8,7 @@ reference's merged object for ported algorithms, with every overwrite recorded).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -231,7 +231,7 @@ def copy_records(records: list[Any]) -> list[Any]:
 
 
 #: kinds whose view is built once per window and copied per module, with their copier
-_KEPT_KINDS = {"hourly": copy_grid, "global": copy_records}
+_KEPT_KINDS: dict[str, Callable[[Any], Any]] = {"hourly": copy_grid, "global": copy_records}
 
 
 # ---- data quality ---------------------------------------------------------------------------

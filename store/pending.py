@@ -299,7 +299,7 @@ class PendingRuns:
             args: list[Any] = [job_ids[s], PENDING_EXPIRE_MS, now_ms]
             for run in runs[s]:
                 module, batch, deadline = run[0], run[1], run[2]
-                args += [module, batch, deadline, run[3] if len(run) > 3 else 0]  # type: ignore[misc]
+                args += [module, batch, deadline, run[3] if len(run) > 3 else 0]
             pipe.call(self._mark, [self.keys.pending(s), self.keys.rate(s)], args)
         out = []
         for s, reply in zip(stations, pipe.execute(), strict=True):
