@@ -38,9 +38,11 @@ _MARK = """
 -- KEYS[1] pending hash; ARGV: proposed job id, expire_ms, now_ms, then module, batch_id,
 -- deadline_ms triples. Returns {job_id, new (1 = this call claimed the job slot), flag per run}
 -- flag: 1 = now pending, 2 = already pending with the same batch (a replay), 0 = absorbed.
--- A pending run absorbs a trigger only while its batch is open (`_d:<module>` = that batch's
--- deadline): a run whose batch has closed (expired while the job waited) is moved to the new
--- batch instead, so the new message's batch expects the station and gets its result.
+-- A pending run absorbs a trigger only while its own batch is open (`_d:<module>` = that
+-- batch's deadline): a run whose batch has closed (expired while the job waited) is moved to
+-- the new batch instead, so the new message's batch expects the station and gets its result.
+-- A new run is *reserved* ("?<batch>"): no job takes it before `commit` (called once its
+-- batch exists), so a job never reports to a batch that is not there yet.
 local pk = KEYS[1]
 local now = tonumber(ARGV[3])
 local job = redis.call('HGET', pk, '_job')
@@ -54,12 +56,12 @@ local out = {job, new}
 for i = 4, #ARGV, 3 do
   local m = ARGV[i]
   local cur = redis.call('HGET', pk, m)
-  if cur == ARGV[i + 1] then
+  if cur == ARGV[i + 1] or cur == '?' .. ARGV[i + 1] then
     out[#out + 1] = 2
   elseif cur and tonumber(redis.call('HGET', pk, '_d:' .. m) or '0') > now then
     out[#out + 1] = 0
   else
-    redis.call('HSET', pk, m, ARGV[i + 1], '_d:' .. m, ARGV[i + 2])
+    redis.call('HSET', pk, m, '?' .. ARGV[i + 1], '_d:' .. m, ARGV[i + 2])
     out[#out + 1] = 1
   end
 end
@@ -67,10 +69,22 @@ redis.call('PEXPIRE', pk, ARGV[2])
 return out
 """
 
+_COMMIT = """
+-- KEYS[1] pending hash; ARGV: module, batch_id pairs. Makes reserved runs takeable (their
+-- batches exist now); a run moved on to another batch meanwhile is left as it is.
+for i = 1, #ARGV, 2 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == '?' .. ARGV[i + 1] then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
+end
+return 1
+"""
+
 _TAKE = """
 -- KEYS[1] pending, KEYS[2] this job's running marker; ARGV: now_ms
--- Moves every pending run to the marker (merged with runs a failed attempt of the same job
--- left there) and returns the merged module -> batch ids list.
+-- Moves every committed pending run to the marker (merged with runs a failed attempt of the
+-- same job left there) and returns the merged module -> batch ids list. Reserved runs
+-- ("?<batch>", batch not created yet) stay pending for the job the scheduler enqueues next.
 local runs = {}
 local order = {}
 local function add(m, batches)
@@ -89,8 +103,23 @@ end
 local r = redis.call('HGETALL', KEYS[2])
 for i = 1, #r, 2 do add(r[i], r[i + 1]) end
 local p = redis.call('HGETALL', KEYS[1])
-for i = 1, #p, 2 do add(p[i], p[i + 1]) end
-redis.call('DEL', KEYS[1])
+local reserved = false
+for i = 1, #p, 2 do
+  if string.sub(p[i + 1], 1, 1) == '?' then
+    reserved = true
+  else
+    add(p[i], p[i + 1])
+  end
+end
+if reserved then
+  for i = 1, #p, 2 do
+    if string.sub(p[i + 1], 1, 1) ~= '?' and string.sub(p[i], 1, 2) ~= '_d' then
+      redis.call('HDEL', KEYS[1], p[i])
+    end
+  end
+else
+  redis.call('DEL', KEYS[1])
+end
 local out = {}
 if #order == 0 then
   redis.call('DEL', KEYS[2])
@@ -126,7 +155,7 @@ return out
 """
 
 
-_SCRIPTS = {"mark": LuaScript("mark", _MARK), "take": LuaScript("take", _TAKE),
+_SCRIPTS = {"mark": LuaScript("mark", _MARK), "commit": LuaScript("commit", _COMMIT), "take": LuaScript("take", _TAKE),
             "reclaim": LuaScript("reclaim", _RECLAIM)}
 
 
@@ -151,6 +180,7 @@ class PendingRuns:
         self.running_index = f"{prefix}:running"
         self._mark = _SCRIPTS["mark"]
         self._take = _SCRIPTS["take"]
+        self._commit = _SCRIPTS["commit"]
         self._reclaim = _SCRIPTS["reclaim"]
 
     def running_key(self, station: str, job_id: str) -> str:
@@ -181,6 +211,15 @@ class PendingRuns:
         for s, reply in zip(stations, pipe.execute(), strict=True):
             out.append(Marked(s, _text(reply[0]), int(reply[1]) == 1, tuple(int(x) for x in reply[2:])))
         return out
+
+    def queue_commit(self, pipe: ScriptPipeline, station: str, runs: Sequence[tuple[str, str]]) -> None:
+        """Queue the commit of reserved runs [(module, batch id)] once their batches exist
+        (in the scheduler's batch-creation pipeline, after the creations)."""
+        if runs:
+            args: list[Any] = []
+            for module, batch in runs:
+                args += [module, batch]
+            pipe.call(self._commit, [self.keys.pending(station)], args)
 
     def take(self, station: str, job_id: str, now_ms: int) -> dict[str, list[str]]:
         """Atomically move the station's pending runs (and any a failed attempt of this same

@@ -47,8 +47,10 @@ FAILURE_CALLBACK = "workers.jobs.on_job_failure"
 #: replays in the round trip that takes its runs (workers.jobs.execute's batch_hint)
 BATCHES_META = "batches"
 
-#: statuses of a job that will still run (and take the pending runs)
-_ALIVE = {b"queued", b"scheduled", b"deferred", b"started"}
+#: statuses of a job that will still take the pending runs: a started job may have taken its
+#: runs before the ones just marked were committed, so those get a job of their own (which
+#: finds nothing to do when the started one took them after all)
+_WAITING = {b"queued", b"scheduled", b"deferred"}
 _JOB_ID_BAD = re.compile(r"[^A-Za-z0-9_-]")
 
 
@@ -149,24 +151,29 @@ def schedule(
             expected[batch].append(mk.station)
             batch_module[batch] = module
 
-    # (b) batches + status of the jobs the stations rely on
+    # (b) batches, then the commit of the runs reserved in (a) (no job takes a run before its
+    # batch exists), then the status of the jobs the stations rely on
     sp = ScriptPipeline(r)
     for batch, stations in expected.items():
         spec = catalogue.by_module[batch_module[batch]]
         tracker.queue_create(sp, NewBatch(batch, spec.name, tuple(stations), spec.batch_timeout_s,
                                           spec.upload_empty), now_ms)
+    nb = 2 * len(expected)
+    for mk in marked:
+        pending.queue_commit(sp, mk.station, [(module, batch) for (module, batch), flag in
+                                              zip(per_station[mk.station].items(), mk.flags, strict=True) if flag])
+    first_status = len(sp)
     job_ids = list(dict.fromkeys(mk.job_id for mk in marked))
     for jid in job_ids:
         sp.pipe.hget(Job.key_for(jid), "status")
     replies = sp.execute()
-    nb = 2 * len(expected)
     for batch, made in zip(expected, replies[0:nb:2], strict=True):
         out.created[batch_module[batch]] += int(made)
     created = sum(out.created.values())
     out.batches_created = created
     out.batches_existing = len(expected) - created
     tracker.count_created(created, sum(len(v) for v in expected.values()))
-    status = dict(zip(job_ids, replies[nb:], strict=True))
+    status = dict(zip(job_ids, replies[first_status:], strict=True))
 
     # (c) one job per station that has none waiting
     q = station_queue(r, queue)
@@ -176,13 +183,13 @@ def schedule(
     seen: set[str] = set()
     for mk in marked:
         st = status.get(mk.job_id)
-        if st in _ALIVE and not (mk.new_job and st == b"started"):
+        if st in _WAITING:
             out.joined += 0 if mk.new_job else 1
             continue
         jid = mk.job_id
         if st is not None:
-            # the id belongs to a job that already ran (a replay after it took its runs) or
-            # died: a fresh id, recorded as the station's job so later triggers join it
+            # the id belongs to a job that started (it may have taken its runs already), ran
+            # or died: a fresh id, recorded as the station's job so later triggers join it
             jid = f"{jid}-{now_ms % 100_000_000}"
             fixups.append((mk.station, jid))
         if jid in seen:
