@@ -119,24 +119,26 @@ def test_rolling_worker_outage_loses_no_run_and_no_upload(kafka_bootstrap: str, 
         since = {(s, m) for m, s, ms in ran if ms >= rs["at"]}
         not_run = [k for k, b in rs["pending"].items()
                    if k not in since and batches.get(b, {}).get(f"e:{k[0]}", "-") == "-"]
+        # batches due before the next outage (those due after it expire with the workers down)
         after = {b: h for b, h in created_since(batches, rs["at"]).items()
-                 if int(h["created"]) < rs.get("until", 2**62)}
+                 if int(h["deadline"]) < rs.get("until", 2**62)}
         per_outage.append({"outage_s": rs["outage_s"], "pending_runs_at_restart": len(rs["pending"]),
                            "jobs_dropped": len(rs["jobs_dropped"]), "runs_lost": len(not_run),
-                           "batches_created_after_restart": len(after),
-                           "batches_after_restart_incomplete": len(incomplete(after)),
+                           "batches_due_before_next_outage": len(after),
+                           "batches_incomplete": len(incomplete(after)),
                            "_not_run": not_run[:5], "_incomplete": incomplete(after)[:5]})
     lost_reports = sum(int(h.get("f:lost", 0) or 0) for h in batches.values())
+    requeued = sum(w.log(10**8).count("dequeued by a worker that stopped") for w in workers)
     figures("worker_outage", messages=len(produced), workers=WORKERS,
             outages=[{k: v for k, v in o.items() if not k.startswith("_")} for o in per_outage],
-            runs_reported_lost=lost_reports, markers_left=left, losses=sum(o["runs_lost"] for o in per_outage),
+            runs_reported_lost=lost_reports, markers_left=left, jobs_requeued_after_a_stop=requeued, losses=sum(o["runs_lost"] for o in per_outage),
             duplicates=audit.duplicates, dead_letters=0, **audit.as_figures())
     for o in per_outage:
         assert o["pending_runs_at_restart"] > 0, "the outage left nothing pending: it tested nothing"
         assert o["jobs_dropped"] == 0, o
         assert o["runs_lost"] == 0, o
-        assert o["batches_created_after_restart"] > 0
-        assert o["batches_after_restart_incomplete"] == 0, o
+        assert o["batches_due_before_next_outage"] > 0
+        assert o["batches_incomplete"] == 0, o
     assert lost_reports == 0 and left == 0
     assert audit.unfinished == [] and audit.missing == [] and audit.unexpected == []
     assert audit.duplicates == 0 and audit.problems == [], audit.problems[:5]
