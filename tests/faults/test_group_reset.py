@@ -34,7 +34,6 @@ from slow_algorithms import modules_config, read_calls
 from ingest.process import CRASH_ENV
 from stationflow.local import wait_for
 from stationflow.traffic import Traffic
-from store.keys import Keys
 
 pytestmark = pytest.mark.faults
 
@@ -88,21 +87,21 @@ def test_a_new_group_replaying_everything_creates_nothing(kafka_bootstrap: str, 
     assert runs_after == runs_before and uploads_after == uploads_before
 
 
-def _realtime_gaps(r: Any, prefix: str, topic: str) -> dict[str, tuple[int, int]]:
-    """station -> (scheduled mark, applied high-water mark) for the realtime topic's
-    partitions where the window is ahead of the scheduling (written, not scheduled)."""
-    keys = Keys(prefix)
+def _gaps(r: Any, prefix: str, topics: set[str]) -> dict[tuple[str, str, int], tuple[int, int]]:
+    """(station, topic, partition) -> (scheduled mark, applied high-water mark) where the
+    window is ahead of the scheduling (written, not scheduled), for `topics` (every record of
+    which makes a trigger: not the order topics, whose records trigger when a second closes)."""
     out = {}
     for key in r.scan_iter(match=f"{prefix}:{{*}}:meta", count=1000):
         k = key.decode()
         station = k[len(prefix) + 2:k.rindex("}")]
-        h = {a.decode(): int(b) for a, b in r.hgetall(keys.meta(station)).items()
-             if a.startswith((b"hwm:", b"sm:")) and topic.encode() in a and b"@" not in a}
+        h = {a.decode(): int(b) for a, b in r.hgetall(key).items() if a.startswith((b"hwm:", b"sm:"))}
         for f, hwm in h.items():
-            if f.startswith("hwm:"):
-                sm = h.get("sm:" + f[4:], -1)
-                if sm < hwm:
-                    out[f"{station} {f[4:]}"] = (sm, hwm)
+            if not f.startswith("hwm:"):
+                continue
+            topic, part = f[4:].rsplit(":", 1)
+            if topic in topics and h.get(f"sm:{topic}:{part}", -1) < hwm:
+                out[(station, topic, int(part))] = (h.get(f"sm:{topic}:{part}", -1), hwm)
     return out
 
 
@@ -111,43 +110,52 @@ def test_sigkill_between_window_write_and_scheduling_schedules_once(kafka_bootst
     sc = scenario(kafka_bootstrap, private_redis.url, tmp_path, prefix="gk", group="g-crash",
                   extra={"modules": modules_config(), "kafka": {"consumer": {"max_poll_records": 50}}})
     cat, cfg = sc.cat, sc.cfg
-    rt = cat.by_alias["station_realtime_data"].topic
-    n_messages = scaled(2_000, 600)
+    topics = {t.topic for t in cat.input_topics if t.kind not in ("orders", "global")}
+    n_messages = scaled(3_000, 1_200)
     messages = Traffic(stations=10, seed=11, start_ms=now_ms(), catalogue=cat).take(n_messages)
     sender = Sender(kafka_bootstrap, cat)
-    for m in messages:
-        sender.send(m.topic, m.value, m.timestamp_ms)
-    produced = sender.results()
     r = private_redis.client()
-    crashing: Proc = ingester(tmp_path, cfg, "gk-ingest", env={CRASH_ENV: "3"}).start()
     wrk = worker(tmp_path, cfg, "gk-worker", env=slow_env(tmp_path / "no_delay")).start()
+    # the first half loads every window (stations ready), ingested cleanly
+    for m in messages[:n_messages // 2]:
+        sender.send(m.topic, m.value, m.timestamp_ms)
+    first = sender.results()
+    clean = ingester(tmp_path, cfg, "gk-clean").start()
+    wait_caught_up(kafka_bootstrap, "g-crash", first, 300, procs=[clean])
+    clean.stop(15)
+    for m in messages[n_messages // 2:]:
+        sender.send(m.topic, m.value, m.timestamp_ms)
+    produced = first + sender.results()
+    # the second half: the ingester dies right after its second window write
+    crashing: Proc = ingester(tmp_path, cfg, "gk-ingest", env={CRASH_ENV: "2"}).start()
     try:
-        wait_for(lambda: not crashing.alive(), 120, "the ingester to crash after its third write")
+        wait_for(lambda: not crashing.alive(), 120, "the ingester to crash after its second write")
         assert crashing.popen is not None and crashing.popen.returncode == 137, crashing.log()
-        gaps = _realtime_gaps(r, "gk", rt)
+        gaps = _gaps(r, "gk", topics)
         crashing.env_extra.pop(CRASH_ENV)
         crashing.start()
         wait_caught_up(kafka_bootstrap, "g-crash", produced, 300, procs=[crashing])
         batches = wait_batches_finished(r, "gk", 240)
         audit = audit_batches(r, "gk", kafka_bootstrap, cat, batches)
-        still = _realtime_gaps(r, "gk", rt)
+        still = _gaps(r, "gk", topics)
         assert crashing.alive() and wrk.alive(), crashing.log() + wrk.log()
     finally:
         crashing.stop(15)
         wrk.stop(15)
         sender.close()
 
-    # the messages of the crashed poll: in the windows, not scheduled; after the restart every
-    # one of those stations has a batch from one of them, and exactly one per (module, message)
+    # the messages of the crashed poll: in the windows, not scheduled. After the restart every
+    # mark caught up with its window (their triggers were planned, not dropped as replays),
+    # and their batches exist once each (a batch id is per module and message)
     scheduled = {}
-    for gap, (sm, hwm) in gaps.items():
-        station, part = gap.split(" ")[0], int(gap.rsplit(":", 1)[1])
-        scheduled[gap] = sorted(b for b, h in batches.items() if f"e:{station}" in h
-                                and b.split(":")[1:3] == [rt, str(part)] and sm < int(b.rsplit(":", 1)[1]) <= hwm)
-    unscheduled = [g for g, bs in scheduled.items() if not bs]
-    figures("ingest_sigkill_before_schedule", messages=n_messages, kills=1, stations_written_not_scheduled=len(gaps),
-            stations_scheduled_after_restart=len(gaps) - len(unscheduled), gaps_left=len(still),
-            losses=len(unscheduled), duplicates=audit.duplicates, dead_letters=0, **audit.as_figures())
+    for (station, topic, part), (sm, hwm) in gaps.items():
+        scheduled[(station, topic, part)] = sorted(
+            b for b, h in batches.items() if f"e:{station}" in h
+            and b.split(":")[1:3] == [topic, str(part)] and sm < int(b.rsplit(":", 1)[1]) <= hwm)
+    n_batches = sum(len(bs) for bs in scheduled.values())
+    figures("ingest_sigkill_before_schedule", messages=n_messages, kills=1, streams_written_not_scheduled=len(gaps),
+            batches_of_those_messages=n_batches, streams_left_unscheduled=len(still), losses=len(still),
+            duplicates=audit.duplicates, dead_letters=0, **audit.as_figures())
     assert gaps, "the crash left nothing written but unscheduled: it tested nothing"
-    assert unscheduled == [] and still == {}
+    assert still == {} and n_batches > 0
     assert audit.unfinished == [] and audit.missing == [] and audit.duplicates == 0
