@@ -123,10 +123,13 @@ def test_sigkill_between_window_write_and_scheduling_schedules_once(kafka_bootst
     clean = ingester(tmp_path, cfg, "gk-clean").start()
     wait_caught_up(kafka_bootstrap, "g-crash", first, 300, procs=[clean])
     clean.stop(15)
+    # the second half without order messages (an order joining an open second triggers
+    # nothing, so every record of a poll is then a trigger the crash must not lose)
     for m in messages[n_messages // 2:]:
-        sender.send(m.topic, m.value, m.timestamp_ms)
+        if m.topic in topics:
+            sender.send(m.topic, m.value, m.timestamp_ms)
     produced = first + sender.results()
-    # the second half: the ingester dies right after its second window write
+    # ... and the ingester dies right after its second window write
     crashing: Proc = ingester(tmp_path, cfg, "gk-ingest", env={CRASH_ENV: "2"}).start()
     try:
         wait_for(lambda: not crashing.alive(), 120, "the ingester to crash after its second write")
@@ -144,9 +147,8 @@ def test_sigkill_between_window_write_and_scheduling_schedules_once(kafka_bootst
         wrk.stop(15)
         sender.close()
 
-    # the messages of the crashed poll: in the windows, not scheduled. After the restart every
-    # mark caught up with its window (their triggers were planned, not dropped as replays),
-    # and their batches exist once each (a batch id is per module and message)
+    # the messages of the crashed poll: in the windows, not scheduled; their batches (once
+    # each: a batch id is per module and message)
     scheduled = {}
     for (station, topic, part), (sm, hwm) in gaps.items():
         scheduled[(station, topic, part)] = sorted(
@@ -157,5 +159,8 @@ def test_sigkill_between_window_write_and_scheduling_schedules_once(kafka_bootst
             batches_of_those_messages=n_batches, streams_left_unscheduled=len(still), losses=len(still),
             duplicates=audit.duplicates, dead_letters=0, **audit.as_figures())
     assert gaps, "the crash left nothing written but unscheduled: it tested nothing"
-    assert still == {} and n_batches > 0
+    # the marks move only after their triggers were planned and scheduled: caught up means the
+    # redelivered messages were scheduled, not dropped as replays (whether they made batches
+    # depends on readiness and coalescing at that moment: counted, not asserted)
+    assert still == {}
     assert audit.unfinished == [] and audit.missing == [] and audit.duplicates == 0
