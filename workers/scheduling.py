@@ -4,16 +4,19 @@ Called by the ingester once per poll, after the window writes. Three round trips
 the poll size:
 
 1. mark the runs pending (one script per station): a run whose module is already pending
-   for the station is absorbed by that run and left out of its batch;
-2. create the batches (create-if-absent, expected = the runs not absorbed) and, in the same
-   pipeline, read the status of every job the stations will rely on;
+   for the station, in a batch still open, is absorbed by that run and left out of its
+   batch; a new run is reserved (no job takes it yet);
+2. create the batches (create-if-absent, expected = the runs not absorbed), commit the
+   reserved runs (now takeable: their batches exist) and, in the same pipeline, read the
+   status of every job the stations will rely on;
 3. enqueue one RQ job per station that needs one (`Queue.enqueue_many`, one pipeline).
 
 Replays are idempotent: the same message maps to the same batch ids, a run still pending
 with the same batch id counts as the same run, and a job that is still queued is not
 enqueued twice. A pending run whose batch has closed (its job waited past the deadline)
-never absorbs a new trigger: it moves to the new batch (`store.pending`). A station whose job vanished (TTL, flushed queue) while its runs stayed
-pending gets a new job at its next trigger.
+never absorbs a new trigger: it moves to the new batch (`store.pending`). A station whose
+job vanished (`queue.job_ttl_s`, flushed queue) while its runs stayed pending gets a new job
+at its next trigger.
 """
 
 from __future__ import annotations
