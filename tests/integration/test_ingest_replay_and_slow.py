@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 from typing import Any
 
 from kafkautil import CONSUMER_GROUP_TEST_SETTINGS, create_topics, produce, unique_catalogue
+from samplefiles import SAMPLES
 
 from ingest.service import build
 from parsers.catalogue import Catalogue
@@ -19,7 +19,6 @@ from store.tracker import BatchTracker
 from store.windows import WindowStore
 from workers.scheduling import station_queue
 
-SAMPLES = Path(__file__).resolve().parents[2] / "tests" / "data" / "samples"
 S = "4100000000000000001"
 
 
