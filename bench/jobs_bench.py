@@ -28,6 +28,7 @@ import argparse
 import statistics
 import threading
 import time
+from typing import Any
 
 import orjson
 from rq import Queue
@@ -281,6 +282,31 @@ def bench_station_jobs(ctx: wctx.WorkerContext, stations: list[str], batch: int,
     return len(stations) / dt
 
 
+def round_trips_per_job(ctx: wctx.WorkerContext, stations: list[str], batch: int, seq: int) -> float:
+    """Redis round trips of one station job (`execute` called directly, same two modules):
+    every command or pipeline the client sends counts once."""
+    from redis.connection import Connection
+
+    from workers import jobs
+
+    runs = [PlannedRun(s, m, f"{m}:RT:{seq}:{i // batch}") for i, s in enumerate(stations) for m in MODULES]
+    schedule(ctx.r, ctx.catalogue, runs, queue="rt", job_ttl_s=JOB_TTL_S)
+    sent = [0]
+    send = Connection.send_packed_command
+
+    def counting(self: Connection, command: Any, check_health: bool = True) -> None:
+        sent[0] += 1
+        send(self, command, check_health)
+
+    Connection.send_packed_command = counting  # type: ignore[method-assign]
+    try:
+        for s in stations:
+            jobs.execute(ctx, s, f"rt-{seq}-{s}")
+    finally:
+        Connection.send_packed_command = send  # type: ignore[method-assign]
+    return sent[0] / len(stations)
+
+
 def bench_latency(ctx: wctx.WorkerContext, stations: list[str], batch: int, batches: int,
                   interval_ms: float) -> list[float]:
     ids = []
@@ -361,6 +387,9 @@ def main() -> None:
         # and the worker process's own CPU per job (the time other processes take is not in it)
         print(f"  ratio per run (station / bare of the same run): {min(pairs):.2f}-{max(pairs):.2f}; "
               f"worker CPU ms/job: bare {cb:.2f}, station {co:.2f} ({cb / co:.2f} x)")
+        rt = round_trips_per_job(ctx, stations, args.batch, args.repeat)
+        print(f"  Redis round trips per station job: {rt:.2f} (take + replay check, windows read, one write per "
+              f"wave of modules that ended together, one per completed batch)")
         lat = bench_latency(ctx, stations, args.batch, args.latency_batches, args.interval_ms)
         print(f"batch completion latency ({len(lat)} batches of {args.batch} stations, one every "
               f"{args.interval_ms:.0f} ms, one worker): p50 {pct(lat, 50):.0f} ms, p99 {pct(lat, 99):.0f} ms, "

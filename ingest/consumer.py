@@ -215,6 +215,31 @@ def consumer_config(
     return cfg
 
 
+def start_from_earliest_if_uncommitted(consumer: Any, partitions: Iterable[Any]) -> set[Any]:
+    """Seek every partition the group has no committed offset for to its beginning (spec
+    §6.9: slow topics load their last values whatever `auto_offset_reset` says); the
+    partitions moved. Called from the polling thread: `committed` is a blocking request."""
+    moved = set()
+    for tp in partitions:
+        if tp not in consumer.assignment():
+            continue  # revoked since
+        if consumer.committed(tp) is None:
+            consumer.seek_to_beginning(tp)
+            moved.add(tp)
+    if moved:
+        log.info("no committed offset: starting slow-topic partitions from the earliest offset: %s",
+                 ", ".join(f"{t.topic}[{t.partition}]" for t in sorted(moved)))
+    return moved
+
+
+def slow_topics_needing_reset(cfg: Mapping[str, Any], slow: Iterable[str]) -> frozenset[str]:
+    """The slow topics to check at assignment: all of them unless the consumer already
+    starts every partition without a committed offset at the earliest one."""
+    if str(cfg.get("auto_offset_reset", "earliest")) in ("earliest", "smallest"):
+        return frozenset()
+    return frozenset(slow)
+
+
 def build_consumer(
     base: Mapping[str, Any],
     topics: Iterable[str],

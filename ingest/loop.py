@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ingest.backpressure import QueueGate
+from ingest.consumer import start_from_earliest_if_uncommitted
 from ingest.offsets import TP, OffsetBook
 from ingest.process import InFlight, Processor
 from ingest.retry import Backoff, is_kafka_outage, is_store_outage
@@ -73,6 +74,11 @@ class Ingester:
         self.book = OffsetBook()
         self.inflight: InFlight | None = None
         self.pause_reasons: set[str] = set()
+        #: topics read from the earliest offset when the group has none (spec §6.9), set by
+        #: the service when `auto_offset_reset` would start them elsewhere; their newly
+        #: assigned partitions are checked once, after the poll that assigned them
+        self.slow_topics: frozenset[str] = frozenset()
+        self._slow_unchecked: set[Any] = set()
         self.stopping = False
         self.last_depth: int | None = None
         self._runs_since_depth = 0  # runs scheduled since the last depth read (bounds new jobs)
@@ -129,6 +135,8 @@ class Ingester:
             log.info("kafka reachable again")
         if self._last_activity is None and self.consumer.assignment():
             self._last_activity = self.clock()  # the idle clock starts once we own partitions
+        if self._slow_unchecked:
+            batch = self._slow_from_earliest(batch or {})
         if not batch:
             return []
         out: list[Any] = []
@@ -478,8 +486,17 @@ class Ingester:
             self.on_released([TP(t.topic, t.partition) for t in revoked])
         log.info("partitions revoked: %s", _tps(revoked))
 
+    def _slow_from_earliest(self, batch: dict[Any, list[Any]]) -> dict[Any, list[Any]]:
+        """Newly assigned slow-topic partitions without a committed offset go back to the
+        earliest offset; what this poll returned for them (read from where
+        `auto_offset_reset` put them) is dropped, to be read again in order."""
+        tps, self._slow_unchecked = list(self._slow_unchecked), set()
+        reset = start_from_earliest_if_uncommitted(self.consumer, tps)
+        return {tp: recs for tp, recs in batch.items() if tp not in reset}
+
     def on_assigned(self, assigned: Iterable[Any]) -> None:
         assigned = list(assigned)
+        self._slow_unchecked.update(tp for tp in assigned if tp.topic in self.slow_topics)
         if assigned and self.pause_reasons:
             self.consumer.pause(*assigned)
         if assigned:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ingest.backpressure import QueueGate
-from ingest.consumer import GroupFeatures, build_consumer, default_instance_id
+from ingest.consumer import GroupFeatures, build_consumer, default_instance_id, slow_topics_needing_reset
 from ingest.loop import Ingester, make_listener
 from ingest.process import Processor
 from ingest.stats import IngestStats
@@ -132,6 +132,11 @@ def build(
         static_membership=settings.kafka.static_membership, assignor=settings.kafka.assignor,
     )
     ingester.consumer = consumer
+    reset = "earliest" if from_beginning else cfg.get("auto_offset_reset", "earliest")
+    ingester.slow_topics = slow_topics_needing_reset({"auto_offset_reset": reset}, (s.topic for s in specs if s.slow))
+    if ingester.slow_topics:
+        log.info("auto_offset_reset = %s applies to the fast topics; slow topics (%s) start from the earliest "
+                 "offset when the group has no committed offset", reset, ", ".join(sorted(ingester.slow_topics)))
     log.info("ingesting %d topics into %s (prefix %s), group %s",
              len(specs), settings.redis.to_dict()["url"], settings.prefix, group or settings.kafka.group_id)
     return Service(ingester, stats, r, specs, feats)

@@ -120,7 +120,8 @@ class Keys:
              "per station: hwm:<topic>:<partition> applied-offset high-water marks, ts:<alias> newest "
              "record ms, hn:/hc:<alias> newest stored hour and window cutoff, x:<alias> last TTL refresh "
              "of the alias's keys, xm of the meta hash itself, about: these meanings (a text long enough "
-             "that Redis keeps the hash as a hash table)",
+             "that Redis keeps the hash as a hash table); sm:<topic>:<partition> how far triggers were "
+             "scheduled (replay marks, store/marks.py)",
              f"HGETALL '{p}:{{1053405539402387456}}:meta'"),
             (f"{p}:{s}:w:<alias>", "string (latest) / list (append)",
              "latest: one msgpack item {ts, src, payload}; append: items oldest first, capped",
@@ -145,7 +146,9 @@ class Keys:
              f"HGETALL '{p}:{{1053405539402387456}}:o:car_order:st'"),
             (f"{p}:{s}:out:<module>", "list", "module outputs (local or external), newest first, msgpack items",
              f"LINDEX '{p}:{{1053405539402387456}}:out:load_prediction' 0"),
-            (f"{p}:{s}:pending", "hash/set", "pending runs of the station (coalescing, workers)",
+            (f"{p}:{s}:pending", "hash", "pending runs of the station (coalescing): module -> batch id "
+             "(\"?<batch id>\" while its batch is being created), _d:<module> that batch's deadline, "
+             "_job the job that takes them",
              f"HGETALL '{p}:{{1053405539402387456}}:pending'"),
             (f"{p}:{s}:rate", "hash", "rate control: _l:<module> last release ms; deferred runs: <module> "
              "batch id, _d:<module> batch deadline, _n:<module> not-before ms",
@@ -154,7 +157,8 @@ class Keys:
              f"HKEYS '{p}:g:{{environment_calendar}}'"),
             (f"{p}:g:{{<alias>}}:ts", "hash", "global window: key -> record ms (newest wins)",
              f"HGETALL '{p}:g:{{environment_calendar}}:ts'"),
-            (f"{p}:g:{{<alias>}}:meta", "hash", "global window: hwm:<topic>:<partition>, ts:<alias>",
+            (f"{p}:g:{{<alias>}}:meta", "hash",
+             "global window: hwm:<topic>:<partition>, ts:<alias>, sm:<topic>:<partition> (replay marks)",
              f"HGETALL '{p}:g:{{environment_calendar}}:meta'"),
             (f"{p}:stations", "zset", "station registry: station id scored by last-seen ingest ms",
              f"ZREVRANGE {p}:stations 0 9 WITHSCORES"),

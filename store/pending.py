@@ -7,7 +7,9 @@ module pending is absorbed while the pending run's batch is open. Once that batc
 (the job waited past its deadline: workers down, queue backlog) the run moves to the new
 trigger's batch instead, so a closed batch never swallows a new message's run; the run
 itself still happens once, on the newest windows. A trigger that finds no `_job` starts a
-new job; every later trigger joins that job until it starts.
+new job; every later trigger joins that job until it starts. A new run is first *reserved*
+(`?<batch id>`) and committed once its batch exists (the scheduler's batch-creation
+pipeline), so a job that starts in between never reports to a batch that is not there yet.
 
 `sf:{S}:running:<job id>` (hash) — module -> space-separated batch ids that job took, plus
 `_started` (ms). One marker per job, so two jobs of a station running at once (the second
@@ -54,6 +56,8 @@ _MARK = """
 -- deadline): a run whose batch has closed (expired while the job waited) is moved to the new
 -- batch instead, so the new message's batch expects the station and gets its result. A
 -- deferred run's deadline already covers its deferral.
+-- A new pending run is *reserved* ("?<batch>"): no job takes it before `commit` (called once
+-- its batch exists), so a job never reports to a batch that is not there yet.
 local pk, rk = KEYS[1], KEYS[2]
 local now = tonumber(ARGV[3])
 local out = {}
@@ -64,7 +68,7 @@ for i = 4, #ARGV, 4 do
   local cur = redis.call('HGET', pk, m)
   local dcur = redis.call('HGET', rk, m)
   local flag, nb = 1, 0
-  if cur == b then
+  if cur == b or cur == '?' .. b then
     flag = 2
     needs_job = true
   elseif dcur == b then
@@ -86,7 +90,7 @@ for i = 4, #ARGV, 4 do
       flag, nb = 4, last + iv
       redis.call('HSET', rk, m, b, '_d:' .. m, dl + (nb - now), '_n:' .. m, nb)
     else
-      redis.call('HSET', pk, m, b, '_d:' .. m, dl)
+      redis.call('HSET', pk, m, '?' .. b, '_d:' .. m, dl)
       if iv > 0 then redis.call('HSET', rk, '_l:' .. m, now) end
       needs_job = true
     end
@@ -169,10 +173,25 @@ redis.call('PEXPIRE', pk, ARGV[2])
 return out
 """
 
+_COMMIT = """
+-- KEYS[1] pending hash; ARGV: module, batch_id pairs. Makes reserved runs takeable (their
+-- batches exist now); a run moved on to another batch meanwhile is left as it is. A
+-- released deferred run may have joined the reserved one ("?<batch> <deferred batch>").
+for i = 1, #ARGV, 2 do
+  local v = redis.call('HGET', KEYS[1], ARGV[i])
+  local r = '?' .. ARGV[i + 1]
+  if v and (v == r or string.sub(v, 1, #r + 1) == r .. ' ') then
+    redis.call('HSET', KEYS[1], ARGV[i], string.sub(v, 2))
+  end
+end
+return 1
+"""
+
 _TAKE = """
 -- KEYS[1] pending, KEYS[2] this job's running marker; ARGV: now_ms
--- Moves every pending run to the marker (merged with runs a failed attempt of the same job
--- left there) and returns the merged module -> batch ids list.
+-- Moves every committed pending run to the marker (merged with runs a failed attempt of the
+-- same job left there) and returns the merged module -> batch ids list. Reserved runs
+-- ("?<batch>", batch not created yet) stay pending for the job the scheduler enqueues next.
 local runs = {}
 local order = {}
 local function add(m, batches)
@@ -191,8 +210,23 @@ end
 local r = redis.call('HGETALL', KEYS[2])
 for i = 1, #r, 2 do add(r[i], r[i + 1]) end
 local p = redis.call('HGETALL', KEYS[1])
-for i = 1, #p, 2 do add(p[i], p[i + 1]) end
-redis.call('DEL', KEYS[1])
+local reserved = false
+for i = 1, #p, 2 do
+  if string.sub(p[i + 1], 1, 1) == '?' then
+    reserved = true
+  else
+    add(p[i], p[i + 1])
+  end
+end
+if reserved then
+  for i = 1, #p, 2 do
+    if string.sub(p[i + 1], 1, 1) ~= '?' and string.sub(p[i], 1, 2) ~= '_d' then
+      redis.call('HDEL', KEYS[1], p[i])
+    end
+  end
+else
+  redis.call('DEL', KEYS[1])
+end
 local out = {}
 if #order == 0 then
   redis.call('DEL', KEYS[2])
@@ -228,7 +262,7 @@ return out
 """
 
 
-_SCRIPTS = {"mark": LuaScript("mark", _MARK), "take": LuaScript("take", _TAKE),
+_SCRIPTS = {"mark": LuaScript("mark", _MARK), "commit": LuaScript("commit", _COMMIT), "take": LuaScript("take", _TAKE),
             "reclaim": LuaScript("reclaim", _RECLAIM), "release": LuaScript("release", _RELEASE)}
 
 
@@ -270,6 +304,7 @@ class PendingRuns:
         self.running_index = f"{prefix}:running"
         self._mark = _SCRIPTS["mark"]
         self._take = _SCRIPTS["take"]
+        self._commit = _SCRIPTS["commit"]
         self._reclaim = _SCRIPTS["reclaim"]
         self._release = _SCRIPTS["release"]
 
@@ -343,6 +378,15 @@ class PendingRuns:
         if again:
             self.r.zadd(self.keys.deferred_index, again, lt=True)
         return out
+
+    def queue_commit(self, pipe: ScriptPipeline, station: str, runs: Sequence[tuple[str, str]]) -> None:
+        """Queue the commit of reserved runs [(module, batch id)] once their batches exist
+        (in the scheduler's batch-creation pipeline, after the creations)."""
+        if runs:
+            args: list[Any] = []
+            for module, batch in runs:
+                args += [module, batch]
+            pipe.call(self._commit, [self.keys.pending(station)], args)
 
     def take(self, station: str, job_id: str, now_ms: int) -> dict[str, list[str]]:
         """Atomically move the station's pending runs (and any a failed attempt of this same

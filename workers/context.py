@@ -52,7 +52,7 @@ class WorkerContext:
     store: WindowStore = field(init=False)
     tracker: BatchTracker = field(init=False)
     pending: PendingRuns = field(init=False)
-    #: a job's outputs and cursor moves, queued on its closing pipeline
+    #: a job's outputs and cursor moves, queued on the write of the modules that produced them
     writes: JobWrites = field(init=False)
     #: module -> its inputs of kind `orders` (the cursors a run may move), from the catalogue
     order_inputs: dict[str, tuple[str, ...]] = field(init=False)

@@ -4,12 +4,14 @@ Called by the ingester once per poll, after the window writes. Three round trips
 the poll size:
 
 1. mark the runs pending (one script per station): a run whose module is already pending
-   for the station is absorbed by that run and left out of its batch; with rate control
-   (`min_interval_s`) a module released less than the interval ago is deferred instead (its
-   batch expects the station, deadline extended by the deferral) or absorbed by the deferred
-   run already waiting; `release_deferred` (every sweeper) makes deferred runs pending;
-2. create the batches (create-if-absent, expected = the runs not absorbed) and, in the same
-   pipeline, read the status of every job the stations will rely on;
+   for the station, in a batch still open, is absorbed by that run and left out of its
+   batch; a new run is reserved (no job takes it yet); with rate control (`min_interval_s`)
+   a module released less than the interval ago is deferred instead (its batch expects the
+   station, deadline extended by the deferral) or absorbed by the deferred run already
+   waiting; `release_deferred` (every sweeper) makes deferred runs pending;
+2. create the batches (create-if-absent, expected = the runs not absorbed), commit the
+   reserved runs (now takeable: their batches exist) and, in the same pipeline, read the
+   status of every job the stations will rely on;
 3. enqueue one RQ job per station that needs one (`Queue.enqueue_many`, one pipeline).
 
 Replays are idempotent: the same message maps to the same batch ids, a run still pending
@@ -57,8 +59,8 @@ FAILURE_CALLBACK = "workers.jobs.on_job_failure"
 #: replays in the round trip that takes its runs (workers.jobs.execute's batch_hint)
 BATCHES_META = "batches"
 
-#: statuses of a job that will still run (and take the pending runs)
-_ALIVE = {b"queued", b"scheduled", b"deferred", b"started"}
+#: statuses of a job that has not started yet (so it will still take the pending runs)
+_WAITING = {b"queued", b"scheduled", b"deferred"}
 _JOB_ID_BAD = re.compile(r"[^A-Za-z0-9_-]")
 
 
@@ -152,7 +154,8 @@ def schedule(
 
     expected, batch_module, deferral = _classify(marked, per_station, now_ms, out)
 
-    # (b) batches + index of deferred runs + status of the jobs the stations rely on
+    # (b) batches, the commit of the runs reserved in (a) (no job takes a run before its
+    # batch exists), the index of deferred runs, the status of the jobs the stations rely on
     sp = ScriptPipeline(r)
     for batch, stations in expected.items():
         spec = specs[batch_module[batch]]
@@ -160,6 +163,10 @@ def schedule(
                                           spec.batch_timeout_s + deferral.get(batch, 0) / 1000,
                                           spec.upload_empty), now_ms)
     nb_ = 2 * len(expected)
+    for mk in marked:
+        pending.queue_commit(sp, mk.station, [(module, batch) for (module, batch), flag in
+                                              zip(per_station[mk.station].items(), mk.flags, strict=True)
+                                              if flag in (FLAG_PENDING, FLAG_REPLAY)])
     pending.queue_index_deferred(sp.pipe, {mk.station: mk.next_due for mk in marked if mk.next_due >= 0})
     first = len(sp)
     job_ids = list(dict.fromkeys(mk.job_id for mk in marked if mk.job_id))
@@ -238,7 +245,7 @@ def enqueue_jobs(r: redis.Redis, catalogue: Catalogue, slots: Sequence[JobSlot],
     enqueued: list[str] = []
     for mk in slots:
         st = status.get(mk.job_id)
-        if st in _ALIVE and not (mk.new_job and st == b"started"):
+        if st in _WAITING:  # a job that started has taken its runs: these need a job of their own
             joined += 0 if mk.new_job else 1
             continue
         jid = mk.job_id

@@ -19,6 +19,7 @@ from store.tracker import BatchTracker, Report
 from workers import context as wctx
 from workers import heartbeat
 from workers.scheduling import release_deferred
+from workers.stuck import requeue_stuck
 from workers.upload import Uploader, observe_batch
 
 log = logging.getLogger(__name__)
@@ -30,13 +31,14 @@ class SweepResult:
     reclaimed: int = 0  # stale uploads taken over
     uploaded: int = 0
     skipped: int = 0  # expired without an ok result
+    requeued: int = 0  # jobs a stopped worker dequeued and never started (workers.stuck)
     upload_failed: int = 0
     lost_runs: int = 0
     released: int = 0  # deferred runs (rate control) whose interval passed, now pending
 
     def __bool__(self) -> bool:
         return any((self.claimed, self.reclaimed, self.uploaded, self.skipped, self.upload_failed, self.lost_runs,
-                    self.released))
+                    self.released, self.requeued))
 
 
 def sweep(ctx: wctx.WorkerContext, now_ms: int | None = None, limit: int = 200,
@@ -80,6 +82,7 @@ def sweep(ctx: wctx.WorkerContext, now_ms: int | None = None, limit: int = 200,
         for b in claimed:
             if b.status == "claimed":
                 m.BATCHES.inc(module=b.module, outcome="expired")
+    out.requeued = len(requeue_stuck(ctx.r, ctx.queue, now_ms / 1000))
     _heartbeat(ctx, now_ms)
     out.released = _release(ctx, now_ms)
     return out

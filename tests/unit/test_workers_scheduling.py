@@ -127,3 +127,29 @@ def test_pending_run_whose_batch_closed_moves_to_the_new_batch(fake_redis):
                      now_ms=NOW + 20_000)
     assert again.replayed == 1 and again.batches_created == 0
     assert _queue(fake_redis).count == 1
+
+
+def test_a_run_is_not_taken_before_its_batch_exists(fake_redis):
+    """Marking reserves a run; only the commit (after the batch creation) makes it takeable,
+    so a job that starts between the two never reports to a batch that is not there yet."""
+    pend = PendingRuns(fake_redis)
+    pend.mark({"S1": [("load_prediction", "load_prediction:RT:0:1", NOW + 5000)]}, {"S1": "job-x"}, NOW)
+    assert pend.take("S1", "job-early", NOW) == {}  # reserved: left for the next job
+    assert pend.pending("S1")["load_prediction"] == "?load_prediction:RT:0:1"
+    # a replay of the same message (the scheduler crashed before creating the batch) is the same run
+    again = pend.mark({"S1": [("load_prediction", "load_prediction:RT:0:1", NOW + 5000)]}, {"S1": "job-y"}, NOW)
+    assert again[0].flags == (2,)
+    from store.scripts import ScriptPipeline
+
+    sp = ScriptPipeline(fake_redis)
+    pend.queue_commit(sp, "S1", [("load_prediction", "load_prediction:RT:0:1")])
+    sp.execute()
+    assert pend.take("S1", "job-late", NOW) == {"load_prediction": ["load_prediction:RT:0:1"]}
+
+
+def test_runs_joining_a_job_that_already_started_get_a_job_of_their_own(fake_redis):
+    first = schedule(fake_redis, CAT, [PlannedRun("S1", "load_prediction", "load_prediction:RT:0:1")], now_ms=NOW)
+    fake_redis.hset(Job.key_for(first.enqueued[0]), "status", "started")  # took its runs (or is about to)
+    second = schedule(fake_redis, CAT, [PlannedRun("S1", "SOH_model", "SOH_model:RT:0:2")], now_ms=NOW + 10)
+    assert second.joined == 0 and len(second.enqueued) == 1 and second.enqueued != first.enqueued
+    assert PendingRuns(fake_redis).pending("S1")["_job"] == second.enqueued[0]
