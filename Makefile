@@ -18,7 +18,7 @@ help:
 	@echo "make test              lint + the whole test suite (sets up .venv and redis-server if missing)"
 	@echo "make demo              run the whole system locally (private Redis and Kafka-compatible broker)"
 	@echo "make bench             quick benchmarks -> bench/report.md"
-	@echo "make lint              ruff check + mypy (parsers, store, ingest, workers, stationflow)"
+	@echo "make lint              ruff check + mypy + import contracts (lint-imports)"
 	@echo "make test-unit         only tests that need no servers"
 	@echo "make clean             remove the venv and caches"
 
@@ -68,6 +68,7 @@ setup: python-check $(STAMP) redis chromium
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 test: setup lint
 	$(BIN)/pytest $(PYTEST_ARGS)

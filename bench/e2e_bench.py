@@ -98,13 +98,12 @@ def _quiet() -> None:
 def _ingester_child(cfg: dict[str, Any], shared: dict[str, Any], start: Any, stop: Any, gate: Any) -> None:
     """One `stationflow ingest` in this process; counts processed records into `shared`."""
     _quiet()
-    from ingest.service import build
-    from stationflow.commands.ingest_cmd import queue_depth, scheduler
+    from stationflow.runtime import build_ingester
     from stationflow.settings import Settings
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     settings = Settings.from_dict(cfg)
-    svc = build(settings, scheduler(settings), queue_depth=queue_depth(settings))
+    svc = build_ingester(settings)
     proc = svc.ingester.processor
     inner = proc.execute
 
@@ -300,7 +299,7 @@ def bare_consume_rate(cfg: dict[str, Any], start: dict[Any, int], n: int, timeou
 def _worker_child(cfg: dict[str, Any]) -> None:
     """`stationflow worker` (one SimpleWorker + sweeper) until SIGTERM."""
     _quiet()
-    from stationflow.commands.worker_cmd import run_worker
+    from stationflow.runtime import run_worker
     from stationflow.settings import Settings
 
     settings = Settings.from_dict(cfg)

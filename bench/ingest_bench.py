@@ -32,10 +32,9 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 
-from ingest.service import build
 from parsers.catalogue import Catalogue
-from stationflow.commands.ingest_cmd import queue_depth, scheduler
 from stationflow.local import start_broker, start_redis
+from stationflow.runtime import build_ingester
 from stationflow.settings import Settings
 from stationflow.traffic import Traffic
 
@@ -232,7 +231,7 @@ def main() -> None:
         if a.warm and warm:
             _produce(bootstrap, warm)
             bare_rate(settings, topics, len(warm), group=bare_group, commit=True)
-            w = build(settings, scheduler(settings), queue_depth=queue_depth(settings), until_idle_s=1.0)
+            w = build_ingester(settings, until_idle_s=1.0)
             w.ingester.run()
             print(f"warm-up: {len(warm)} messages ingested and consumed bare first (not measured); "
                   f"{w.stats.total('ingest', 'runs_planned')} runs pending")
@@ -247,7 +246,7 @@ def main() -> None:
               f"fetch_max_bytes {cfg.get('fetch_max_bytes')}, check_crcs {cfg.get('check_crcs', True)}")
         bare = bare_rate(settings, topics, len(msgs), expect_bytes=size, group=bare_group)
 
-        svc = build(settings, scheduler(settings), queue_depth=queue_depth(settings))
+        svc = build_ingester(settings)
         probe = Probe(svc)
         stages = Stages(svc, probe)
         target_fn = svc.ingester.run

@@ -43,7 +43,7 @@ from store.memo import DEFAULT_MAX_ENTRIES
 from store.tracker import BatchTracker
 from workers import context as wctx
 from workers.rqworker import StationWorker
-from workers.scheduling import schedule
+from workers.scheduling import ScheduleOptions, schedule
 
 MODULES = ("load_prediction", "SOH_model")
 #: queued jobs outlive the drain: with the default TTL (batch timeout + 5 s) a slow, shared
@@ -131,7 +131,7 @@ def bench_real(ctx: wctx.WorkerContext, stations: list[str], batch: int, seq: in
                cpu_ms: list[float], profile: str | None = None) -> float:
     """Jobs/s of one drained run; appends the worker process's CPU ms per job (every thread)."""
     runs = [PlannedRun(s, m, f"{m}:REAL:{seq}:{i // batch}") for i, s in enumerate(stations) for m in modules[s]]
-    schedule(ctx.r, ctx.catalogue, runs, queue="real", job_ttl_s=JOB_TTL_S)
+    schedule(ctx.r, ctx.catalogue, runs, ScheduleOptions(queue="real", job_ttl_s=JOB_TTL_S))
     q = Queue("real", connection=ctx.r, serializer=JSONSerializer)
     w = StationWorker([q], connection=ctx.r, serializer=JSONSerializer)
     prof = None
@@ -268,7 +268,7 @@ def bench_station_jobs(ctx: wctx.WorkerContext, stations: list[str], batch: int,
     """Jobs/s of draining one job per station; appends the worker's CPU ms per job to `cpu_ms`
     (every thread of the process, the algorithm lane included; scheduling not counted)."""
     runs = [PlannedRun(s, m, f"{m}:BENCH:{seq}:{i // batch}") for i, s in enumerate(stations) for m in MODULES]
-    schedule(ctx.r, ctx.catalogue, runs, queue="bench", job_ttl_s=JOB_TTL_S)
+    schedule(ctx.r, ctx.catalogue, runs, ScheduleOptions(queue="bench", job_ttl_s=JOB_TTL_S))
     q = Queue("bench", connection=ctx.r, serializer=JSONSerializer)
     w = StationWorker([q], connection=ctx.r, serializer=JSONSerializer)
     t0, c0 = time.perf_counter(), time.process_time()
@@ -315,7 +315,7 @@ def bench_latency(ctx: wctx.WorkerContext, stations: list[str], batch: int, batc
         for k in range(batches):
             part = [stations[(k * batch + j) % len(stations)] for j in range(batch)]
             runs = [PlannedRun(s, m, f"{m}:LAT:0:{k}") for s in part for m in MODULES]
-            schedule(ctx.r, ctx.catalogue, runs, queue="lat")
+            schedule(ctx.r, ctx.catalogue, runs, ScheduleOptions(queue="lat"))
             ids.append(f"load_prediction:LAT:0:{k}")
             time.sleep(interval_ms / 1000)
 

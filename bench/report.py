@@ -1,4 +1,4 @@
-"""`stationflow bench`: every benchmark in one process tree, written to report.md and report.json.
+"""`python -m bench` (`stationflow bench`): every benchmark in one process tree, written to report.md and report.json.
 
 One private redis-server and one private broker (stationflow.local) serve all sections; the
 per-component benchmarks are imported, not copied:
@@ -197,7 +197,7 @@ def section_jobs(p: Profile, r: Any, redis_url: str, log: Callable[[str], None])
     from bench.e2e_bench import pool_rate
     from parsers.batches import PlannedRun
     from workers import context as wctx
-    from workers.scheduling import schedule
+    from workers.scheduling import ScheduleOptions, schedule
 
     r.flushall()
     cat = jobs_bench.job_catalogue()  # the same stations run after run: no rate control
@@ -216,7 +216,7 @@ def section_jobs(p: Profile, r: Any, redis_url: str, log: Callable[[str], None])
         runs["bare2"].append(pool_rate(redis_url, "bare-pool", n, 2, station_jobs=False))
         planned = [PlannedRun(s, m, f"{m}:POOL:{i}:{k // p.job_batch}") for k, s in enumerate(stations)
                    for m in jobs_bench.MODULES]
-        schedule(ctx.r, ctx.catalogue, planned, queue="bench-pool")
+        schedule(ctx.r, ctx.catalogue, planned, ScheduleOptions(queue="bench-pool"))
         runs["station2"].append(pool_rate(redis_url, "bench-pool", n, 2, station_jobs=True))
         log(f"  run {i + 1}/{p.repeat}: one worker: bare RQ {runs['bare1'][-1]:,.0f}, station jobs "
             f"{runs['station1'][-1]:,.0f}; pool of 2: bare RQ {runs['bare2'][-1]:,.0f}, station jobs "
@@ -626,17 +626,39 @@ def render(rep: dict[str, Any]) -> str:
     return "\n".join(L)
 
 
-def main(argv: list[str] | None = None) -> None:
-    import argparse
+def _interrupt(signum: int, frame: object) -> None:
+    # a timeout's SIGTERM must still run the `finally` that stops our servers and children
+    raise KeyboardInterrupt(f"signal {signum}")
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--out", default="bench")
-    ap.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m bench` (and `stationflow bench`, which runs it): exit 1 when a section
+    failed (the report still shows the others), 2 for an unknown section."""
+    import argparse
+    import logging
+    import signal
+
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes and short phases (under 3 minutes)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="tiny sizes: checks that every section runs and reports (figures mean nothing)")
+    ap.add_argument("--out", default="bench", help="directory for report.md and report.json")
+    ap.add_argument("--only", default=",".join(SECTIONS), help="comma-separated subset of: " + ", ".join(SECTIONS))
     a = ap.parse_args(argv)
-    rep = run(a.quick, Path(a.out), tuple(s for s in a.only.split(",") if s))
+    sections = tuple(s.strip() for s in a.only.split(",") if s.strip())
+    unknown = [s for s in sections if s not in SECTIONS]
+    if unknown:
+        ap.error(f"--only: unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+    logging.getLogger("kafka").setLevel(logging.WARNING)  # our own clients' chatter is not the report
+    old = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        rep = run("smoke" if a.smoke else a.quick, Path(a.out), sections)
+    finally:
+        signal.signal(signal.SIGTERM, old)
     print("\n".join(rep["headline"]))
-    failed = [s for s in SECTIONS if "error" in rep.get(s, {})]
+    failed = [s for s in sections if "error" in rep.get(s, {})]
+    if failed:
+        print(f"failed sections: {', '.join(failed)}", file=sys.stderr)
     sys.exit(1 if failed else 0)
 
 

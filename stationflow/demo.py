@@ -274,7 +274,7 @@ def check_children(run: Run) -> None:
 # ---- Kafka ----------------------------------------------------------------------------------------
 
 def create_topics(settings: Any, bootstrap: str, partitions: int) -> list[str]:
-    from stationflow.commands.produce_cmd import create_input_topics
+    from stationflow.sending import create_input_topics
 
     admin = {**settings.kafka.admin_config(), "bootstrap_servers": bootstrap}
     names = [t.topic for t in settings.catalogue.topics]
@@ -352,7 +352,7 @@ class Producer(threading.Thread):
     def run(self) -> None:
         from kafka import KafkaProducer
 
-        from stationflow.commands.produce_cmd import send_traffic
+        from stationflow.sending import send_traffic
         from stationflow.traffic import SimClock, Traffic
 
         try:

@@ -496,10 +496,17 @@ def _age_text(age_s: float | None) -> str:
     return f"age {age_s}s" if age_s >= 0 else f"{-age_s}s ahead of this clock"
 
 
-def human_duration(seconds: float | None) -> str:
-    from stationflow.commands.topics_cmd import human_duration as fmt
+_UNITS = (("d", 86_400), ("h", 3_600), ("m", 60))
 
-    return fmt(seconds)
+
+def human_duration(seconds: float | None) -> str:
+    """'none', or the largest whole unit: 7200 -> '2h', 900 -> '15m', 60 -> '60s'."""
+    if seconds is None:
+        return "none"
+    for unit, size in _UNITS:
+        if seconds >= max(size, 120) and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
 
 
 def render_keys(rows: Sequence[tuple[str, str, str, str]], cli: str = "redis-cli") -> str:

@@ -23,7 +23,7 @@ from store.pending import PendingRuns
 from store.tracker import DEFAULT_KEEP_S, BatchTracker
 from store.windows import WindowStore
 from workers.algorithms import Algorithm, load_all, resolve
-from workers.scheduling import job_timeout_s
+from workers.scheduling import ScheduleOptions, job_timeout_s
 from workers.upload import Uploader
 
 ResultHandler = Callable[[str, Any, Any], Any]
@@ -44,7 +44,8 @@ class WorkerContext:
     lost_after_s: float = 0.0
     #: finished batch records stay readable this long (`batch.keep_s`)
     batch_keep_s: float = DEFAULT_KEEP_S
-    settings: Any = None
+    #: how the heartbeat schedules its runs; unset: this context's prefix and queue, defaults otherwise
+    schedule_options: ScheduleOptions | None = None
     #: completed batches go to the uploader's background thread (the job does not wait for the
     #: acks); only for processes that flush the uploader at exit (`stationflow worker` does),
     #: never in a forking RQ worker whose work horse exits after each job
@@ -75,6 +76,8 @@ class WorkerContext:
             self.algorithms = load_all(self.catalogue)
         if not self.lost_after_s:
             self.lost_after_s = float(job_timeout_s(self.catalogue)) + 60.0
+        if self.schedule_options is None:
+            self.schedule_options = ScheduleOptions(prefix=self.prefix, queue=self.queue)
 
     @classmethod
     def build(cls, r: redis.Redis, catalogue: Catalogue, *, prefix: str = "sf",
@@ -89,14 +92,16 @@ class WorkerContext:
 
     @classmethod
     def from_settings(cls, settings: Any, r: redis.Redis | None = None) -> WorkerContext:
+        """A context from a `Settings`-like object: its values are read here, once (the
+        workers do not import the configuration loader, which lives above them)."""
         r = r if r is not None else settings.redis.connect()
         hooks = settings.hooks
         ctx = cls(
             r, settings.catalogue, settings.prefix, outputs_keep=settings.outputs_keep,
             result_handler=cast(ResultHandler, resolve(hooks.result_handler, "hooks.result_handler"))
             if hooks.result_handler else None,
-            queue=settings.queue.name, sweep_interval_s=settings.batch.sweep_interval_s, settings=settings,
-            batch_keep_s=settings.batch.keep_s,
+            queue=settings.queue.name, sweep_interval_s=settings.batch.sweep_interval_s,
+            batch_keep_s=settings.batch.keep_s, schedule_options=ScheduleOptions.from_settings(settings),
         )
         handler = resolve(hooks.batch_upload_handler, "hooks.batch_upload_handler") \
             if hooks.batch_upload_handler else None
@@ -104,6 +109,12 @@ class WorkerContext:
                                 batch_handler=handler)
         return ctx
 
+
+#: the "module:function" `current()` calls, with no arguments, for the context of a process
+#: nobody installed one in (a plain `rq worker`): it builds one from the deployment's
+#: configuration. Named by path, like the algorithms, because the configuration loader lives
+#: above the workers in the import order.
+CONTEXT_FACTORY = "stationflow.runtime:worker_context"
 
 _CTX: WorkerContext | None = None
 _LOCK = threading.Lock()
@@ -120,7 +131,6 @@ def current() -> WorkerContext:
     if _CTX is None:
         with _LOCK:
             if _CTX is None:
-                from stationflow.settings import Settings
-
-                _CTX = WorkerContext.from_settings(Settings.load())
+                factory = cast(Callable[[], WorkerContext], resolve(CONTEXT_FACTORY, "the worker context factory"))
+                _CTX = factory()
     return _CTX

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import redis
 
@@ -22,7 +21,7 @@ from parsers.readiness import missing_required
 from store.counters import Counters
 from store.keys import Keys
 from store.windows import WindowStore
-from workers.scheduling import schedule
+from workers.scheduling import ScheduleOptions, schedule
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +37,12 @@ def heartbeat_modules(catalogue: Catalogue) -> list[ModuleSpec]:
     return [m for m in catalogue.modules if m.runs == "local" and m.heartbeat_s]
 
 
-def tick(r: redis.Redis, catalogue: Catalogue, now_s: float, *, prefix: str = "sf",
-         store: WindowStore | None = None, schedule_kw: dict[str, Any] | None = None,
-         modules: Sequence[ModuleSpec] | None = None) -> HeartbeatResult:
+def tick(r: redis.Redis, catalogue: Catalogue, now_s: float, options: ScheduleOptions | None = None, *,
+         store: WindowStore | None = None, modules: Sequence[ModuleSpec] | None = None) -> HeartbeatResult:
     """Schedule the current tick of every heartbeat module unless another process already did."""
     out = HeartbeatResult()
+    options = options or ScheduleOptions()
+    prefix = options.prefix
     mods = list(modules) if modules is not None else heartbeat_modules(catalogue)
     if not mods:
         return out
@@ -73,7 +73,7 @@ def tick(r: redis.Redis, catalogue: Catalogue, now_s: float, *, prefix: str = "s
         runs += [PlannedRun(s, m.name, batch) for s in ready]
         out.ticks.append(batch)
     if runs:
-        schedule(r, catalogue, runs, prefix=prefix, **(schedule_kw or {}))
+        schedule(r, catalogue, runs, options)
     out.runs = len(runs)
     c = Counters(r, prefix)
     pipe = r.pipeline(transaction=False)

@@ -36,12 +36,11 @@ from typing import Any
 from parsers.batches import module_of
 from parsers.inputs import build_input
 from parsers.readiness import missing_required
-from stationflow import metrics as m
 from store.counters import queue_incr_many
 from store.scripts import ScriptPipeline
 from store.tracker import Normalised, Report, UnserialisableResult, normalise_result
 from workers import context as wctx
-from workers import lanes
+from workers import events, lanes
 from workers.lanes import AlgorithmTimeout, call_hook, call_with_timeout
 from workers.scheduling import BATCHES_META
 from workers.upload import observe_batch
@@ -98,7 +97,7 @@ def execute(ctx: wctx.WorkerContext, station: str, job_id: str, now_ms: int | No
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     todo = _take(ctx, station, job_id, now_ms, batch_hint, summary)
     if todo is None:
-        m.JOBS.inc(outcome="empty")
+        events.count("jobs", outcome="empty")
         return summary
     cat = ctx.catalogue
     unknown = [mod for mod in todo if mod not in cat.by_module or cat.by_module[mod].runs != "local"]
@@ -108,8 +107,8 @@ def execute(ctx: wctx.WorkerContext, station: str, job_id: str, now_ms: int | No
     for mod in unknown:  # configuration changed under a queued job: nothing to run it with
         job.end(mod, time.perf_counter(), reason="not_ready")
     job.run(order)
-    m.JOBS.inc(outcome="ok")
-    m.JOB_SECONDS.observe(time.perf_counter() - t0)
+    events.count("jobs", outcome="ok")
+    events.sample("job_seconds", time.perf_counter() - t0)
     return summary
 
 
@@ -285,10 +284,10 @@ class _StationRun:
         label = outcome if reason is None else f"failed:{reason}"
         self.counts[f"{mod}:{label}"] += 1
         self.counts[f"{mod}:us"] += int(seconds * 1e6)
-        m.RUNS.inc(module=mod, outcome=label)
-        m.ALGORITHM_SECONDS.observe(seconds, module=mod)
+        events.count("runs", module=mod, outcome=label)
+        events.sample("algorithm_seconds", seconds, module=mod)
         if norm is not None:
-            m.observe_fixups(mod, norm.nonfinite, norm.mismatch, norm.wrapped)
+            events.count_fixups(mod, norm.nonfinite, norm.mismatch, norm.wrapped)
         self.summary.runs.append(RunOutcome(mod, outcome, reason, seconds, self.todo[mod]))
         self.unwritten.append(_Ended(mod, outcome, reason, norm if outcome == "ok" else None, inp, cursors or []))
 
@@ -329,7 +328,7 @@ class _StationRun:
                 ok = ctx.uploader.upload(rep.claimed)
                 self.summary.uploaded += [b.batch_id for b, good in zip(rep.claimed, ok, strict=True) if good]
         for bid in rep.skipped:
-            m.BATCHES.inc(module=module_of(bid), outcome="skipped")
+            events.count("batches", module=module_of(bid), outcome="skipped")
 
 
 def _hook(fn: Any, station: str, inp: Any, result: Any) -> None:
@@ -349,14 +348,14 @@ def on_job_failure(job: Any, connection: Any, *exc_info: Any) -> None:
     runs = ctx.pending.release(station, job.id)
     reports = [Report(b, station, "failed", None, "exception") for mod, bs in runs.items() for b in bs]
     for mod in runs:
-        m.RUNS.inc(module=mod, outcome="failed:exception")
+        events.count("runs", module=mod, outcome="failed:exception")
     rep = ctx.tracker.report(reports, int(time.time() * 1000))
     if rep.claimed and ctx.uploader is not None:
         if ctx.background_upload:
             ctx.uploader.submit(rep.claimed)
         else:
             ctx.uploader.upload(rep.claimed)
-    m.JOBS.inc(outcome="failed")
+    events.count("jobs", outcome="failed")
 
 
 __all__ = ["run_station", "execute", "on_job_failure", "call_with_timeout", "AlgorithmTimeout", "observe_batch"]

@@ -106,28 +106,45 @@ def station_queue(r: redis.Redis, name: str) -> Queue:
     return q
 
 
+@dataclass(frozen=True)
+class ScheduleOptions:
+    """Where and how station jobs are enqueued; `from_settings` takes them from the
+    configuration ([queue] and `prefix`)."""
+
+    prefix: str = "sf"
+    queue: str = "stationflow"
+    #: unset (the default): a queued job waits for a worker however long that takes, so data
+    #: ingested while no worker runs is processed when workers return. Set, RQ drops a job that
+    #: waited longer; its runs stay pending and the station's next trigger enqueues a new job.
+    job_ttl_s: int | None = None
+    result_ttl_s: int = 60
+    failure_ttl_s: int = 86_400
+    retries: int = 2
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> ScheduleOptions:
+        """From a `Settings`-like object (its `prefix` and `queue` section)."""
+        q = settings.queue
+        return cls(prefix=settings.prefix, queue=q.name, job_ttl_s=q.job_ttl_s, result_ttl_s=q.result_ttl_s,
+                   failure_ttl_s=q.failure_ttl_s, retries=q.retries)
+
+
 def schedule(
     r: redis.Redis,
     catalogue: Catalogue,
     runs: Sequence[PlannedRun],
+    options: ScheduleOptions | None = None,
     *,
-    prefix: str = "sf",
-    queue: str = "stationflow",
     now_ms: int | None = None,
-    job_ttl_s: int | None = None,
-    result_ttl_s: int = 60,
-    failure_ttl_s: int = 86_400,
-    retries: int = 2,
     tracker: BatchTracker | None = None,
     pending: PendingRuns | None = None,
 ) -> ScheduleResult:
     """Mark `runs` pending, create their batches and enqueue the station jobs they need.
 
     `runs` are in poll order; a (station, module) pair appearing twice keeps the first.
-    `job_ttl_s` unset (the default): a queued job waits for a worker however long that takes,
-    so data ingested while no worker runs is processed when workers return. Set, RQ drops a job
-    that waited longer; its runs stay pending and the station's next trigger enqueues a new job.
     """
+    opts = options or ScheduleOptions()
+    prefix = opts.prefix
     out = ScheduleResult()
     if not runs:
         return out
@@ -186,9 +203,7 @@ def schedule(
                      [b for b, flag, nb in zip(per_station[mk.station].values(), mk.flags, mk.not_before, strict=True)
                       if flag in (FLAG_PENDING, FLAG_REPLAY) and nb == 0])
              for mk in marked if mk.job_id]
-    joined, out.enqueued = enqueue_jobs(r, catalogue, slots, status, pending, now_ms=now_ms, queue=queue,
-                                        job_ttl_s=job_ttl_s, result_ttl_s=result_ttl_s,
-                                        failure_ttl_s=failure_ttl_s, retries=retries)
+    joined, out.enqueued = enqueue_jobs(r, catalogue, slots, status, pending, opts, now_ms=now_ms)
     out.joined = joined
     tracker.flush_counters()
     return out
@@ -232,11 +247,10 @@ class JobSlot:
 
 
 def enqueue_jobs(r: redis.Redis, catalogue: Catalogue, slots: Sequence[JobSlot], status: dict[str, Any],
-                 pending: PendingRuns, *, now_ms: int, queue: str = "stationflow", job_ttl_s: int | None = None,
-                 result_ttl_s: int = 60, failure_ttl_s: int = 86_400, retries: int = 2) -> tuple[int, list[str]]:
+                 pending: PendingRuns, opts: ScheduleOptions, *, now_ms: int) -> tuple[int, list[str]]:
     """Enqueue one job per slot whose job is not waiting (`status`: job id -> RQ status, read
     by the caller), in one pipeline; (slots that joined a waiting job, job ids enqueued)."""
-    q = station_queue(r, queue)
+    q = station_queue(r, opts.queue)
     timeout = job_timeout_s(catalogue)
     datas = []
     fixups: list[tuple[str, str]] = []
@@ -258,9 +272,9 @@ def enqueue_jobs(r: redis.Redis, catalogue: Catalogue, slots: Sequence[JobSlot],
             continue
         seen.add(jid)
         datas.append(Queue.prepare_data(
-            JOB_FUNCTION, args=(mk.station,), timeout=timeout, result_ttl=result_ttl_s, ttl=job_ttl_s,
-            failure_ttl=failure_ttl_s, job_id=jid, description=f"station {mk.station}",
-            retry=Retry(max=retries) if retries > 0 else None, on_failure=Callback(FAILURE_CALLBACK),
+            JOB_FUNCTION, args=(mk.station,), timeout=timeout, result_ttl=opts.result_ttl_s, ttl=opts.job_ttl_s,
+            failure_ttl=opts.failure_ttl_s, job_id=jid, description=f"station {mk.station}",
+            retry=Retry(max=opts.retries) if opts.retries > 0 else None, on_failure=Callback(FAILURE_CALLBACK),
             meta={BATCHES_META: mk.batches},
         ))
         enqueued.append(jid)
@@ -284,9 +298,8 @@ class ReleaseResult:
 TRIGGERS_GROUP = "triggers"
 
 
-def release_deferred(r: redis.Redis, catalogue: Catalogue, *, prefix: str = "sf", queue: str = "stationflow",
-                     now_ms: int | None = None, job_ttl_s: int | None = None, result_ttl_s: int = 60,
-                     failure_ttl_s: int = 86_400, retries: int = 2, limit: int = 500,
+def release_deferred(r: redis.Redis, catalogue: Catalogue, options: ScheduleOptions | None = None, *,
+                     now_ms: int | None = None, limit: int = 500,
                      pending: PendingRuns | None = None) -> ReleaseResult:
     """Start the deferred runs whose interval has passed (rate control): each becomes pending
     with its batch (whose deadline already covers the deferral) and its station gets a job,
@@ -294,8 +307,9 @@ def release_deferred(r: redis.Redis, catalogue: Catalogue, *, prefix: str = "sf"
     decides). Four round trips whatever the number of stations (index, release, job status,
     enqueue), plus the counters."""
     out = ReleaseResult()
+    opts = options or ScheduleOptions()
     now_ms = int(time.time() * 1000) if now_ms is None else int(now_ms)
-    pending = pending or PendingRuns(r, prefix)
+    pending = pending or PendingRuns(r, opts.prefix)
     stations = pending.deferred_due(now_ms, limit)
     if not stations:
         return out
@@ -315,16 +329,5 @@ def release_deferred(r: redis.Redis, catalogue: Catalogue, *, prefix: str = "sf"
     for module, n in out.released.items():
         pipe.hincrby(pending.keys.counters(TRIGGERS_GROUP), f"{module}:released", n)
     status = dict(zip(job_ids, pipe.execute(), strict=False))
-    _, out.enqueued = enqueue_jobs(r, catalogue, slots, status, pending, now_ms=now_ms, queue=queue,
-                                   job_ttl_s=job_ttl_s, result_ttl_s=result_ttl_s, failure_ttl_s=failure_ttl_s,
-                                   retries=retries)
+    _, out.enqueued = enqueue_jobs(r, catalogue, slots, status, pending, opts, now_ms=now_ms)
     return out
-
-
-def schedule_with(r: redis.Redis, settings: Any, runs: Sequence[PlannedRun],
-                  now_ms: int | None = None, **kw: Any) -> ScheduleResult:
-    """`schedule` with every option taken from a `stationflow.settings.Settings`."""
-    q = settings.queue
-    return schedule(r, settings.catalogue, runs, prefix=settings.prefix, queue=q.name, now_ms=now_ms,
-                    job_ttl_s=q.job_ttl_s, result_ttl_s=q.result_ttl_s, failure_ttl_s=q.failure_ttl_s,
-                    retries=q.retries, **kw)

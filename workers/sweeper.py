@@ -14,10 +14,9 @@ import time
 from dataclasses import dataclass
 
 from parsers.batches import module_of
-from stationflow import metrics as m
 from store.tracker import BatchTracker, Report
 from workers import context as wctx
-from workers import heartbeat
+from workers import events, heartbeat
 from workers.scheduling import release_deferred
 from workers.stuck import requeue_stuck
 from workers.upload import Uploader, observe_batch
@@ -55,7 +54,7 @@ def sweep(ctx: wctx.WorkerContext, now_ms: int | None = None, limit: int = 200,
                for (station, _job), runs in lost.items() for bs in runs.values() for b in bs]
     for runs in lost.values():
         for mod in runs:
-            m.RUNS.inc(module=mod, outcome="failed:lost")
+            events.count("runs", module=mod, outcome="failed:lost")
     out.lost_runs = len(reports)
     claimed = []
     if reports:
@@ -72,7 +71,7 @@ def sweep(ctx: wctx.WorkerContext, now_ms: int | None = None, limit: int = 200,
         else:
             out.reclaimed += 1
     for bid in due.skipped:
-        m.BATCHES.inc(module=module_of(bid), outcome="skipped")
+        events.count("batches", module=module_of(bid), outcome="skipped")
     if claimed:
         uploader = ctx.uploader if ctx.uploader is not None and ctx.uploader.tracker is tracker \
             else Uploader(ctx.catalogue, tracker, producer=ctx.uploader.producer if ctx.uploader else None)
@@ -81,28 +80,18 @@ def sweep(ctx: wctx.WorkerContext, now_ms: int | None = None, limit: int = 200,
         out.upload_failed = len(ok) - out.uploaded
         for b in claimed:
             if b.status == "claimed":
-                m.BATCHES.inc(module=b.module, outcome="expired")
+                events.count("batches", module=b.module, outcome="expired")
     out.requeued = len(requeue_stuck(ctx.r, ctx.queue, now_ms / 1000))
     _heartbeat(ctx, now_ms)
     out.released = _release(ctx, now_ms)
     return out
 
 
-def _queue_kw(ctx: wctx.WorkerContext) -> dict:
-    q = ctx.settings.queue if ctx.settings is not None else None
-    kw = {"queue": ctx.queue}
-    if q is not None:
-        kw.update(job_ttl_s=q.job_ttl_s, result_ttl_s=q.result_ttl_s, failure_ttl_s=q.failure_ttl_s,
-                  retries=q.retries)
-    return kw
-
-
 def _release(ctx: wctx.WorkerContext, now_ms: int) -> int:
     """Rate control: start the deferred runs whose interval has passed (scheduling)."""
-    rel = release_deferred(ctx.r, ctx.catalogue, prefix=ctx.prefix, now_ms=now_ms, pending=ctx.pending,
-                           **_queue_kw(ctx))
+    rel = release_deferred(ctx.r, ctx.catalogue, ctx.schedule_options, now_ms=now_ms, pending=ctx.pending)
     for module, n in rel.released.items():
-        m.RUNS_RELEASED.inc(n, module=module)
+        events.count("runs_released", n, module=module)
     return sum(rel.released.values())
 
 
@@ -110,8 +99,7 @@ def _heartbeat(ctx: wctx.WorkerContext, now_ms: int) -> None:
     """Tick heartbeat modules (spec §6.5); a no-op unless some module sets heartbeat_s."""
     if not heartbeat.heartbeat_modules(ctx.catalogue):
         return
-    heartbeat.tick(ctx.r, ctx.catalogue, now_ms / 1000, prefix=ctx.prefix, store=ctx.store,
-                   schedule_kw=_queue_kw(ctx))
+    heartbeat.tick(ctx.r, ctx.catalogue, now_ms / 1000, ctx.schedule_options, store=ctx.store)
 
 
 def wait_for_deferred(ctx: wctx.WorkerContext, max_wait_s: float = 3600.0) -> bool:

@@ -26,8 +26,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from parsers.catalogue import Catalogue
-from stationflow import metrics as m
 from store.tracker import Batch, BatchTracker, envelope
+from workers import events
 from workers.lanes import call_hook
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ class Uploader:
                 futures.append(self.producer.send(topic, key=b.batch_id.encode(), value=envelope(b, ts)))
             except Exception as e:  # noqa: BLE001 - any client error leaves the batch for the sweeper
                 log.warning("batch %s: send to %s failed: %s", b.batch_id, topic, e)
-                m.UPLOAD_ERRORS.inc(module=b.module)
+                events.count("upload_errors", module=b.module)
                 futures.append(None)
         ok: list[bool] = []
         for b, fut in zip(batches, futures, strict=True):
@@ -113,7 +113,7 @@ class Uploader:
                 ok.append(True)
             except Exception as e:  # noqa: BLE001
                 log.warning("batch %s: no acknowledgement from Kafka: %s", b.batch_id, e)
-                m.UPLOAD_ERRORS.inc(module=b.module)
+                events.count("upload_errors", module=b.module)
                 ok.append(False)
         done = [b for b, good in zip(batches, ok, strict=True) if good]
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
@@ -172,7 +172,7 @@ class Uploader:
                     for b in batches:
                         log.warning("batch %s waited %.1f s to be sent; left for the sweeper's re-claim",
                                     b.batch_id, now - since)
-                        m.UPLOAD_ERRORS.inc(module=b.module)
+                        events.count("upload_errors", module=b.module)
                 else:
                     send.extend(batches)
             try:
@@ -208,12 +208,12 @@ class Uploader:
 
 def observe_batch(b: Batch, outcome: str, now_ms: int) -> None:
     """Per-process metrics of a finished batch (the Redis counters are the tracker's)."""
-    m.BATCHES.inc(module=b.module, outcome=outcome)
+    events.count("batches", module=b.module, outcome=outcome)
     for status, fld in (("expected", "n_expected"), ("ok", "ok"), ("none", "none"), ("failed", "failed"),
                         ("timed_out", "timed_out"), ("late", "late")):
         n = b.count(fld)
         if n:
-            m.BATCH_STATIONS.inc(n, module=b.module, status=status)
+            events.count("batch_stations", n, module=b.module, status=status)
     end = b.completed_ms or now_ms
     if b.created_ms:
-        m.BATCH_SECONDS.observe(max(0.0, (end - b.created_ms) / 1000), module=b.module)
+        events.sample("batch_seconds", max(0.0, (end - b.created_ms) / 1000), module=b.module)

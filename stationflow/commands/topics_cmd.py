@@ -9,18 +9,7 @@ import click
 
 from parsers.catalogue import Catalogue
 from stationflow.cli import get_settings
-
-_UNITS = (("d", 86_400), ("h", 3_600), ("m", 60))
-
-
-def human_duration(seconds: float | None) -> str:
-    """'none', or the largest whole unit: 7200 -> '2h', 900 -> '15m', 60 -> '60s'."""
-    if seconds is None:
-        return "none"
-    for unit, size in _UNITS:
-        if seconds >= max(size, 120) and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
+from stationflow.status import human_duration
 
 
 def catalogue_rows(cat: Catalogue) -> list[dict[str, Any]]:

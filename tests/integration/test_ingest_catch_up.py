@@ -24,7 +24,8 @@ from ingest.service import build
 from parsers.catalogue import Catalogue
 from stationflow import metrics as m
 from stationflow.cli import main
-from stationflow.commands.ingest_cmd import export_metrics, queue_depth, scheduler
+from stationflow.runtime import export_ingest_metrics as export_metrics
+from stationflow.runtime import queue_depth, scheduler
 from stationflow.settings import Settings
 from stationflow.status import gather, render
 from store.keys import Keys

@@ -19,7 +19,7 @@ from samplefiles import SAMPLES
 from ingest.service import Service, build
 from parsers.catalogue import Catalogue
 from parsers.envelopes import parse_message
-from stationflow.commands.ingest_cmd import queue_depth, scheduler
+from stationflow.runtime import queue_depth, scheduler
 from stationflow.settings import Settings
 from store.dlq import DeadLetters
 from store.windows import WindowStore

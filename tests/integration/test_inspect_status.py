@@ -25,7 +25,7 @@ from store.codec import decode_item
 from store.dlq import DeadLetter, DeadLetters
 from store.keys import Keys, describe_keys
 from store.windows import WindowStore
-from workers.scheduling import schedule
+from workers.scheduling import ScheduleOptions, schedule
 
 PREFIX = "sfops"
 CAT = default_catalogue()
@@ -202,7 +202,7 @@ def test_status_json_counts_stations_dead_letters_queue_and_batches(filled, redi
             DeadLetter("SCHEDULE-CAR-ORDER", 1, 6, now, "bad_json", "cut", b"{"),
             DeadLetter("SCHEDULE-DEVICE-METER", 0, 7, now, "missing_station_id", "no id", b"{}")])
     plan = plan_runs(filled["triggers"], CAT, lambda s, n: store.present(s, n, now), store.stations)
-    res = schedule(r, CAT, plan.runs, prefix=PREFIX, queue="stationflow")
+    res = schedule(r, CAT, plan.runs, ScheduleOptions(prefix=PREFIX, queue="stationflow"))
     assert res.enqueued
 
     before = gather(r, PREFIX, "stationflow", workers=False)
@@ -244,7 +244,7 @@ def test_status_after_a_worker_run_shows_runs_and_uploads(filled, redis_url, tmp
     cfg.write_text("\n".join(lines) + "\n")
     create_topics(kafka_bootstrap, [f"{m.output_topic}-{suffix}" for m in CAT.modules], partitions=1)
     plan = plan_runs(filled["triggers"], CAT, lambda s, n: store.present(s, n, now), store.stations)
-    schedule(r, CAT, plan.runs, prefix=PREFIX, queue="stationflow")
+    schedule(r, CAT, plan.runs, ScheduleOptions(prefix=PREFIX, queue="stationflow"))
     done = _cli(cfg, "worker", "--burst")
     assert done.exit_code == 0, done.output
     d = json.loads(_cli(cfg, "status", "--json", "--no-lag").output)

@@ -19,7 +19,7 @@ from parsers.envelopes import parse_message
 from parsers.records import Source
 from store.tracker import BatchTracker
 from store.windows import WindowStore
-from workers.scheduling import schedule
+from workers.scheduling import ScheduleOptions, schedule
 
 ROOT = Path(__file__).resolve().parents[2]
 STATIONS = ["3000000000000000001", "3000000000000000002"]
@@ -54,7 +54,7 @@ def _prepare(r, cat) -> str:
     assert triggers
     triggers = store.apply(msgs[2:], now).triggers
     plan = plan_runs(triggers, cat, lambda s, n: store.present(s, n, now), store.stations)
-    res = schedule(r, cat, plan.runs, prefix="sfcli")
+    res = schedule(r, cat, plan.runs, ScheduleOptions(prefix="sfcli"))
     assert len(res.enqueued) == 2
     return next(x.batch_id for x in plan.runs if x.module == "load_prediction")
 

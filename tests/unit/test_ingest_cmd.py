@@ -43,7 +43,7 @@ def test_exported_metrics_follow_counters_and_drop_released_partitions():
     from ingest.offsets import TP
     from ingest.stats import IngestStats
     from stationflow import metrics as m
-    from stationflow.commands.ingest_cmd import export_metrics
+    from stationflow.runtime import export_ingest_metrics as export_metrics
 
     stats, ing = IngestStats(), SimpleNamespace(on_lag=None, on_released=None)
     export_metrics(stats, ing)
@@ -69,7 +69,7 @@ def test_export_metrics_writes_window_outcomes_the_paused_gauge_and_the_queue_de
 
     from ingest.stats import IngestStats
     from stationflow import metrics as m
-    from stationflow.commands.ingest_cmd import export_metrics
+    from stationflow.runtime import export_ingest_metrics as export_metrics
 
     depth = [3]
 

@@ -13,7 +13,7 @@ from samplefiles import SAMPLES
 from parsers.catalogue import Catalogue, default_catalogue
 from parsers.envelopes import parse_message
 from parsers.records import ParseError
-from stationflow.commands.produce_cmd import send_traffic
+from stationflow.sending import send_traffic
 from stationflow.traffic import (
     BAD_KINDS,
     DAY_MS,

@@ -13,7 +13,7 @@ from parsers.batches import PlannedRun
 from parsers.catalogue import default_catalogue
 from store.pending import PendingRuns
 from store.tracker import BatchTracker
-from workers.scheduling import job_id_for, schedule
+from workers.scheduling import ScheduleOptions, job_id_for, schedule
 
 CAT = default_catalogue()
 NOW = 1_763_524_800_000
@@ -102,8 +102,8 @@ def test_queued_job_has_no_ttl_by_default(fake_redis):
     res = schedule(fake_redis, CAT, [PlannedRun("S1", "load_prediction", "load_prediction:RT:0:7")], now_ms=NOW)
     job = Job.fetch(res.enqueued[0], connection=fake_redis, serializer=JSONSerializer)
     assert job.ttl is None  # a job waiting for workers is never dropped by RQ
-    res = schedule(fake_redis, CAT, [PlannedRun("S2", "load_prediction", "load_prediction:RT:0:7")], now_ms=NOW,
-                   job_ttl_s=120)
+    res = schedule(fake_redis, CAT, [PlannedRun("S2", "load_prediction", "load_prediction:RT:0:7")],
+                   ScheduleOptions(job_ttl_s=120), now_ms=NOW)
     assert Job.fetch(res.enqueued[0], connection=fake_redis, serializer=JSONSerializer).ttl == 120
 
 
