@@ -22,7 +22,7 @@ _EXPORTS = {
     "App": "stationflow.app",
     "Registration": "stationflow.app",
     "RegistrationError": "stationflow.app",
-    "Running": "stationflow.app",
+    "Running": "stationflow.running",
     "Settings": "stationflow.settings",
     "ConfigError": "stationflow.settings",
 }
@@ -30,7 +30,8 @@ _EXPORTS = {
 __all__ = ["App", "ConfigError", "Registration", "RegistrationError", "Running", "Settings", "__version__"]
 
 if TYPE_CHECKING:
-    from stationflow.app import App, Registration, RegistrationError, Running
+    from stationflow.app import App, Registration, RegistrationError
+    from stationflow.running import Running
     from stationflow.settings import ConfigError, Settings
 
 

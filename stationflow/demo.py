@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stationflow import processes
 from stationflow import status as st
 from stationflow.demo_report import export_lines, render_summary
-from stationflow.local import stop_group
 
 #: failure reasons a demo run may show without anything being wrong: a station whose data
 #: has not all arrived yet is `not_ready` (and its dependents `upstream_failed`)
@@ -196,30 +196,9 @@ def child_env(run: Run) -> dict[str, str]:
     return env
 
 
-def stationflow_argv(*args: str) -> list[str]:
-    """The `stationflow` command of this interpreter (works without the console script on PATH)."""
-    return [sys.executable, "-c", "import sys; from stationflow.cli import main; sys.exit(main())", *args]
-
-
-def _term_with_parent() -> list[str]:
-    """A prefix that sends the child SIGTERM (a graceful stop) if the demo dies, even by
-    SIGKILL. Linux ties the parent-death signal to the starting thread: main thread only."""
-    import shutil
-
-    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
-        return []
-    setpriv = shutil.which("setpriv")
-    return [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
-
-
 def spawn(run: Run, role: str, index: int, args: list[str], env: dict[str, str]) -> Child:
-    c = Child(role, index, _term_with_parent() + stationflow_argv(*args), run.log_dir / f"{role}-{index}.log")
-    log = open(c.log_path, "ab")
-    try:
-        c.popen = subprocess.Popen(c.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   env=env, start_new_session=True)
-    finally:
-        log.close()
+    c = Child(role, index, processes.stationflow_argv(*args), run.log_dir / f"{role}-{index}.log")
+    c.popen = processes.start(c.argv, env=env, log_path=c.log_path)
     run.children.append(c)
     return c
 
@@ -246,11 +225,8 @@ def stop_child(c: Child, grace_s: float = 15.0) -> None:
     if p is None:
         return
     c.expected_stop = True
-    stop_group(p, grace_s)
-    # the group may still hold grandchildren (a worker pool): make sure none outlives us
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(p.pid, signal.SIGKILL)
-    c.exit_code = p.returncode
+    # the group may still hold grandchildren (a worker pool): none may outlive us
+    c.exit_code = processes.stop(p, grace_s, leftovers=True)
 
 
 def stop_all(run: Run) -> None:

@@ -14,16 +14,15 @@ import importlib.util
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from stationflow import processes
 
 __all__ = [
     "Broker",
@@ -83,22 +82,6 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
         time.sleep(interval)
 
 
-def stop_group(popen: subprocess.Popen, grace_s: float) -> int | None:
-    """SIGTERM the process group led by `popen`, SIGKILL it if it lingers past `grace_s`;
-    returns the exit code. Our children lead their own group (start_new_session), so
-    grandchildren (a worker pool, a server's helpers) go with them."""
-    if popen.poll() is None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(popen.pid, signal.SIGTERM)
-        try:
-            popen.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(popen.pid, signal.SIGKILL)
-            popen.wait(5)
-    return popen.returncode
-
-
 def _port_open(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(0.2)
@@ -138,19 +121,6 @@ def _register(proc: _Process) -> None:
     if not _ATEXIT_REGISTERED:
         atexit.register(_stop_all_at_exit)
         _ATEXIT_REGISTERED = True
-
-
-def _die_with_parent() -> list[str]:
-    """A prefix that makes the server get SIGKILL when we die, even by SIGKILL (atexit can't).
-
-    Linux ties the parent-death signal to the thread that started the child, so it is only
-    used from the main thread (whose end is the process's end). setpriv (util-linux) sets it
-    and execs the server, so the pid and process group stay the server's own.
-    """
-    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
-        return []
-    setpriv = shutil.which("setpriv")
-    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
 
 
 class _Process:
@@ -196,14 +166,9 @@ class _Process:
         if _port_open(self.host, self.port):
             raise LocalServerError(f"cannot start {self._name()}: {self.host}:{self.port} is already in use "
                                    "(Address already in use); pick another port or leave port=None")
-        log = open(self.log_path, "ab")  # handed to the child; closed below
-        try:
-            self._popen = subprocess.Popen(
-                _die_with_parent() + self._argv(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                cwd=self.workdir, env=self._env(), start_new_session=True,
-            )
-        finally:
-            log.close()
+        # a server outliving us would hold its port and data: it gets SIGKILL when we die
+        self._popen = processes.start(self._argv(), env=self._env(), cwd=self.workdir, log_path=self.log_path,
+                                      death_signal="KILL")
         _register(self)
 
         def ready() -> bool:
@@ -230,7 +195,7 @@ class _Process:
         popen, self._popen = self._popen, None
         if popen is None:
             return
-        stop_group(popen, timeout)
+        processes.stop(popen, timeout)
         _LIVE.discard(self)
 
     def close(self) -> None:
@@ -241,11 +206,8 @@ class _Process:
 
     def kill(self) -> None:
         """SIGKILL without a clean shutdown (fault tests: a crash, not a stop)."""
-        popen = self._popen
-        if popen is not None and popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(popen.pid, signal.SIGKILL)
-            popen.wait(5)
+        if self._popen is not None:
+            processes.kill(self._popen)
         self._popen = None
         _LIVE.discard(self)
 

@@ -24,7 +24,8 @@ from kafkautil import PRODUCER_SETTINGS
 from model import Model, Produced, order_second_problems, partition_for, stored_order_sources
 
 from parsers.catalogue import Catalogue
-from stationflow.local import stop_group, wait_for
+from stationflow.local import wait_for
+from stationflow.processes import stop as stop_group
 from store.windows import WindowStore
 
 ROOT = Path(__file__).resolve().parents[2]
