@@ -4,7 +4,7 @@ The inputs are built the way a worker builds them: the sample messages bundled w
 package (`stationflow/samples/`, one valid value per topic) go through the real parser
 (`parsers.envelopes.parse_message`), are folded into windows by the pure window rules
 (`parsers.windows`), and the module input comes from `parsers.inputs.build_input`. Running an
-algorithm applies the worker's own call and result rules (`workers.jobs.call_with_timeout`,
+algorithm applies the worker's own call and result rules (`workers.runs.classify_run`,
 `store.tracker.normalise_result`), so what passes here behaves the same in production:
 
     from stationflow.testing import sample_input, run_algorithm
@@ -305,8 +305,7 @@ def run_algorithm(fn: Callable[[str, Any], Any], module: str, module_input: Mapp
     defaults to the module's `run_timeout_s`. `fn` may be a coroutine function. Exceptions
     of `fn` are captured in the result (outcome failed, reason exception), not raised.
     """
-    from store.tracker import UnserialisableResult, normalise_result
-    from workers.jobs import AlgorithmTimeout, call_with_timeout
+    from workers.runs import classify_run
 
     cat = _catalogue(sample_kw.pop("catalogue", None), sample_kw.pop("settings", None), module,
                      sample_kw.pop("layout", None))
@@ -319,24 +318,13 @@ def run_algorithm(fn: Callable[[str, Any], Any], module: str, module_input: Mapp
     station = station_id or inp.get("stationId")
     if not isinstance(station, str):
         raise SampleError("station_id is required when the module input has no stationId")
-    quality = inp.get("_data_quality") or {}
-    missing = missing_required(spec, quality.get("available_topics", ()))
-    if missing:
-        err = SampleError(f"module {module} station {station}: required inputs missing: {', '.join(missing)}")
-        return RunResult(module, station, "failed", None, "not_ready", err, inp)
-    timeout = spec.run_timeout_s if timeout_s is None else timeout_s
-    try:
-        value = call_with_timeout(fn, station, inp, timeout)
-    except AlgorithmTimeout as e:
-        return RunResult(module, station, "failed", None, "timeout", e, inp)
-    except Exception as e:  # noqa: BLE001 - the worker reports it as a failed run
-        return RunResult(module, station, "failed", None, "exception", e, inp)
-    if value is None:
-        return RunResult(module, station, "none", None, None, None, inp)
-    try:
-        norm = normalise_result(station, value)
-    except UnserialisableResult as e:
-        return RunResult(module, station, "failed", None, "unserialisable", e, inp)
+    run = classify_run(fn, spec, station, inp, timeout_s=timeout_s)
+    error = run.error
+    if run.missing:
+        error = SampleError(f"module {module} station {station}: required inputs missing: {', '.join(run.missing)}")
+    norm = run.result
+    if norm is None:
+        return RunResult(module, station, run.outcome, None, run.reason, error, inp)
     return RunResult(module, station, "ok", norm.value, None, None, inp, norm.nonfinite, norm.mismatch,
                      norm.wrapped)
 

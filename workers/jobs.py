@@ -35,12 +35,11 @@ from typing import Any
 
 from parsers.batches import module_of
 from parsers.inputs import build_input
-from parsers.readiness import missing_required
 from store.counters import queue_incr_many
 from store.scripts import ScriptPipeline
-from store.tracker import Normalised, Report, UnserialisableResult, normalise_result
+from store.tracker import Normalised, Report
 from workers import context as wctx
-from workers import events, lanes
+from workers import events, lanes, runs
 from workers.lanes import AlgorithmTimeout, call_hook, call_with_timeout
 from workers.scheduling import BATCHES_META
 from workers.upload import observe_batch
@@ -211,13 +210,13 @@ class _StationRun:
                     w[dep] = self.fresh[dep]
             start_ms = self.now_ms + int((started - self.t0) * 1000)
             inp = build_input(self.ctx.catalogue, mod, self.station, w, start_ms, self.shared)
-            missing = missing_required(spec, inp["_data_quality"]["available_topics"])
+            not_ready = runs.check_ready(spec, inp, self.not_ok)
         except Exception as e:  # noqa: BLE001 - building the input failed: report, keep going
             log.exception("station %s module %s: input could not be built: %s", self.station, mod, e)
             self.end(mod, started, reason="exception")
             return
-        if missing:
-            self.end(mod, started, reason="upstream_failed" if any(x in self.not_ok for x in missing) else "not_ready")
+        if not_ready is not None:
+            self.end(mod, started, reason=not_ready.reason)
             return
         call = lanes.submit(lanes.Call(self.ctx.algorithms[mod], (self.station, inp), self.done, tag=mod))
         timeout = spec.run_timeout_s
@@ -242,7 +241,9 @@ class _StationRun:
             if r.deadline <= now:
                 del self.running[mod]
                 lanes.abandon(r.call)
-                self.end(mod, r.started, reason="timeout", inp=r.inp)
+                timed_out = lanes.AlgorithmTimeout(f"no result after {r.deadline - r.started:g} s")
+                run = runs.classify_error(self.station, mod, timed_out)
+                self.end(mod, r.started, reason=run.reason, inp=r.inp)
 
     def collect(self, call: lanes.Call) -> None:
         mod = call.tag
@@ -254,23 +255,16 @@ class _StationRun:
         if call.error is not None:
             if not isinstance(call.error, Exception):
                 raise call.error
-            e = call.error
-            log.warning("station %s module %s: algorithm raised %s: %s", self.station, mod, type(e).__name__, e)
-            self.end(mod, r.started, reason="exception", inp=r.inp)
+            run = runs.classify_error(self.station, mod, call.error)
+            self.end(mod, r.started, reason=run.reason, inp=r.inp)
             return
         cursors = []
         for alias in self.ctx.order_inputs[mod]:  # it received the closed seconds after its cursor
             seconds = r.windows.get(alias)
             if seconds:
                 cursors.append((mod, alias, max(s["seq"] for s in seconds)))
-        norm = reason = None
-        if call.value is not None:
-            try:
-                norm = normalise_result(self.station, call.value)
-            except UnserialisableResult as e:
-                log.warning("%s", e)
-                reason = "unserialisable"
-        self.end(mod, r.started, reason=reason, norm=norm, inp=r.inp, cursors=cursors)
+        run = runs.classify_value(self.station, call.value)
+        self.end(mod, r.started, reason=run.reason, norm=run.result, inp=r.inp, cursors=cursors)
 
     def end(self, mod: str, started: float, *, reason: str | None = None, norm: Normalised | None = None,
             inp: Any = None, cursors: list[tuple[str, str, int]] | None = None) -> None:
