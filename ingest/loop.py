@@ -26,8 +26,6 @@ from ingest.stats import IngestStats
 log = logging.getLogger(__name__)
 
 EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_CONFIG = 2
 
 
 class Ingester:

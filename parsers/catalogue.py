@@ -381,16 +381,6 @@ class Catalogue:
         """Modules that take `alias` as an input or dep, in dependency order."""
         return tuple(m for m in self.order if alias in self.by_module[m].all_inputs)
 
-    def modules_triggered_by(self, alias: str) -> tuple[str, ...]:
-        """Local modules for which new data on `alias` (topic alias or module) is a trigger."""
-        return tuple(
-            m for m in self.order
-            if self.by_module[m].runs == "local" and alias in self.by_module[m].trigger_set
-        )
-
-    def topics_of(self, module: str) -> tuple[str, ...]:
-        return self.module(module).inputs
-
     def dependents(self, module: str) -> tuple[str, ...]:
         """Direct dependents of `module`, in dependency order."""
         return tuple(m for m in self.order if module in self.by_module[m].deps)

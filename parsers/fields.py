@@ -108,14 +108,6 @@ def _is_num_list(v: Any) -> bool:
 _CHECKERS = {STR: _is_str, NUM: is_num, BIT: _is_bit, OBJ: _is_obj, LSTR: _is_str_list, LNUM: _is_num_list}
 
 
-def type_ok(tag: str, v: Any) -> bool:
-    """Whether a present (non-null) value has the type `tag`."""
-    try:
-        return _CHECKERS[tag](v)
-    except KeyError:
-        raise ValueError(f"unknown field type tag {tag!r}") from None
-
-
 def _compile(types: dict[str, str]) -> dict[str, tuple[str, Any, dict[str, tuple[str, Any]]]]:
     """{field: (tag, checker, {nested field: (tag, checker)})} for one alias's FIELD_TYPES."""
     out: dict[str, tuple[str, Any, dict[str, tuple[str, Any]]]] = {}
@@ -306,13 +298,6 @@ def _fast_check(alias: str, required: tuple[str, ...]) -> Any:
            "FEE_SLOT_FIELDS": FEE_SLOT_FIELDS, "FEE_CODES": FEE_CODES}
     exec(compile(src, f"<fields check {alias}>", "exec"), env)  # noqa: S102 - our own source text
     return env["check"]
-
-
-def check_key(field: str, v: Any) -> str:
-    """A device key must be a non-empty string (its type was already checked)."""
-    if v == "":
-        raise ElementError("bad_field_value", f"{field} is empty")
-    return v
 
 
 def _short(v: Any, n: int = 60) -> str:

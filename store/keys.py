@@ -44,10 +44,6 @@ class Keys:
     def orders_closed(self, station: str, alias: str) -> str:
         return f"{self.station_base(station)}o:{alias}"
 
-    def orders_closers(self, station: str, alias: str) -> str:
-        """Closing message coords -> first sequence number it closed (replays re-report triggers)."""
-        return f"{self.station_base(station)}o:{alias}:cb"
-
     def orders_state(self, station: str, alias: str) -> str:
         return f"{self.station_base(station)}o:{alias}:st"
 
@@ -64,9 +60,6 @@ class Keys:
     # ---- global windows ---------------------------------------------------------------
     def global_window(self, alias: str) -> str:
         return f"{self.prefix}:g:{{{alias}}}"
-
-    def global_ts(self, alias: str) -> str:
-        return f"{self.global_window(alias)}:ts"
 
     def global_meta(self, alias: str) -> str:
         return f"{self.global_window(alias)}:meta"
