@@ -73,22 +73,20 @@ def _connection_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def probe_group_features(cfg: Mapping[str, Any], timeout_ms: int = 10000) -> GroupFeatures:
-    """Ask the broker which API versions it speaks (one short-lived connection)."""
-    from kafka import KafkaConsumer
+    """Ask the broker which API versions it speaks (one short-lived admin connection, through
+    kafka-python's public admin API: the cluster's first broker's version data)."""
+    from kafka import KafkaAdminClient
 
-    conn = _connection_config(cfg)
+    conn = {k: v for k, v in _connection_config(cfg).items() if k in KafkaAdminClient.DEFAULT_CONFIG}
     conn["bootstrap_timeout_ms"] = min(timeout_ms, int(conn.get("bootstrap_timeout_ms", timeout_ms)))
-    probe = KafkaConsumer(**conn)
+    admin = KafkaAdminClient(**conn)
     try:
-        version = probe.config.get("api_version")
-        api_versions = None
-        manager = getattr(getattr(probe, "_client", None), "_manager", None)
-        bvd = getattr(manager, "broker_version_data", None)
-        if bvd is not None:
-            api_versions = getattr(bvd, "api_versions", None)
+        brokers = admin.describe_cluster().get("brokers") or []
+        data = admin.get_broker_version_data(brokers[0]["broker_id"]) if brokers else None
     finally:
-        probe.close()
-    return features_from_versions(version, api_versions)
+        admin.close()
+    version = cfg.get("api_version") or (data.broker_version if data is not None else None)
+    return features_from_versions(version, data.api_versions if data is not None else None)
 
 
 def looks_like_tansu(api_versions: Mapping[int, tuple[int, int]] | None) -> bool:

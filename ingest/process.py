@@ -11,7 +11,6 @@ Nothing here commits offsets; the loop does that once `execute` returned.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
@@ -28,9 +27,6 @@ from parsers.records import ParseError, Record, Source
 from store.dlq import DeadLetter
 
 log = logging.getLogger(__name__)
-
-#: test hook: exit abruptly (as SIGKILL would) after the Nth window write, before its commit
-CRASH_ENV = "STATIONFLOW_TEST_CRASH_AFTER_WRITE"
 
 ScheduleFn = Callable[[Sequence[PlannedRun]], Any]
 
@@ -89,7 +85,7 @@ class Processor:
         modules: Collection[str] | None = None,
         marks: Any = None,  # store.marks.ScheduleMarks (filter, advance); None: no replay marks
         clock: Callable[[], float] = time.time,
-        env: dict[str, str] | os._Environ[str] = os.environ,
+        after_write: Callable[[int], None] | None = None,
     ) -> None:
         self.catalogue = catalogue
         self.store = store
@@ -101,8 +97,9 @@ class Processor:
         self.modules = None if modules is None else frozenset(modules)
         self.marks = marks
         self.clock = clock
-        crash = env.get(CRASH_ENV)
-        self._crash_after = int(crash) if crash else None
+        #: called with the number of window writes so far after each one, before its commit
+        #: (the fault tests crash the process there)
+        self.after_write = after_write
         self._writes = 0
         self._pending_triggers: list[Any] = []  # from the order closer, not yet scheduled
         self._pending_plan: Plan | None = None
@@ -292,10 +289,8 @@ class Processor:
 
     def _after_write(self) -> None:
         self._writes += 1
-        if self._crash_after is not None and self._writes >= self._crash_after:
-            log.warning("%s=%d reached: exiting before the commit", CRASH_ENV, self._crash_after)
-            logging.shutdown()
-            os._exit(137)
+        if self.after_write is not None:
+            self.after_write(self._writes)
 
     def flush(self) -> bool:
         """Write the unsent counters (ours and the store's); False (and kept) when Redis is out."""

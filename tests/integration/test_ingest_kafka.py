@@ -253,6 +253,24 @@ def test_two_ingesters_split_partitions_and_match_a_single_consumer(kafka_bootst
     assert sum(len(a[s]["car_order"]) for s in stations) == 300  # every order once
 
 
+#: `stationflow ingest --instance-id crash-1 --until-idle 3` that exits abruptly (as SIGKILL
+#: would) right after its second window write, before that write's offsets are committed
+CRASH_AFTER_SECOND_WRITE = """\
+import logging, os, sys
+from stationflow import runtime
+from stationflow.settings import Settings
+
+def crash(writes):
+    if writes >= 2:
+        logging.shutdown()
+        os._exit(137)
+
+svc = runtime.build_ingester(Settings.load(), instance_id="crash-1", until_idle_s=3.0)
+svc.ingester.processor.after_write = crash
+sys.exit(runtime.run_ingester(svc))
+"""
+
+
 def test_crash_between_write_and_commit_then_restart_loses_and_duplicates_nothing(
         kafka_bootstrap: str, redis_client: Any, redis_url: str, tmp_path: Path) -> None:
     cat = fresh(kafka_bootstrap)
@@ -268,14 +286,14 @@ def test_crash_between_write_and_commit_then_restart_loses_and_duplicates_nothin
     cfg.write_text(f'prefix = "crash"\n[redis]\nurl = "{redis_url}"\n[kafka]\nbootstrap_servers = "{kafka_bootstrap}"\n'
                    f'group_id = "g-crash"\n[kafka.consumer]\nsession_timeout_ms = 6000\nheartbeat_interval_ms = 1000\n'
                    f'max_poll_records = 50\n[ingest]\ncommit_interval_s = 0.0\n{topics}\n')
-    env = dict(os.environ, STATIONFLOW_CONFIG=str(cfg), STATIONFLOW_TEST_CRASH_AFTER_WRITE="2")
-    argv = [str(Path(sys.executable).parent / "stationflow"), "ingest", "--instance-id", "crash-1", "--until-idle", "3"]
-    first = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    env = dict(os.environ, STATIONFLOW_CONFIG=str(cfg))
+    first = subprocess.run([sys.executable, "-c", CRASH_AFTER_SECOND_WRITE], env=env, capture_output=True,
+                           text=True, timeout=120, cwd=ROOT)
     assert first.returncode == 137, first.stderr[-2000:]
     # the second write happened, its offsets were never committed
     c = {k.decode(): int(v) for k, v in redis_client.hgetall("crash:counters:ingest").items()}
     assert c.get("messages", 0) < total
-    env.pop("STATIONFLOW_TEST_CRASH_AFTER_WRITE")
+    argv = [str(Path(sys.executable).parent / "stationflow"), "ingest", "--instance-id", "crash-1", "--until-idle", "3"]
     second = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert second.returncode == 0, second.stderr[-2000:]
 

@@ -177,7 +177,7 @@ def make(fake_redis: Any, polls: list[Any], partitions: list[tuple[str, int]] | 
         pipe.execute()
 
     proc = Processor(CAT, store, dlq, sched, stats, flush_counters=flush, clock=lambda: NOW_MS / 1000 + 1.0,
-                     env=kw.pop("env", {}), marks=kw.pop("marks", None))
+                     after_write=kw.pop("after_write", None), marks=kw.pop("marks", None))
     kw.setdefault("until_idle_s", 3.0)
     kw.setdefault("commit_interval_s", 0.0)
     ing = Ingester(consumer, proc, stats, clock=clock, sleep=clock.sleep, **kw)
@@ -403,11 +403,14 @@ def test_until_idle_waits_for_quiet_after_last_commit(fake_redis: Any) -> None:
     assert clock.t - start >= 2.0
 
 
-def test_crash_hook_reads_the_environment(fake_redis: Any) -> None:
-    ing, *_ = make(fake_redis, [], env={"STATIONFLOW_TEST_CRASH_AFTER_WRITE": "3"})
-    assert ing.processor._crash_after == 3
-    ing2, *_ = make(fake_redis, [])
-    assert ing2.processor._crash_after is None
+def test_after_write_callback_runs_after_each_write_before_the_commit(fake_redis: Any) -> None:
+    polls = [[record(ACDC, 0, 0, acdc("S1"))], [record(ACDC, 0, 1, acdc("S1"))]]
+    seen: list[tuple[int, dict[Any, int]]] = []
+    ing, consumer, *_ = make(fake_redis, polls,
+                             after_write=lambda n: seen.append((n, dict(consumer.commits[-1]) if consumer.commits else {})))
+    ing.run()
+    assert [n for n, _ in seen] == [1, 2]
+    assert seen[1][1] != consumer.commits[-1]  # the second write ran before its offsets were committed
 
 
 def test_collector_paused_during_a_poll_running_while_waiting_and_after(fake_redis: Any) -> None:
