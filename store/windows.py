@@ -19,58 +19,25 @@ from __future__ import annotations
 
 import functools
 import time
-from bisect import bisect_right
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from importlib import resources
-from itertools import accumulate
 from typing import Any
 
 import redis
 
 from parsers.catalogue import Catalogue, TopicSpec
 from parsers.records import Record, Source
-from store.codec import decode_closed_second, decode_item, encode_item, source_from
+from store.codec import decode_closed_second, decode_item
 from store.counters import Tally
 from store.job_writes import JobWrites
 from store.keys import Keys
 from store.memo import HourlyMemo
 from store.order_closer import OrderCloser
+from store.poll_write import ApplyResult, PollWrite, StoreError, Trigger
 from store.scripts import LuaScript, ScriptPipeline, resend_noscript
-from store.streamed import run_pipelined, run_streamed
 
 HOUR_FMT = "%Y-%m-%d %H:%M:%S"
-FIRST_CALL_RECORDS = 32  # records of a poll's first script call; each next one CALL_GROWTH times more
-CALL_GROWTH = 2
-
-
-class StoreError(Exception):
-    """A record the store cannot place (unknown alias, bad hour key): a bug upstream, not bad input."""
-
-
-@dataclass(frozen=True, slots=True)
-class Trigger:
-    """New data for a station (None: a global window, new data for every known station)."""
-
-    station_id: str | None
-    alias: str
-    source: Source
-
-
-@dataclass
-class ApplyResult:
-    triggers: list[Trigger] = field(default_factory=list)
-    applied: int = 0
-    superseded: int = 0  # valid records that lost to newer stored data
-    #: topic -> device records already older than the TTL when written (stored and hidden while
-    #: stale, or superseded; also counted in applied or superseded)
-    stale_on_arrival: dict[str, int] = field(default_factory=dict)
-    replays_skipped: int = 0
-    hours_ignored: int = 0
-    late_orders: int = 0
-    seconds_evicted: int = 0  # closed order seconds evicted before every module received them
 
 
 class StationWindows(dict):
@@ -94,25 +61,6 @@ class StationWindows(dict):
             else:
                 out[name] = self.get(name)
         return out
-
-
-class _Unit:
-    """One station's (or one global alias's) records of a poll, as apply.lua takes them."""
-
-    __slots__ = ("station", "meta", "base", "recs")
-
-    def __init__(self, station: str | None, meta: str, base: str) -> None:
-        self.station = station
-        self.meta = meta
-        self.base = base
-        self.recs: list[Any] = []  # 5 fields per record: stream offset ts key item
-
-    def __len__(self) -> int:  # records
-        return len(self.recs) // 5
-
-    def sis(self) -> list[int]:
-        """The stream index of each record (the first of its 5 fields)."""
-        return self.recs[0::5]
 
 
 @functools.lru_cache(maxsize=4096)
@@ -213,188 +161,10 @@ class WindowStore:
         return rec.key or ""
 
     def apply(self, messages: Sequence[tuple[Source, list[Record]]], now_ms: int) -> ApplyResult:
-        """Write every record of one poll; see the module docstring for the guarantees.
-
-        Records are first sorted into their stations (a cheap pass); each station's unit is
-        then built only when its script call is, and the first call is small, so Redis starts
-        while Python still builds and encodes the rest. A StoreError found while building
-        (a record the store cannot place) leaves the calls already sent applied; a retry skips
-        them as replays."""
-        now_ms = int(now_ms)
-        result = ApplyResult()
-        by_alias = self.catalogue.by_alias
-        keys = self.keys
-        # pass 1: records to units, in first-appearance order; (message index, record index, record)
-        buckets: dict[Any, list[tuple[int, int, Record]]] = {}
-        for i, (src, records) in enumerate(messages):
-            if src.timestamp_ms < 0 or src.offset < 0:  # the scripts compare both as decimal strings
-                raise StoreError(f"{src.coords()}: negative timestamp {src.timestamp_ms} or offset")
-            for j, rec in enumerate(records):
-                alias = rec.alias
-                spec = by_alias.get(alias)
-                if spec is None:
-                    raise StoreError(f"unknown alias {alias!r} in {src.coords()}")
-                if spec.kind == "global":
-                    ukey: Any = ("g", alias)
-                else:
-                    ukey = rec.station_id
-                    if ukey is None:
-                        raise StoreError(f"record of {src.coords()} ({alias}) has no station id")
-                b = buckets.get(ukey)
-                if b is None:
-                    b = buckets[ukey] = []
-                b.append((i, j, rec))
-        stations = [k for k in buckets if type(k) is not tuple]  # global units are ('g', alias)
-
-        streams: dict[tuple[str, str], int] = {}  # (alias, 'topic:partition') -> index from 1
-        stream_info: list[tuple[TopicSpec, str]] = [(None, "")]  # type: ignore[list-item]  # index -> (spec, topic)
-        aliases: dict[str, int] = {}
-        alias_specs: list[TopicSpec] = []  # alias index - 1 -> spec
-        # per stream index: (alias index, its 7 fields, 'topic:partition'), for the call heads
-        head: list[tuple[int, list[Any], str]] = [(0, [], "")]
-        due: dict[str, dict[str, int]] = defaultdict(dict)
-        keyed: list[tuple[int, int, Trigger]] = []  # record triggers with their poll position
-        msg_info: list[Any] = [None] * len(messages)  # per message: its strings, built once
-
-        def build(ukey: Any, entries: list[tuple[int, int, Record]]) -> _Unit:
-            """pass 2, one unit: stream indexes, record keys and script fields of its records."""
-            if type(ukey) is tuple:
-                sid: str | None = None
-                unit = _Unit(None, keys.global_meta(ukey[1]), keys.global_window(ukey[1]))
-            else:
-                sid = ukey
-                unit = _Unit(ukey, keys.meta(ukey), keys.station_base(ukey))
-            recs = unit.recs
-            seen: set[tuple[int, str]] = set()
-            for i, j, rec in entries:
-                m = msg_info[i]
-                src, records = messages[i]
-                if m is None:
-                    part = f"{src.topic}:{src.partition}"
-                    m = msg_info[i] = (part, f"{part}:{src.offset}", int(src.timestamp_ms), str(src.offset),
-                                       str(int(src.timestamp_ms)))
-                part, coords, ts, off_s, ts_s = m
-                alias = rec.alias
-                si = streams.get((alias, part))
-                if si is None:
-                    spec = by_alias[alias]
-                    if alias not in aliases:
-                        aliases[alias] = len(aliases) + 1
-                        alias_specs.append(spec)
-                    si = streams[(alias, part)] = len(streams) + 1
-                    stream_info.append((spec, src.topic))
-                    head.append((aliases[alias], self._alias_def(spec), part))
-                else:
-                    spec = stream_info[si][0]
-                kind = spec.kind
-                key = rec.key if kind == "devices" and rec.key else self._record_key(spec, rec, src)
-                recs += (si, off_s, ts_s, key, (ts, coords, rec.payload))
-                if kind == "orders":
-                    due[alias].setdefault(f"{sid}|{key}", now_ms + int(spec.order_close_s * 1000))
-                elif len(records) == 1:
-                    keyed.append((i, j, Trigger(sid, alias, src)))
-                elif (i, alias) not in seen:  # one trigger per (station, alias) of a message
-                    seen.add((i, alias))
-                    keyed.append((i, j, Trigger(sid, alias, src)))
-            return unit
-
-        flushed = self.tally.drain()
-        forgotten = self.closer.take_forgotten()  # due members of seconds closed by earlier calls
-        calls: list[tuple[list[_Unit], list[Any]]] = []
-
-        def commands() -> Iterator[tuple[Any, ...]]:
-            # built while Redis already runs the calls sent before (see store.streamed)
-            for (group, fld), n in flushed.items():
-                yield ("HINCRBY", keys.counters(group), fld, n)
-            sha = self.scripts["apply.lua"].sha
-            station_units = (build(k, buckets[k]) for k in stations)
-            global_units = (build(k, b) for k, b in buckets.items() if type(k) is tuple)
-            for call in self._group(station_units, global_units, now_ms, head):
-                calls.append(call)
-                yield ("EVALSHA", sha, *call[1])
-            if stations:
-                yield ("ZADD", keys.stations, "GT", *(x for st in stations for x in (now_ms, st)))
-            for alias, members in due.items():
-                yield ("ZADD", keys.orders_due(alias), "NX", *(x for m, sc in members.items() for x in (sc, m)))
-            yield from self.closer.removals(forgotten)  # after the ZADDs: a second opened and closed since
-
-        first = len(flushed)
-        accounted: set[int] = set()
-        closed: list[Trigger] = []
-
-        def on_reply(i: int, reply: Any) -> None:
-            # a script's reply is accounted while Redis still runs the later calls
-            j = i - first
-            if 0 <= j < len(calls) and not isinstance(reply, Exception):
-                self._account(result, calls[j][0], stream_info, alias_specs, reply, closed)
-                accounted.add(j)
-
-        try:
-            if self.cluster:
-                replies = run_pipelined(self.r, commands(), on_reply)
-            else:
-                replies = run_streamed(self.r, commands(), on_reply)
-            # re-runs the calls a Redis restart answered with NOSCRIPT; raises any other error
-            replies = self._finish(replies, "apply.lua", [c[1] for c in calls], first=first)
-        except Exception:
-            # the caller retries the poll; keep the counts for then (the calls that did apply
-            # stay counted: their retry counts as replays)
-            self.tally.restore(flushed)
-            self.closer.restore(forgotten)
-            raise
-        for j, (group, _) in enumerate(calls):
-            if j not in accounted:
-                self._account(result, group, stream_info, alias_specs, replies[j], closed)
-        # record triggers in poll order, then order-close triggers station by station
-        keyed.sort()  # (message, record) positions are unique: the Triggers are never compared
-        result.triggers.extend(t for _, _, t in keyed)
-        rank = {sid: i for i, sid in enumerate(stations)}
-        closed.sort(key=lambda t: rank.get(t.station_id, -1))
-        result.triggers.extend(closed)
-        return result
-
-    def _group(self, station_units: Iterable[_Unit], global_units: Iterable[_Unit], now_ms: int,
-               head: list[tuple[int, list[Any], str]]) -> Iterator[tuple[list[_Unit], list[Any]]]:
-        """Units -> script calls (built one at a time): one per unit under Redis Cluster, else
-        units packed up to `call_records` records per call, the first calls smaller (global
-        windows apart: their meta never expires)."""
-        limit = 1 if self.cluster else self.call_records
-        # calls grow from FIRST_CALL_RECORDS by CALL_GROWTH up to `limit`: Redis runs a call
-        # several times slower than Python builds one of the same size, so it never waits
-        size = min(limit, FIRST_CALL_RECORDS)
-        for units, ret in ((station_units, self.meta_retention), (global_units, "")):
-            group: list[_Unit] = []
-            n = 0
-            for u in units:
-                group.append(u)
-                n += len(u)
-                if n >= size:
-                    yield group, self._call_args(group, now_ms, ret, head)
-                    group, n, size = [], 0, min(limit, size * CALL_GROWTH)
-            if group:
-                yield group, self._call_args(group, now_ms, ret, head)
-
-    @staticmethod
-    def _call_args(group: list[_Unit], now_ms: int, ret: str, head: list[tuple[int, list[Any], str]]) -> list[Any]:
-        args: list[Any] = [len(group)]
-        args += [u.meta for u in group]
-        args += (now_ms, ret)
-        used = sorted({si for u in group for si in u.sis()})
-        defs = {head[si][0]: head[si][1] for si in used}
-        args.append(len(defs))
-        for ai, d in defs.items():
-            args.append(ai)
-            args += d
-        args.append(len(used))
-        for si in used:
-            args += (si, head[si][0], head[si][2])
-        for u in group:
-            recs = u.recs
-            if recs and type(recs[4]) is tuple:  # items are encoded here, call by call
-                recs[4::5] = [encode_item(*x) for x in recs[4::5]]
-            args += (u.base, len(u))
-            args += recs
-        return args
+        """Write every record of one poll (store.poll_write); see the module docstring for the
+        guarantees. The first script call is small, so Redis starts while Python still builds
+        and encodes the rest."""
+        return PollWrite(self, messages, now_ms).run()
 
     def _load_scripts(self) -> None:
         for s in self.scripts.values():
@@ -410,63 +180,6 @@ class WindowStore:
         s = self.scripts[script]
         calls = [(first + i, s, (s.sha, *a)) for i, a in enumerate(script_args)]
         return resend_noscript(self.r, replies, calls)[first:first + len(script_args)]
-
-    _FIELD = {"a": "records_applied", "s": "records_superseded", "r": "replays_skipped", "i": "hours_ignored"}
-
-    def _account(self, result: ApplyResult, group: list[_Unit], stream_info: list[tuple[TopicSpec, str]],
-                 aliases: list[TopicSpec], reply: list[Any], closed: list[Trigger]) -> None:
-        status, closes, evicted = reply
-        status = status.decode() if isinstance(status, bytes) else status
-        tally = self.tally
-        sis = [si for u in group for si in u.sis()]
-        for (st, si), n in Counter(zip(status, sis, strict=True)).items():
-            spec, topic = stream_info[si]
-            group_name = f"topic:{topic}"
-            if st == "i" and spec.kind == "global":
-                tally.add(group_name, "keys_ignored", n)
-                continue
-            if st == "a":
-                result.applied += n
-            elif st == "s":
-                result.superseded += n
-            elif st == "r":
-                result.replays_skipped += n
-            elif st == "i":
-                result.hours_ignored += n
-            elif st == "l":
-                result.late_orders += n
-                result.applied += n
-                tally.add(group_name, "late_orders", n)
-                tally.add(group_name, "records_applied", n)
-                continue
-            elif st == "o" or st == "z":  # a device record older than the TTL on arrival
-                result.stale_on_arrival[topic] = result.stale_on_arrival.get(topic, 0) + n
-                tally.add(group_name, "stale_on_arrival", n)
-                if st == "o":
-                    result.applied += n
-                    tally.add(group_name, "records_applied", n)
-                else:
-                    result.superseded += n
-                    tally.add(group_name, "records_superseded", n)
-                continue
-            tally.add(group_name, self._FIELD[st], n)
-        for j in range(0, len(evicted), 2):
-            n = int(evicted[j + 1])
-            spec = aliases[int(evicted[j]) - 1]
-            result.seconds_evicted += n
-            tally.add(f"topic:{spec.topic}", "seconds_evicted", n)
-        if closes:
-            ends = list(accumulate(len(u) for u in group))
-            for j in range(0, len(closes), 6):
-                idx, _seq, sec, _late, osrc, ots = closes[j:j + 6]
-                i = int(idx) - 1
-                station = group[bisect_right(ends, i)].station
-                o = osrc.decode() if isinstance(osrc, bytes) else osrc
-                alias = stream_info[sis[i]][0].alias
-                closed.append(Trigger(station, alias, source_from(o, int(ots))))
-                # closed (or late): its due-index member has nothing left to close
-                assert station is not None, "order seconds belong to a station"
-                self.closer.forget(alias, station, sec.decode() if isinstance(sec, bytes) else str(sec))
 
     def flush_counters(self) -> None:
         """Write counters gathered by the last calls (each apply also flushes the previous one's)."""

@@ -32,7 +32,7 @@ def test_idle_exit_waits_until_the_seconds_it_opened_are_closed(fake_redis: Any)
     store = WindowStore(fake_redis, CAT, "sf")
     # the processor's wall clock follows the loop's fake monotonic clock
     proc = Processor(CAT, store, DeadLetters(fake_redis, "sf"), Scheduler(), IngestStats(),
-                     clock=lambda: t0_ms / 1000 + (clock.t - start), env={})
+                     clock=lambda: t0_ms / 1000 + (clock.t - start))
     ing = Ingester(consumer, proc, IngestStats(), clock=clock, sleep=clock.sleep, until_idle_s=0.5,
                    commit_interval_s=0.0, poll_timeout_ms=100, close_interval_s=10.0)
     consumer.ingester = ing
@@ -49,7 +49,7 @@ def test_idle_exit_does_not_wait_without_order_writes(fake_redis: Any) -> None:
     start = clock.t
     consumer = FakeConsumer(clock, [], [(ORDER, 0)])
     store = WindowStore(fake_redis, CAT, "sf")
-    proc = Processor(CAT, store, DeadLetters(fake_redis, "sf"), Scheduler(), IngestStats(), env={})
+    proc = Processor(CAT, store, DeadLetters(fake_redis, "sf"), Scheduler(), IngestStats())
     ing = Ingester(consumer, proc, IngestStats(), clock=clock, sleep=clock.sleep, until_idle_s=0.5,
                    commit_interval_s=0.0, poll_timeout_ms=100, close_interval_s=10.0)
     consumer.ingester = ing

@@ -14,6 +14,7 @@ from parsers.catalogue import Catalogue
 from parsers.records import Record, Source
 from store.codec import decode_item
 from store.keys import Keys
+from store.poll_write import PollWrite
 from store.windows import StoreError, WindowStore
 
 T0 = 1_763_524_800_000  # 2025-11-19 04:00:00 UTC, ms
@@ -437,14 +438,14 @@ def test_calls_grouping_stations_equal_one_call_per_station(r, monkeypatch):
     cat = Catalogue.build()
     msgs = traffic(1000, seed=5)
     calls: dict[str, list[int]] = {}
-    group = WindowStore._group
+    group = PollWrite.group
 
     def spy(self, *args):
         out = list(group(self, *args))
-        calls.setdefault(self.keys.prefix, []).append(len(out))
+        calls.setdefault(self.store.keys.prefix, []).append(len(out))
         return iter(out)
 
-    monkeypatch.setattr(WindowStore, "_group", spy)
+    monkeypatch.setattr(PollWrite, "group", spy)
     runs = {}
     for prefix, opts in (("a", {"cluster": True}), ("b", {"call_records": 7}), ("c", {})):
         ws = WindowStore(r, cat, prefix=prefix, **opts)
