@@ -14,12 +14,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from ingest.backpressure import QueueGate
 from ingest.consumer import start_from_earliest_if_uncommitted
 from ingest.offsets import TP, OffsetBook
 from ingest.process import InFlight, Processor
+from ingest.rebalance import tps_text
 from ingest.retry import Backoff, is_kafka_outage, is_store_outage
 from ingest.stats import IngestStats
 
@@ -28,41 +30,43 @@ log = logging.getLogger(__name__)
 EXIT_OK = 0
 
 
+@dataclass(frozen=True)
+class LoopOptions:
+    """The loop's sizes and intervals ([ingest] and `kafka.consumer.max_poll_records`)."""
+
+    max_records: int = 2000
+    poll_timeout_ms: int = 1000
+    commit_interval_s: float = 1.0
+    close_interval_s: float = 0.5  # the order closer's period
+    summary_interval_s: float = 60.0
+    depth_interval_s: float = 0.5  # how often the queue depth is read for backpressure
+    until_idle_s: float | None = None  # exit once idle this long (None: run until stopped)
+
+
 class Ingester:
-    def __init__(
-        self,
-        consumer: Any,
-        processor: Processor,
-        stats: IngestStats,
-        *,
-        max_records: int = 2000,
-        poll_timeout_ms: int = 1000,
-        commit_interval_s: float = 1.0,
-        close_interval_s: float = 0.5,
-        summary_interval_s: float = 60.0,
-        queue_depth: Callable[[], int] | None = None,
-        gate: QueueGate | None = None,
-        depth_interval_s: float = 0.5,
-        until_idle_s: float | None = None,
-        on_lag: Callable[[dict[TP, int]], None] | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-        backoff: Backoff | None = None,
-    ) -> None:
+    """The consumer loop. `queue_depth()` and `gate` make backpressure (none without them);
+    `clock`, `sleep` and `backoff` are injected by the tests."""
+
+    def __init__(self, consumer: Any, processor: Processor, stats: IngestStats,
+                 options: LoopOptions | None = None, *, queue_depth: Callable[[], int] | None = None,
+                 gate: QueueGate | None = None, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep, backoff: Backoff | None = None) -> None:
+        o = options or LoopOptions()
         self.consumer = consumer
         self.processor = processor
         self.stats = stats
-        self.max_records = max_records
+        self.max_records = o.max_records
         # the order closer and backpressure run between polls: never wait longer than them
-        self.poll_timeout_ms = int(min(poll_timeout_ms, close_interval_s * 1000))
-        self.commit_interval_s = commit_interval_s
-        self.close_interval_s = close_interval_s
-        self.summary_interval_s = summary_interval_s
+        self.poll_timeout_ms = int(min(o.poll_timeout_ms, o.close_interval_s * 1000))
+        self.commit_interval_s = o.commit_interval_s
+        self.close_interval_s = o.close_interval_s
+        self.summary_interval_s = o.summary_interval_s
         self.queue_depth = queue_depth
         self.gate = gate
-        self.depth_interval_s = depth_interval_s
-        self.until_idle_s = until_idle_s
-        self.on_lag = on_lag
+        self.depth_interval_s = o.depth_interval_s
+        self.until_idle_s = o.until_idle_s
+        #: called with the lag of every owned partition after each check (metrics)
+        self.on_lag: Callable[[dict[TP, int]], None] | None = None
         #: called with the partitions this ingester no longer owns (metrics drop their series)
         self.on_released: Callable[[list[TP]], None] | None = None
         self.clock = clock
@@ -482,7 +486,7 @@ class Ingester:
         self.book.forget(revoked)
         if self.on_released is not None:
             self.on_released([TP(t.topic, t.partition) for t in revoked])
-        log.info("partitions revoked: %s", _tps(revoked))
+        log.info("partitions revoked: %s", tps_text(revoked))
 
     def _slow_from_earliest(self, batch: dict[Any, list[Any]]) -> dict[Any, list[Any]]:
         """Newly assigned slow-topic partitions without a committed offset go back to the
@@ -498,26 +502,4 @@ class Ingester:
         if assigned and self.pause_reasons:
             self.consumer.pause(*assigned)
         if assigned:
-            log.info("partitions assigned: %s", _tps(assigned))
-
-
-def make_listener(ingester: Ingester) -> Any:
-    from kafka import ConsumerRebalanceListener
-
-    class Listener(ConsumerRebalanceListener):
-        def on_partitions_revoked(self, revoked: Any) -> None:
-            ingester.on_revoked(revoked)
-
-        def on_partitions_assigned(self, assigned: Any) -> None:
-            ingester.on_assigned(assigned)
-
-        def on_partitions_lost(self, lost: Any) -> None:
-            # lost (not revoked): someone else may already own them; commit nothing
-            ingester.book.forget(lost)
-            log.warning("partitions lost: %s", _tps(lost))
-
-    return Listener()
-
-
-def _tps(tps: Iterable[Any]) -> str:
-    return ", ".join(f"{t.topic}[{t.partition}]" for t in sorted(tps, key=lambda t: (t.topic, t.partition)))
+            log.info("partitions assigned: %s", tps_text(assigned))

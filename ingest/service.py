@@ -14,8 +14,9 @@ from typing import Any
 
 from ingest.backpressure import QueueGate
 from ingest.consumer import GroupFeatures, build_consumer, default_instance_id, slow_topics_needing_reset
-from ingest.loop import Ingester, make_listener
+from ingest.loop import Ingester, LoopOptions
 from ingest.process import Processor
+from ingest.rebalance import make_listener
 from ingest.stats import IngestStats
 from parsers.batches import PlannedRun
 from parsers.catalogue import Catalogue, CatalogueError, TopicSpec
@@ -115,16 +116,11 @@ def build(
     cfg = settings.kafka.consumer_config()
     ing = settings.ingest
     gate = QueueGate(settings.queue.high_water, settings.queue.low_water)
-    ingester = Ingester(
-        None, processor, stats,
-        max_records=int(cfg.get("max_poll_records", 10000)),
-        poll_timeout_ms=ing.poll_timeout_ms,
-        commit_interval_s=ing.commit_interval_s,
-        summary_interval_s=ing.summary_interval_s,
-        queue_depth=(lambda: queue_depth(r)) if queue_depth is not None else None,
-        gate=gate,
-        until_idle_s=until_idle_s,
-    )
+    options = LoopOptions(max_records=int(cfg.get("max_poll_records", 10000)), poll_timeout_ms=ing.poll_timeout_ms,
+                          commit_interval_s=ing.commit_interval_s, summary_interval_s=ing.summary_interval_s,
+                          until_idle_s=until_idle_s)
+    ingester = Ingester(None, processor, stats, options, gate=gate,
+                        queue_depth=(lambda: queue_depth(r)) if queue_depth is not None else None)
     consumer, feats = build_consumer(
         cfg, [s.topic for s in specs], make_listener(ingester),
         group_id=group, instance_id=instance_id or default_instance_id(),

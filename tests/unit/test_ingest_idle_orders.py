@@ -8,7 +8,7 @@ from typing import Any
 
 from unit.test_ingest_loop import CAT, FakeClock, FakeConsumer, Scheduler, record, sample
 
-from ingest.loop import Ingester
+from ingest.loop import Ingester, LoopOptions
 from ingest.process import Processor
 from ingest.stats import IngestStats
 from store.dlq import DeadLetters
@@ -33,8 +33,8 @@ def test_idle_exit_waits_until_the_seconds_it_opened_are_closed(fake_redis: Any)
     # the processor's wall clock follows the loop's fake monotonic clock
     proc = Processor(CAT, store, DeadLetters(fake_redis, "sf"), Scheduler(), IngestStats(),
                      clock=lambda: t0_ms / 1000 + (clock.t - start))
-    ing = Ingester(consumer, proc, IngestStats(), clock=clock, sleep=clock.sleep, until_idle_s=0.5,
-                   commit_interval_s=0.0, poll_timeout_ms=100, close_interval_s=10.0)
+    ing = Ingester(consumer, proc, IngestStats(), LoopOptions(until_idle_s=0.5, commit_interval_s=0.0,
+                   poll_timeout_ms=100, close_interval_s=10.0), clock=clock, sleep=clock.sleep)
     consumer.ingester = ing
     assert ing.run() == 0
     k = Keys("sf")
@@ -50,8 +50,8 @@ def test_idle_exit_does_not_wait_without_order_writes(fake_redis: Any) -> None:
     consumer = FakeConsumer(clock, [], [(ORDER, 0)])
     store = WindowStore(fake_redis, CAT, "sf")
     proc = Processor(CAT, store, DeadLetters(fake_redis, "sf"), Scheduler(), IngestStats())
-    ing = Ingester(consumer, proc, IngestStats(), clock=clock, sleep=clock.sleep, until_idle_s=0.5,
-                   commit_interval_s=0.0, poll_timeout_ms=100, close_interval_s=10.0)
+    ing = Ingester(consumer, proc, IngestStats(), LoopOptions(until_idle_s=0.5, commit_interval_s=0.0,
+                   poll_timeout_ms=100, close_interval_s=10.0), clock=clock, sleep=clock.sleep)
     consumer.ingester = ing
     assert ing.run() == 0
     assert clock.t - start < 1.0

@@ -16,7 +16,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from samplefiles import SAMPLES
 
 from ingest.backpressure import QueueGate
-from ingest.loop import Ingester
+from ingest.loop import Ingester, LoopOptions
 from ingest.process import Processor
 from ingest.stats import IngestStats
 from parsers.batches import PlannedRun
@@ -180,7 +180,8 @@ def make(fake_redis: Any, polls: list[Any], partitions: list[tuple[str, int]] | 
                      after_write=kw.pop("after_write", None), marks=kw.pop("marks", None))
     kw.setdefault("until_idle_s", 3.0)
     kw.setdefault("commit_interval_s", 0.0)
-    ing = Ingester(consumer, proc, stats, clock=clock, sleep=clock.sleep, **kw)
+    options = LoopOptions(**{k: kw.pop(k) for k in list(kw) if k in LoopOptions.__dataclass_fields__})
+    ing = Ingester(consumer, proc, stats, options, clock=clock, sleep=clock.sleep, **kw)
     consumer.ingester = ing
     return ing, consumer, sched, store, clock
 
