@@ -55,8 +55,31 @@ def plan_runs(
     calls with the same catalogue) remembers readiness decisions, which depend only on the
     changed alias and the names present.
     """
-    # station -> [(alias, [sources of consecutive triggers of that alias])], in poll order
-    per_station: dict[str, list[tuple[str, list[Source]]]] = {}
+    per_station = _by_station(triggers, known_stations)
+    plan = Plan(stations=len(per_station))
+    if not per_station:
+        return plan
+    allowed = frozenset(catalogue.local_modules()) if modules is None else frozenset(modules)
+    aliases = frozenset(a for seq in per_station.values() for a, _ in seq)
+    names = _names_of_interest(catalogue, allowed, aliases)
+    presence = present(list(per_station), names) if names else {}
+    if cache is None:
+        cache = {}
+    elif len(cache) > _CACHE_MAX:
+        cache.clear()
+    for s, seq in per_station.items():
+        _plan_station(plan, s, seq, frozenset(presence.get(s, ())), catalogue, allowed, cache)
+    return plan
+
+
+#: station -> [(alias, [sources of consecutive triggers of that alias])], in poll order
+PerStation = dict[str, list[tuple[str, list[Source]]]]
+
+
+def _by_station(triggers: Iterable[Any], known_stations: StationsFn) -> PerStation:
+    """The triggers per station (a global one for every known station), consecutive
+    triggers of one alias grouped."""
+    per_station: PerStation = {}
     everyone: list[str] | None = None
     for t in triggers:
         sid = t.station_id
@@ -74,50 +97,39 @@ def plan_runs(
                 seq[-1][1].append(t.source)
             else:
                 seq.append((t.alias, [t.source]))
+    return per_station
 
-    plan = Plan(stations=len(per_station))
-    if not per_station:
-        return plan
-    allowed = frozenset(catalogue.local_modules()) if modules is None else frozenset(modules)
-    aliases = frozenset(a for seq in per_station.values() for a, _ in seq)
-    names = _names_of_interest(catalogue, allowed, aliases)
-    stations = list(per_station)
-    presence = present(stations, names) if names else {}
-    if cache is None:
-        cache = {}
-    elif len(cache) > _CACHE_MAX:
-        cache.clear()
-    runs, fired, absorbed, not_ready = plan.runs, plan.fired, plan.absorbed, plan.not_ready
-    for s in stations:
-        have = frozenset(presence.get(s, ()))
-        planned: set[str] = set()
-        known = have  # present or planned earlier in this poll: what readiness sees
-        for alias, sources in per_station[s]:
-            i, left = 0, len(sources)
-            while left:
-                key = (alias, known)
-                decided = cache.get(key)
-                if decided is None:
-                    decided = cache[key] = _decide(catalogue, alias, known, allowed)
-                ready, not_ready_here = decided
-                # a trigger that plans nothing new leaves `known` as it is, so every further
-                # trigger of the same alias decides alike: count them all at once
-                plans_new = any(m not in planned for m in ready)
-                n = 1 if plans_new else left
-                for m in not_ready_here:
-                    not_ready[m] += n
-                for m in ready:
-                    if m in planned:
-                        absorbed[m] += n
-                    else:
-                        planned.add(m)
-                        fired[m] += 1
-                        runs.append(PlannedRun(s, m, batch_id(m, sources[i])))
-                if plans_new:
-                    known = have | planned
-                i += n
-                left -= n
-    return plan
+
+def _plan_station(plan: Plan, s: str, seq: list[tuple[str, list[Source]]], have: frozenset[str],
+                  catalogue: Catalogue, allowed: frozenset[str], cache: dict[Any, Any]) -> None:
+    """Plan one station's runs into `plan`; `have`: the names present in the store."""
+    planned: set[str] = set()
+    known = have  # present or planned earlier in this poll: what readiness sees
+    for alias, sources in seq:
+        i, left = 0, len(sources)
+        while left:
+            key = (alias, known)
+            decided = cache.get(key)
+            if decided is None:
+                decided = cache[key] = _decide(catalogue, alias, known, allowed)
+            ready, not_ready_here = decided
+            # a trigger that plans nothing new leaves `known` as it is, so every further
+            # trigger of the same alias decides alike: count them all at once
+            plans_new = any(m not in planned for m in ready)
+            n = 1 if plans_new else left
+            for m in not_ready_here:
+                plan.not_ready[m] += n
+            for m in ready:
+                if m in planned:
+                    plan.absorbed[m] += n
+                else:
+                    planned.add(m)
+                    plan.fired[m] += 1
+                    plan.runs.append(PlannedRun(s, m, batch_id(m, sources[i])))
+            if plans_new:
+                known = have | planned
+            i += n
+            left -= n
 
 
 #: readiness decisions kept per (alias, names present); cleared beyond this many
