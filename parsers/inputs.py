@@ -66,46 +66,67 @@ def build_input(catalogue: Catalogue, module: str, station_id: str, windows: Map
 
 def topic_view(topic: TopicSpec, window: Any, now_ms: int) -> View:
     """The parsed value of one input topic's window (spec §6.3 table)."""
-    kind, ttl = topic.kind, topic.ttl_s
-    if kind == "latest":
-        if not window:
-            return View(None, False, None, ttl)
-        payload = window["payload"]
-        if topic.alias in GROUPED_LATEST:
-            payload = price_records(payload)
-        return View(payload, True, window["ts"], ttl)
-    if kind == "hourly":
-        if not window:
-            return View(None, False, None, ttl)
-        grid = realtime_grid(window, topic.window_size, topic.fill)
-        return View(grid, True, max(it["ts"] for it in window.values()), ttl)
-    if kind == "global":
-        if not window:
-            return View(None, False, None, ttl)
-        return View([window[k]["payload"] for k in sorted(window)], True,
-                    max(it["ts"] for it in window.values()), ttl)
-    if kind == "devices":
-        shown = visible_devices(window, ttl, now_ms)
-        if not shown:
-            return View(None, False, None, ttl)
-        value = [{**_as_dict(shown[k]["payload"]), "_ts_ms": shown[k]["ts"]} for k in sorted(shown)]
-        return View(value, True, max(it["ts"] for it in shown.values()), ttl)
-    if kind == "orders":
-        # None: the station has no closed second stored; []: it has, but none is new for this module
-        if window is None:
-            return View(None, False, None, ttl)
-        seconds = [
-            {"second": s["second"], "late": bool(s.get("late", False)),
-             "orders": [o["payload"] for o in s["orders"]]}
-            for s in window
-        ]
-        ts = max((o["ts"] for s in window for o in s["orders"]), default=None)
-        return View({"seconds": seconds}, True, ts, ttl)
-    if kind == "append":
-        if not window:
-            return View(None, False, None, ttl)
-        return View([it["payload"] for it in window], True, max(it["ts"] for it in window), ttl)
-    raise ValueError(f"topic {topic.topic}: unknown window kind {kind!r}")
+    view = _VIEWS.get(topic.kind)
+    if view is None:
+        raise ValueError(f"topic {topic.topic}: unknown window kind {topic.kind!r}")
+    return view(topic, window, now_ms)
+
+
+def _latest_view(topic: TopicSpec, window: Any, now_ms: int) -> View:
+    if not window:
+        return View(None, False, None, topic.ttl_s)
+    payload = window["payload"]
+    if topic.alias in GROUPED_LATEST:
+        payload = price_records(payload)
+    return View(payload, True, window["ts"], topic.ttl_s)
+
+
+def _hourly_view(topic: TopicSpec, window: Any, now_ms: int) -> View:
+    if not window:
+        return View(None, False, None, topic.ttl_s)
+    grid = realtime_grid(window, topic.window_size, topic.fill)
+    return View(grid, True, max(it["ts"] for it in window.values()), topic.ttl_s)
+
+
+def _global_view(topic: TopicSpec, window: Any, now_ms: int) -> View:
+    if not window:
+        return View(None, False, None, topic.ttl_s)
+    return View([window[k]["payload"] for k in sorted(window)], True,
+                max(it["ts"] for it in window.values()), topic.ttl_s)
+
+
+def _devices_view(topic: TopicSpec, window: Any, now_ms: int) -> View:
+    shown = visible_devices(window, topic.ttl_s, now_ms)
+    if not shown:
+        return View(None, False, None, topic.ttl_s)
+    value = [{**_as_dict(shown[k]["payload"]), "_ts_ms": shown[k]["ts"]} for k in sorted(shown)]
+    return View(value, True, max(it["ts"] for it in shown.values()), topic.ttl_s)
+
+
+def _orders_view(topic: TopicSpec, window: Any, now_ms: int) -> View:
+    # None: the station has no closed second stored; []: it has, but none is new for this module
+    if window is None:
+        return View(None, False, None, topic.ttl_s)
+    seconds = [
+        {"second": s["second"], "late": bool(s.get("late", False)),
+         "orders": [o["payload"] for o in s["orders"]]}
+        for s in window
+    ]
+    ts = max((o["ts"] for s in window for o in s["orders"]), default=None)
+    return View({"seconds": seconds}, True, ts, topic.ttl_s)
+
+
+def _append_view(topic: TopicSpec, window: Any, now_ms: int) -> View:
+    if not window:
+        return View(None, False, None, topic.ttl_s)
+    return View([it["payload"] for it in window], True, max(it["ts"] for it in window), topic.ttl_s)
+
+
+#: window kind -> its view (one per kind of the catalogue)
+_VIEWS: dict[str, Callable[[TopicSpec, Any, int], View]] = {
+    "latest": _latest_view, "hourly": _hourly_view, "global": _global_view, "devices": _devices_view,
+    "orders": _orders_view, "append": _append_view,
+}
 
 
 def _shared_view(topic: TopicSpec, window: Any, now_ms: int, shared: dict[str, Any]) -> View:
@@ -295,35 +316,51 @@ def _flat(catalogue: Catalogue, inputs: tuple[str, ...], deps: tuple[str, ...], 
 
 
 def flat_keys(topic: TopicSpec, value: Any) -> dict[str, Any]:
-    """The keys one input contributes to the flat layout (spec §6.3, step 2 table)."""
+    """The keys one input contributes to the flat layout (spec §6.3, step 2 table): by alias
+    where the table names one, else by window kind."""
     alias = topic.alias
-    if alias == "station_param":
-        return dict(_as_dict(value))
-    if topic.kind == "hourly":
-        return {k: v for k, v in value.items() if k != "filled"}
-    if topic.kind == "global":
-        fields = list(FIELD_TYPES.get(alias, {})) or sorted({k for rec in value for k in _as_dict(rec)})
-        return {f: [_as_dict(rec).get(f) for rec in value] for f in fields}
-    if topic.kind == "orders":
-        return {alias: [o for s in value["seconds"] for o in s["orders"]]}
-    if alias in GROUPED_LATEST:
-        return {alias: value[-1] if value else None}
-    if alias == "device_host_dcdc":
-        return {alias: [
-            {"hostCode": d.get("hostCode"), "dcWorkStatus": st, "moduleIndex": i, "dcPower": pw}
-            for d in value
-            for i, (st, pw) in enumerate(zip(_list(d.get("dcWorkStatus")), _list(d.get("dcdcPower")),
-                                             strict=False))
-        ]}
-    if alias == "device_host_acdc":
-        return {alias: [{"hostCode": d.get("hostCode"), "acPower": d.get("acPower")} for d in value]}
-    if topic.kind == "devices":
-        return {alias: [{k: v for k, v in d.items() if k != "_ts_ms"} for d in value]}
+    by_alias = _FLAT_BY_ALIAS.get(alias)
+    if by_alias is not None:
+        return by_alias(alias, value)
+    by_kind = _FLAT_BY_KIND.get(topic.kind)
+    if by_kind is not None:
+        return by_kind(alias, value)
     if topic.kind == "latest" and alias in FIELD_TYPES:
         # meter, gun, error, pv, weather: their own documented fields, top level
         payload = _as_dict(value)
         return {f: payload[f] for f in FIELD_TYPES[alias] if "." not in f and f in payload}
     return {alias: value}
+
+
+def _flat_global(alias: str, value: Any) -> dict[str, Any]:
+    fields = list(FIELD_TYPES.get(alias, {})) or sorted({k for rec in value for k in _as_dict(rec)})
+    return {f: [_as_dict(rec).get(f) for rec in value] for f in fields}
+
+
+def _flat_dcdc(alias: str, value: Any) -> dict[str, Any]:
+    return {alias: [
+        {"hostCode": d.get("hostCode"), "dcWorkStatus": st, "moduleIndex": i, "dcPower": pw}
+        for d in value
+        for i, (st, pw) in enumerate(zip(_list(d.get("dcWorkStatus")), _list(d.get("dcdcPower")), strict=False))
+    ]}
+
+
+FlatKeys = Callable[[str, Any], dict[str, Any]]
+
+_FLAT_BY_ALIAS: dict[str, FlatKeys] = {
+    "station_param": lambda alias, value: dict(_as_dict(value)),
+    "device_host_dcdc": _flat_dcdc,
+    "device_host_acdc": lambda alias, value: {
+        alias: [{"hostCode": d.get("hostCode"), "acPower": d.get("acPower")} for d in value]},
+    **{a: (lambda alias, value: {alias: value[-1] if value else None}) for a in GROUPED_LATEST},
+}
+
+_FLAT_BY_KIND: dict[str, FlatKeys] = {
+    "hourly": lambda alias, value: {k: v for k, v in value.items() if k != "filled"},
+    "global": _flat_global,
+    "orders": lambda alias, value: {alias: [o for s in value["seconds"] for o in s["orders"]]},
+    "devices": lambda alias, value: {alias: [{k: v for k, v in d.items() if k != "_ts_ms"} for d in value]},
+}
 
 
 # ---- helpers --------------------------------------------------------------------------------
