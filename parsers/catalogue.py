@@ -261,20 +261,7 @@ class Catalogue:
         by_topic: dict[str, TopicSpec] = {}
         by_alias: dict[str, TopicSpec] = {}
         for t in self.topics:
-            if t.kind not in WINDOW_KINDS:
-                raise CatalogueError(f"topic {t.topic}: unknown window kind {t.kind!r} ({_hint(t.kind, WINDOW_KINDS)})")
-            if t.envelope not in ENVELOPES:
-                raise CatalogueError(f"topic {t.topic}: unknown envelope {t.envelope!r}")
-            if t.topic in by_topic:
-                raise CatalogueError(f"duplicate topic {t.topic}")
-            if t.alias in by_alias:
-                raise CatalogueError(f"duplicate alias {t.alias!r} ({by_alias[t.alias].topic} and {t.topic})")
-            if t.window_size < 1:
-                raise CatalogueError(f"topic {t.topic}: window_size must be >= 1")
-            if t.kind in _KEYED_KINDS and not t.key_field:
-                raise CatalogueError(
-                    f"topics.{t.alias}.key_field: required for kind {t.kind!r} ({_KEYED_KINDS[t.kind]})"
-                )
+            _check_topic(t, by_topic, by_alias)
             by_topic[t.topic] = t
             by_alias[t.alias] = t
         by_module: dict[str, ModuleSpec] = {}
@@ -289,20 +276,7 @@ class Catalogue:
                 raise CatalogueError(f"module {m.name}: layout must be one of {LAYOUTS}, not {m.layout!r}")
             by_module[m.name] = m
         for m in self.modules:
-            for a in m.inputs:
-                if a not in by_alias or by_alias[a].is_module_output:
-                    raise CatalogueError(f"module {m.name}: unknown input topic alias {a!r} ({_hint(a, by_alias)})")
-            for d in m.deps:
-                if d not in by_module:
-                    raise CatalogueError(f"module {m.name}: unknown dependency {d!r} ({_hint(d, by_module)})")
-                if m.runs == "local" and by_module[d].runs == "off":
-                    raise CatalogueError(f"module {m.name} runs locally but depends on {d!r}, which is off")
-            for trig in m.trigger_set:
-                if trig not in m.all_inputs:
-                    raise CatalogueError(f"module {m.name}: trigger {trig!r} is not one of its inputs or deps")
-            for opt in m.optional:
-                if opt not in by_alias and opt not in by_module:
-                    raise CatalogueError(f"module {m.name}: optional {opt!r} is neither a topic alias nor a module")
+            _check_module_refs(m, by_alias, by_module)
         order, levels = _toposort(by_module)
         object.__setattr__(self, "by_topic", by_topic)
         object.__setattr__(self, "by_alias", by_alias)
@@ -325,29 +299,15 @@ class Catalogue:
         """
         modules = _modules()
         mo = dict(module_overrides or {})
-        for name in mo:
-            if name not in {m.name for m in modules}:
-                raise CatalogueError(f"unknown module {name!r} ({_hint(name, [m.name for m in modules])})")
+        _known(mo, [m.name for m in modules], "module")
         modules = [_apply(m, mo.get(m.name, {}), f"modules.{m.name}") for m in modules]
         topics = _input_topics() + [_output_topic(m) for m in modules]
         to = dict(topic_overrides or {})
-        aliases = [t.alias for t in topics]
-        for alias in to:
-            if alias not in aliases:
-                raise CatalogueError(f"unknown topic alias {alias!r} ({_hint(alias, aliases)})")
         names = dict(topic_names or {})
-        for alias in names:
-            if alias not in aliases:
-                raise CatalogueError(f"unknown topic alias {alias!r} ({_hint(alias, aliases)})")
-        out: list[TopicSpec] = []
-        for t in topics:
-            ov = dict(to.get(t.alias, {}))
-            if "ttl_s" in ov and "retention_s" not in ov:
-                ov["retention_s"] = default_retention(ov["ttl_s"])
-            t = _apply(t, ov, f"topics.{t.alias}")
-            if t.alias in names:
-                t = replace(t, topic=names[t.alias])
-            out.append(t)
+        aliases = [t.alias for t in topics]
+        _known(to, aliases, "topic alias")
+        _known(names, aliases, "topic alias")
+        out = [_override_topic(t, to.get(t.alias, {}), names.get(t.alias)) for t in topics]
         # keep module output_topic consistent with a renamed output topic
         by_alias = {t.alias: t for t in out}
         modules = [replace(m, output_topic=by_alias[m.name].topic) for m in modules]
@@ -413,6 +373,58 @@ class Catalogue:
     def sort_modules(self, names: Iterable[str]) -> list[str]:
         s = set(names)
         return [m for m in self.order if m in s]
+
+
+def _known(names: Mapping[str, Any], valid: list[str], what: str) -> None:
+    """Every key of `names` is one of `valid`; else a CatalogueError with a suggestion."""
+    for name in names:
+        if name not in valid:
+            raise CatalogueError(f"unknown {what} {name!r} ({_hint(name, valid)})")
+
+
+def _override_topic(t: TopicSpec, overrides: Mapping[str, Any], topic_name: str | None) -> TopicSpec:
+    """`t` with its configuration overrides (a new TTL moves the default retention along)
+    and its Kafka topic renamed."""
+    ov = dict(overrides)
+    if "ttl_s" in ov and "retention_s" not in ov:
+        ov["retention_s"] = default_retention(ov["ttl_s"])
+    t = _apply(t, ov, f"topics.{t.alias}")
+    return replace(t, topic=topic_name) if topic_name is not None else t
+
+
+def _check_topic(t: TopicSpec, by_topic: Mapping[str, TopicSpec], by_alias: Mapping[str, TopicSpec]) -> None:
+    """One topic's own rules, and that its name and alias are not taken yet."""
+    if t.kind not in WINDOW_KINDS:
+        raise CatalogueError(f"topic {t.topic}: unknown window kind {t.kind!r} ({_hint(t.kind, WINDOW_KINDS)})")
+    if t.envelope not in ENVELOPES:
+        raise CatalogueError(f"topic {t.topic}: unknown envelope {t.envelope!r}")
+    if t.topic in by_topic:
+        raise CatalogueError(f"duplicate topic {t.topic}")
+    if t.alias in by_alias:
+        raise CatalogueError(f"duplicate alias {t.alias!r} ({by_alias[t.alias].topic} and {t.topic})")
+    if t.window_size < 1:
+        raise CatalogueError(f"topic {t.topic}: window_size must be >= 1")
+    if t.kind in _KEYED_KINDS and not t.key_field:
+        raise CatalogueError(f"topics.{t.alias}.key_field: required for kind {t.kind!r} ({_KEYED_KINDS[t.kind]})")
+
+
+def _check_module_refs(m: ModuleSpec, by_alias: Mapping[str, TopicSpec], by_module: Mapping[str, ModuleSpec]) -> None:
+    """A module's inputs, deps, triggers and optional names all exist (and a local module
+    depends on no module that is off)."""
+    for a in m.inputs:
+        if a not in by_alias or by_alias[a].is_module_output:
+            raise CatalogueError(f"module {m.name}: unknown input topic alias {a!r} ({_hint(a, by_alias)})")
+    for d in m.deps:
+        if d not in by_module:
+            raise CatalogueError(f"module {m.name}: unknown dependency {d!r} ({_hint(d, by_module)})")
+        if m.runs == "local" and by_module[d].runs == "off":
+            raise CatalogueError(f"module {m.name} runs locally but depends on {d!r}, which is off")
+    for trig in m.trigger_set:
+        if trig not in m.all_inputs:
+            raise CatalogueError(f"module {m.name}: trigger {trig!r} is not one of its inputs or deps")
+    for opt in m.optional:
+        if opt not in by_alias and opt not in by_module:
+            raise CatalogueError(f"module {m.name}: optional {opt!r} is neither a topic alias nor a module")
 
 
 def _toposort(by_module: Mapping[str, ModuleSpec]) -> tuple[tuple[str, ...], dict[str, int]]:
