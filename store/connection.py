@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -125,24 +125,7 @@ def _sentinel_client(url: str, sentinels: Sequence[tuple[str, int]] | None, serv
     parts = urlsplit(url) if "://" in url else None
     db = 0
     if parts is not None and parts.scheme in SENTINEL_SCHEMES:
-        netloc = parts.netloc.rsplit("@", 1)
-        hosts = netloc[-1]
-        if len(netloc) == 2 and "password" not in opts:
-            cred = netloc[0]
-            user, _, pw = cred.partition(":")
-            if user and "username" not in opts:
-                opts["username"] = unquote(user)
-            if pw:
-                opts["password"] = unquote(pw)
-        if not sentinels:
-            sentinels = [_hostport(h) for h in hosts.split(",") if h]
-        path = [p for p in parts.path.split("/") if p]
-        if path and not service:
-            service = path[0]
-        if len(path) > 1:
-            db = int(path[1])
-        if parts.scheme.startswith("rediss"):
-            opts["ssl"] = True
+        sentinels, service, db = _from_sentinel_url(parts, sentinels, service, opts)
     if not sentinels or not service:
         raise ValueError(f"Sentinel needs hosts and a service name: {redact(url)}")
     retry = opts.pop("retry")
@@ -153,6 +136,27 @@ def _sentinel_client(url: str, sentinels: Sequence[tuple[str, int]] | None, serv
     client = s.master_for(service, decode_responses=decode)
     client.retry = retry
     return client
+
+
+def _from_sentinel_url(parts: SplitResult, sentinels: Sequence[tuple[str, int]] | None, service: str | None,
+                       opts: dict[str, Any]) -> tuple[Sequence[tuple[str, int]] | None, str | None, int]:
+    """(sentinels, service, db) from a sentinel URL, explicit arguments winning; credentials
+    (unless given) and TLS go into `opts`."""
+    netloc = parts.netloc.rsplit("@", 1)
+    if len(netloc) == 2 and "password" not in opts:
+        user, _, pw = netloc[0].partition(":")
+        if user and "username" not in opts:
+            opts["username"] = unquote(user)
+        if pw:
+            opts["password"] = unquote(pw)
+    if not sentinels:
+        sentinels = [_hostport(h) for h in netloc[-1].split(",") if h]
+    path = [p for p in parts.path.split("/") if p]
+    if path and not service:
+        service = path[0]
+    if parts.scheme.startswith("rediss"):
+        opts["ssl"] = True
+    return sentinels, service, int(path[1]) if len(path) > 1 else 0
 
 
 def _hostport(h: str) -> tuple[str, int]:
