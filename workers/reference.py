@@ -264,14 +264,22 @@ def thermal_management(station_id: str, inp: Mapping[str, Any]) -> dict[str, Any
     temp_risk = min(1.0, max(0.0, (hottest - 25.0) / (HOT_C - 25.0))) if hottest is not None else 0.0
     dc = _nums(p for h in (t.get("device_host_dcdc") or []) for p in (h.get("dcdcPower") or []))
     ac = sum(_nums(h.get("acPower") for h in (t.get("device_host_acdc") or [])))
-    load = _nums((d.get("load_prediction") or {}).get("prediction") or [])
-    plan = (d.get("operation_optimization") or {}).get("plan") or []
-    activity = sum(1 for p in plan if p) / len(plan) if plan else 0.0
-    load_rise = 0.0
-    if load and max(load) > 0:
-        load_rise = max(0.0, (load[0] - _mean(load)) / max(load))  # type: ignore[operator]
+    load_rise = _load_rise(_nums((d.get("load_prediction") or {}).get("prediction") or []))
+    activity = _activity((d.get("operation_optimization") or {}).get("plan") or [])
     dc_share = min(1.0, sum(dc) / ac) if ac > 0 else 0.0
     risk = min(1.0, 0.5 * temp_risk + 0.2 * dc_share + 0.15 * load_rise + 0.15 * activity)
     level = "high" if risk >= 0.7 else "medium" if risk >= 0.4 else "low"
     return {"risk": _r(risk), "level": level, "hottest_storage_c": hottest,
             "dcdc_power_kw": _r(sum(dc)), "acdc_power_kw": _r(ac), "planned_activity": _r(activity)}
+
+
+def _load_rise(load: list[float]) -> float:
+    """How far the next forecast hour is above the forecast mean, as a share of its peak."""
+    if not load or max(load) <= 0:
+        return 0.0
+    return max(0.0, (load[0] - _mean(load)) / max(load))  # type: ignore[operator]
+
+
+def _activity(plan: list[Any]) -> float:
+    """The share of planned slots with storage activity."""
+    return sum(1 for p in plan if p) / len(plan) if plan else 0.0
