@@ -249,63 +249,63 @@ class PollWrite:
             if group:
                 yield group, call_args(group, now_ms, ret, head)
 
-    _FIELD = {"a": "records_applied", "s": "records_superseded", "r": "replays_skipped", "i": "hours_ignored"}
-
     def account(self, group: list[_Unit], reply: list[Any]) -> None:
         """Count one call's per-record statuses, evicted seconds and closed seconds."""
-        result, stream_info, aliases, closed = self.result, self.stream_info, self.alias_specs, self.closed
         status, closes, evicted = reply
         status = status.decode() if isinstance(status, bytes) else status
-        tally = self.store.tally
         sis = [si for u in group for si in u.sis()]
         for (st, si), n in Counter(zip(status, sis, strict=True)).items():
-            spec, topic = stream_info[si]
-            group_name = f"topic:{topic}"
-            if st == "i" and spec.kind == "global":
-                tally.add(group_name, "keys_ignored", n)
-                continue
-            if st == "a":
-                result.applied += n
-            elif st == "s":
-                result.superseded += n
-            elif st == "r":
-                result.replays_skipped += n
-            elif st == "i":
-                result.hours_ignored += n
-            elif st == "l":
-                result.late_orders += n
-                result.applied += n
-                tally.add(group_name, "late_orders", n)
-                tally.add(group_name, "records_applied", n)
-                continue
-            elif st == "o" or st == "z":  # a device record older than the TTL on arrival
-                result.stale_on_arrival[topic] = result.stale_on_arrival.get(topic, 0) + n
-                tally.add(group_name, "stale_on_arrival", n)
-                if st == "o":
-                    result.applied += n
-                    tally.add(group_name, "records_applied", n)
-                else:
-                    result.superseded += n
-                    tally.add(group_name, "records_superseded", n)
-                continue
-            tally.add(group_name, self._FIELD[st], n)
+            spec, topic = self.stream_info[si]
+            self._count_status(st, spec, topic, n)
         for j in range(0, len(evicted), 2):
             n = int(evicted[j + 1])
-            spec = aliases[int(evicted[j]) - 1]
-            result.seconds_evicted += n
-            tally.add(f"topic:{spec.topic}", "seconds_evicted", n)
+            spec = self.alias_specs[int(evicted[j]) - 1]
+            self.result.seconds_evicted += n
+            self.store.tally.add(f"topic:{spec.topic}", "seconds_evicted", n)
         if closes:
-            ends = list(accumulate(len(u) for u in group))
-            for j in range(0, len(closes), 6):
-                idx, _seq, sec, _late, osrc, ots = closes[j:j + 6]
-                i = int(idx) - 1
-                station = group[bisect_right(ends, i)].station
-                o = osrc.decode() if isinstance(osrc, bytes) else osrc
-                alias = stream_info[sis[i]][0].alias
-                closed.append(Trigger(station, alias, source_from(o, int(ots))))
-                # closed (or late): its due-index member has nothing left to close
-                assert station is not None, "order seconds belong to a station"
-                self.store.closer.forget(alias, station, sec.decode() if isinstance(sec, bytes) else str(sec))
+            self._closed_seconds(group, sis, closes)
+
+    def _count_status(self, st: str, spec: TopicSpec, topic: str, n: int) -> None:
+        """`n` records of one stream with apply.lua status `st` (see `_STATUS`)."""
+        group_name = f"topic:{topic}"
+        if st == "i" and spec.kind == "global":  # a date outside the window
+            self.store.tally.add(group_name, "keys_ignored", n)
+            return
+        fields, counters = _STATUS[st]
+        for f in fields:
+            setattr(self.result, f, getattr(self.result, f) + n)
+        for c in counters:
+            self.store.tally.add(group_name, c, n)
+        if st in ("o", "z"):
+            self.result.stale_on_arrival[topic] = self.result.stale_on_arrival.get(topic, 0) + n
+
+    def _closed_seconds(self, group: list[_Unit], sis: list[int], closes: list[Any]) -> None:
+        """The order seconds one call closed: their triggers, and their due-index members
+        forgotten (nothing is left to close)."""
+        ends = list(accumulate(len(u) for u in group))
+        for j in range(0, len(closes), 6):
+            idx, _seq, sec, _late, osrc, ots = closes[j:j + 6]
+            i = int(idx) - 1
+            station = group[bisect_right(ends, i)].station
+            o = osrc.decode() if isinstance(osrc, bytes) else osrc
+            alias = self.stream_info[sis[i]][0].alias
+            self.closed.append(Trigger(station, alias, source_from(o, int(ots))))
+            assert station is not None, "order seconds belong to a station"
+            self.store.closer.forget(alias, station, sec.decode() if isinstance(sec, bytes) else str(sec))
+
+
+#: apply.lua's per-record status -> (ApplyResult fields, per-topic counters) it adds to:
+#: applied, superseded (lost to newer stored data), replay skipped, hour outside the window,
+#: late order (applied), device stale on arrival and stored (o) or superseded (z)
+_STATUS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "a": (("applied",), ("records_applied",)),
+    "s": (("superseded",), ("records_superseded",)),
+    "r": (("replays_skipped",), ("replays_skipped",)),
+    "i": (("hours_ignored",), ("hours_ignored",)),
+    "l": (("late_orders", "applied"), ("late_orders", "records_applied")),
+    "o": (("applied",), ("stale_on_arrival", "records_applied")),
+    "z": (("superseded",), ("stale_on_arrival", "records_superseded")),
+}
 
 
 def call_args(group: list[_Unit], now_ms: int, ret: str, head: Head) -> list[Any]:
