@@ -9,6 +9,7 @@ Absent and `null` both count as missing; only the required fields (the catalogue
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import date, datetime
 from functools import lru_cache
 from typing import Any
@@ -136,24 +137,23 @@ def check_station_id(v: Any, field: str = "stationId") -> str:
 
 @lru_cache(maxsize=8192)
 def valid_send_time(s: str) -> bool:
-    m = _SEND_TIME.fullmatch(s)
-    if m is None:
-        return False
-    try:
-        y, mo, d, h, mi, sec = (int(g) for g in m.groups())
-        datetime(y, mo, d, h, mi, sec)
-    except ValueError:
-        return False
-    return True
+    """`YYYY-MM-DD HH:MM:SS`, a real time of day on a real date."""
+    return _valid(_SEND_TIME, datetime, s)
 
 
 @lru_cache(maxsize=4096)
 def valid_date(s: str) -> bool:
-    m = _DATE.fullmatch(s)
+    """`YYYY-MM-DD`, a real date."""
+    return _valid(_DATE, date, s)
+
+
+def _valid(pattern: re.Pattern[str], build: Callable[..., Any], s: str) -> bool:
+    """`s` matches `pattern` and its integer groups make a valid `build(*groups)`."""
+    m = pattern.fullmatch(s)
     if m is None:
         return False
     try:
-        date(*(int(g) for g in m.groups()))
+        build(*(int(g) for g in m.groups()))
     except ValueError:
         return False
     return True

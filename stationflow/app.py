@@ -378,3 +378,26 @@ def _main_name() -> str | None:
         return spec.name
     file = getattr(main, "__file__", None)
     return Path(file).stem if file else None
+
+
+def run_main(app_path: str, argv: list[str] | None = None, *, prog: str | None = None,
+             description: str | None = None) -> int:
+    """`python -m <package>` of a script that defines an App ("module:attribute"): options
+    --config, --ingesters, --workers, --until-idle, then `app.run(...)`. The module is
+    imported after --config is in place, since an App reads its configuration when created."""
+    import argparse
+    import importlib
+
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--config", help="TOML configuration (default: $STATIONFLOW_CONFIG)")
+    p.add_argument("--ingesters", type=int, default=1)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--until-idle", type=float, default=None,
+                   help="stop once no record arrived for this many seconds and all work is done")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.config:
+        os.environ["STATIONFLOW_CONFIG"] = args.config
+    module, _, attr = app_path.partition(":")
+    app: App = getattr(importlib.import_module(module), attr)
+    return app.run(ingesters=args.ingesters, workers=args.workers, until_idle=args.until_idle)
