@@ -121,7 +121,8 @@ def section_ingest(p: Profile, bootstrap: str, r: Any, redis_url: str, log: Call
     from kafka.admin import NewTopic
 
     from bench import store_bench
-    from bench.e2e_bench import Ingesters, bare_consume_rate, end_offsets, settings_dict
+    from bench.e2e_bench import settings_dict
+    from bench.e2e_procs import Ingesters, bare_consume_rate, end_offsets
     from bench.ingest_bench import _catalogue, _produce
     from stationflow.traffic import Traffic
 
@@ -194,7 +195,7 @@ def section_jobs(p: Profile, r: Any, redis_url: str, log: Callable[[str], None])
     from rq.serializers import JSONSerializer
 
     from bench import jobs_bench
-    from bench.e2e_bench import pool_rate
+    from bench.e2e_procs import pool_rate
     from parsers.batches import PlannedRun
     from workers import context as wctx
     from workers.scheduling import ScheduleOptions, schedule
