@@ -210,7 +210,7 @@ class ReplayRefused(Exception):
 
 def dead_letter(r: Any, settings: Any, entry_id: str) -> dict[str, Any]:
     """One dead letter with its raw bytes as text and as hex, and how often it was replayed."""
-    from stationflow.commands.dlq_cmd import hexdump, preview, replay_counts
+    from stationflow.deadletters import hexdump, preview, replay_counts
     from store.dlq import DeadLetters
 
     try:
@@ -229,7 +229,7 @@ def dead_letter(r: Any, settings: Any, entry_id: str) -> dict[str, Any]:
 def replay(r: Any, settings: Any, entry_id: str) -> tuple[int, int]:
     """Send one dead letter back to its topic like `stationflow dlq replay ID`; returns
     (partition, offset) of the copy and counts the replay."""
-    from stationflow.commands.dlq_cmd import REPLAYED_GROUP, NotReplayable, replay_value, send
+    from stationflow.deadletters import REPLAYED_GROUP, NotReplayable, replay_value, send
     from store.dlq import DeadLetters
 
     e = DeadLetters(r, settings.prefix).get(entry_id)

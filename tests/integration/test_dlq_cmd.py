@@ -17,7 +17,7 @@ from samplefiles import BAD_SAMPLES
 from parsers.envelopes import parse_message
 from parsers.records import ParseError
 from stationflow.cli import main
-from stationflow.commands.dlq_cmd import HEADER_OF, HEADER_SOURCE, REPLAYED_GROUP
+from stationflow.deadletters import HEADER_OF, HEADER_SOURCE, REPLAYED_GROUP
 from store.dlq import DeadLetter, DeadLetters
 from store.keys import Keys
 
@@ -182,7 +182,7 @@ def test_replay_json_dry_run_and_send(dead):
 
 def test_replay_value_per_envelope():
     from parsers.catalogue import default_catalogue
-    from stationflow.commands.dlq_cmd import NotReplayable, hexdump, preview, replay_value
+    from stationflow.deadletters import NotReplayable, hexdump, preview, replay_value
 
     cat = default_catalogue()
 
