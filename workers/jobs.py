@@ -293,10 +293,7 @@ class _StationRun:
         self.unwritten = []
         outputs = [(e.module, e.norm.value) for e in ended if e.norm is not None]
         cursors = [c for e in ended for c in e.cursors]
-        reports = [Report(b, station, e.outcome, e.norm.json if e.norm is not None else None, e.reason,
-                          e.norm.nonfinite if e.norm else 0, bool(e.norm and e.norm.mismatch),
-                          bool(e.norm and e.norm.wrapped))
-                   for e in ended for b in self.todo[e.module]]
+        reports = [_report(b, station, e) for e in ended for b in self.todo[e.module]]
         sp = ScriptPipeline(ctx.r)
         ctx.writes.queue(sp, station, outputs, cursors, self.now_ms)
         at = ctx.tracker.queue_reports(sp, reports, int(time.time() * 1000))
@@ -314,6 +311,12 @@ class _StationRun:
             for e in ended:
                 if e.norm is not None:
                     _hook(ctx.result_handler, station, e.inp, e.norm.value)
+        self._hand_over(rep)
+
+    def _hand_over(self, rep: Any) -> None:
+        """Upload the batches the reports completed (or queue them for the upload thread) and
+        count the ones skipped."""
+        ctx = self.ctx
         if rep.claimed and ctx.uploader is not None:
             if ctx.background_upload:
                 ctx.uploader.submit(rep.claimed)
@@ -323,6 +326,14 @@ class _StationRun:
                 self.summary.uploaded += [b.batch_id for b, good in zip(rep.claimed, ok, strict=True) if good]
         for bid in rep.skipped:
             events.count("batches", module=module_of(bid), outcome="skipped")
+
+
+def _report(batch: str, station: str, e: _Ended) -> Report:
+    """The report of one ended run to one of its batches."""
+    n = e.norm
+    if n is None:
+        return Report(batch, station, e.outcome, None, e.reason)
+    return Report(batch, station, e.outcome, n.json, e.reason, n.nonfinite, bool(n.mismatch), bool(n.wrapped))
 
 
 def _hook(fn: Any, station: str, inp: Any, result: Any) -> None:
