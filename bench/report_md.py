@@ -132,10 +132,7 @@ def render(rep: dict[str, Any]) -> str:
           "process of this benchmark): figures are noisy; the (min–max) spread shows by how much.", ""]
 
     ing = rep.get("ingest", {})
-    L += ["## 1. Ingest", ""]
-    if "error" in ing:
-        L += [f"Failed: `{ing['error']}`", ""]
-    elif ing:
+    if _section(L, "## 1. Ingest", ing):
         L += [f"{ing['messages']:,} messages of the realistic mix (`stationflow.traffic`, all 13 input topics, "
               f"{ing['stations']} stations, {ing['station_records']:,} station records) on {ing['partitions']} "
               f"partitions per topic. Unit: {ing['unit']}. Ingesters run as separate processes (consumer group, "
@@ -157,10 +154,7 @@ def render(rep: dict[str, Any]) -> str:
               f"{_ratio(ing['ratio_store_vs_grouped'])} |", ""]
 
     jobs = rep.get("jobs", {})
-    L += ["## 2. Jobs", ""]
-    if "error" in jobs:
-        L += [f"Failed: `{jobs['error']}`", ""]
-    elif jobs:
+    if _section(L, "## 2. Jobs", jobs):
         L += [f"{jobs['jobs']} station jobs per run, each running {', '.join(jobs['modules_per_job'])} on real "
               f"windows with {jobs['algorithms']}; worker class {jobs['worker_class']}, {jobs['serializer']}. "
               "Bare RQ: the same number of trivial jobs (a function returning None), same worker class. "
@@ -173,10 +167,7 @@ def render(rep: dict[str, Any]) -> str:
               f"Pool of 2 vs one worker (station jobs): {_ratio(jobs['ratio_pool_vs_one'])}.", ""]
 
     e = rep.get("e2e", {})
-    L += ["## 3. End to end", ""]
-    if "error" in e:
-        L += [f"Failed: `{e['error']}`", ""]
-    elif e:
+    if _section(L, "## 3. End to end", e):
         st = e["steady"]
         L += [f"{e['stations']:,} stations (`stationflow.traffic`, natural rate {e['natural_records_s']:,.0f} "
               f"records/s, time-scaled x{e['speed']:.2f}), one ingester process, {e['workers']} worker processes "
@@ -233,10 +224,7 @@ def render(rep: dict[str, Any]) -> str:
         L += capacity_table(e)
 
     mem = rep.get("memory", {})
-    L += ["## 4. Memory", ""]
-    if "error" in mem:
-        L += [f"Failed: `{mem['error']}`", ""]
-    elif mem:
+    if _section(L, "## 4. Memory", mem):
         w = mem["windows"]
         L += [f"Windows only: {w['stations']:,} stations, {w['messages']:,} messages of all 13 topics "
               f"({w['simulated_s']:.0f} simulated s, enough for every window to reach its steady size under the "
@@ -260,10 +248,7 @@ def render(rep: dict[str, Any]) -> str:
         L += [""]
 
     con = rep.get("console", {})
-    L += ["## 5. Console", ""]
-    if "error" in con:
-        L += [f"Failed: `{con['error']}`", ""]
-    elif con:
+    if _section(L, "## 5. Console", con):
         L += [f"The station page of a station with full windows ({con['realtime_hours']} realtime hours, devices, "
               "tariff, closed order seconds, 24 kept outputs of every module, its open batches), requested "
               f"{con['runs']} times through the console's ASGI app in-process (Redis reads, charts, rendering; "
@@ -288,3 +273,12 @@ def render(rep: dict[str, Any]) -> str:
           "Anything under ~20% is within this shared machine's run-to-run noise; read ratios, not absolute rates.", "",
           "Raw numbers (every run) are in `report.json`.", ""]
     return "\n".join(L)
+
+
+def _section(lines: list[str], title: str, data: dict[str, Any]) -> bool:
+    """Append a section's title (and its failure, if it failed); True when it has figures."""
+    lines += [title, ""]
+    if "error" in data:
+        lines += [f"Failed: `{data['error']}`", ""]
+        return False
+    return bool(data)
