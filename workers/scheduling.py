@@ -152,13 +152,7 @@ def schedule(
     pending = pending or PendingRuns(r, prefix)
     tracker = tracker or BatchTracker(r, prefix)
 
-    per_station: dict[str, dict[str, str]] = defaultdict(dict)
-    for station, module, batch in runs:
-        if module in per_station[station]:
-            out.absorbed[module] += 1
-        else:
-            catalogue.module(module)  # unknown module: fail loudly before touching Redis
-            per_station[station][module] = batch
+    per_station = _by_station(runs, catalogue, out)
     proposals = {s: job_id_for(s, mods.values()) for s, mods in per_station.items()}
 
     # (a) coalescing (a pending run absorbs a trigger only while its batch is open) and rate
@@ -168,14 +162,45 @@ def schedule(
     interval = {m: int(specs[m].min_interval_s * 1000) for m in deadline}
     marked = pending.mark({s: [(m, b, deadline[m], interval[m]) for m, b in mods.items()]
                            for s, mods in per_station.items()}, proposals, now_ms)
-
-    expected, batch_module, deferral = _classify(marked, per_station, now_ms, out)
-
+    classified = _classify(marked, per_station, now_ms, out)
     # (b) batches, the commit of the runs reserved in (a) (no job takes a run before its
     # batch exists), the index of deferred runs, the status of the jobs the stations rely on
+    status = _create_batches(r, catalogue, tracker, pending, marked, per_station, classified, now_ms, out)
+    # (c) one job per station that has none waiting
+    slots = [JobSlot(mk.station, mk.job_id, mk.new_job,
+                     [b for b, flag, nb in zip(per_station[mk.station].values(), mk.flags, mk.not_before, strict=True)
+                      if flag in (FLAG_PENDING, FLAG_REPLAY) and nb == 0])
+             for mk in marked if mk.job_id]
+    joined, out.enqueued = enqueue_jobs(r, catalogue, slots, status, pending, opts, now_ms=now_ms)
+    out.joined = joined
+    tracker.flush_counters()
+    return out
+
+
+def _by_station(runs: Sequence[PlannedRun], catalogue: Catalogue, out: ScheduleResult) -> dict[str, dict[str, str]]:
+    """station -> {module: batch id}, a (station, module) appearing twice keeping the first
+    (the later ones counted absorbed); an unknown module fails before Redis is touched."""
+    per_station: dict[str, dict[str, str]] = defaultdict(dict)
+    for station, module, batch in runs:
+        if module in per_station[station]:
+            out.absorbed[module] += 1
+        else:
+            catalogue.module(module)
+            per_station[station][module] = batch
+    return per_station
+
+
+def _create_batches(r: redis.Redis, catalogue: Catalogue, tracker: BatchTracker, pending: PendingRuns,
+                    marked: Sequence[Any], per_station: dict[str, dict[str, str]],
+                    classified: tuple[dict[str, list[str]], dict[str, str], dict[str, int]],
+                    now_ms: int, out: ScheduleResult) -> dict[str, Any]:
+    """One round trip: the batches (create-if-absent, deadline extended by their longest
+    deferral), the commit of the reserved runs, the index of deferred runs, and the RQ status
+    of every job the stations rely on, returned as job id -> status (None: no such job)."""
+    expected, batch_module, deferral = classified
     sp = ScriptPipeline(r)
     for batch, stations in expected.items():
-        spec = specs[batch_module[batch]]
+        spec = catalogue.by_module[batch_module[batch]]
         tracker.queue_create(sp, NewBatch(batch, spec.name, tuple(stations),
                                           spec.batch_timeout_s + deferral.get(batch, 0) / 1000,
                                           spec.upload_empty), now_ms)
@@ -196,17 +221,7 @@ def schedule(
     out.batches_created = created
     out.batches_existing = len(expected) - created
     tracker.count_created(created, sum(len(v) for v in expected.values()))
-    status = dict(zip(job_ids, replies[first:], strict=True))
-
-    # (c) one job per station that has none waiting
-    slots = [JobSlot(mk.station, mk.job_id, mk.new_job,
-                     [b for b, flag, nb in zip(per_station[mk.station].values(), mk.flags, mk.not_before, strict=True)
-                      if flag in (FLAG_PENDING, FLAG_REPLAY) and nb == 0])
-             for mk in marked if mk.job_id]
-    joined, out.enqueued = enqueue_jobs(r, catalogue, slots, status, pending, opts, now_ms=now_ms)
-    out.joined = joined
-    tracker.flush_counters()
-    return out
+    return dict(zip(job_ids, replies[first:], strict=True))
 
 
 def _classify(marked: Sequence[Any], per_station: dict[str, dict[str, str]], now_ms: int, out: ScheduleResult
