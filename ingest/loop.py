@@ -14,12 +14,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from ingest.backpressure import QueueGate
 from ingest.consumer import start_from_earliest_if_uncommitted
 from ingest.offsets import TP, OffsetBook
+from ingest.options import LoopOptions
 from ingest.process import InFlight, Processor
 from ingest.rebalance import tps_text
 from ingest.retry import Backoff, is_kafka_outage, is_store_outage
@@ -28,19 +28,6 @@ from ingest.stats import IngestStats
 log = logging.getLogger(__name__)
 
 EXIT_OK = 0
-
-
-@dataclass(frozen=True)
-class LoopOptions:
-    """The loop's sizes and intervals ([ingest] and `kafka.consumer.max_poll_records`)."""
-
-    max_records: int = 2000
-    poll_timeout_ms: int = 1000
-    commit_interval_s: float = 1.0
-    close_interval_s: float = 0.5  # the order closer's period
-    summary_interval_s: float = 60.0
-    depth_interval_s: float = 0.5  # how often the queue depth is read for backpressure
-    until_idle_s: float | None = None  # exit once idle this long (None: run until stopped)
 
 
 class Ingester:

@@ -14,7 +14,8 @@ from typing import Any
 
 from ingest.backpressure import QueueGate
 from ingest.consumer import GroupFeatures, build_consumer, default_instance_id, slow_topics_needing_reset
-from ingest.loop import Ingester, LoopOptions
+from ingest.loop import Ingester
+from ingest.options import LoopOptions
 from ingest.process import Processor
 from ingest.rebalance import make_listener
 from ingest.stats import IngestStats

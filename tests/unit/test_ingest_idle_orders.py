@@ -8,7 +8,8 @@ from typing import Any
 
 from unit.test_ingest_loop import CAT, FakeClock, FakeConsumer, Scheduler, record, sample
 
-from ingest.loop import Ingester, LoopOptions
+from ingest.loop import Ingester
+from ingest.options import LoopOptions
 from ingest.process import Processor
 from ingest.stats import IngestStats
 from store.dlq import DeadLetters

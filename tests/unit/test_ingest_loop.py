@@ -16,7 +16,8 @@ from kafka.consumer.fetcher import ConsumerRecord
 from samplefiles import SAMPLES
 
 from ingest.backpressure import QueueGate
-from ingest.loop import Ingester, LoopOptions
+from ingest.loop import Ingester
+from ingest.options import LoopOptions
 from ingest.process import Processor
 from ingest.stats import IngestStats
 from parsers.batches import PlannedRun
