@@ -157,6 +157,7 @@ class Proc:
     log_path: Path
     env_extra: dict[str, str] = field(default_factory=dict)
     popen: subprocess.Popen[bytes] | None = None
+    exe: list[str] = field(default_factory=lambda: [STATIONFLOW])  # the command before argv
     starts: int = 0
     start_offset: int = 0  # log size when the current incarnation started
 
@@ -168,7 +169,7 @@ class Proc:
         log = open(self.log_path, "ab")
         self.start_offset = log.tell()
         try:
-            self.popen = subprocess.Popen([STATIONFLOW, *self.argv], env=env, cwd=ROOT, stdout=log,
+            self.popen = subprocess.Popen([*self.exe, *self.argv], env=env, cwd=ROOT, stdout=log,
                                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                           start_new_session=True)
         finally:
@@ -223,6 +224,34 @@ class Proc:
 
 def ingester(tmp: Path, config: Path, name: str, *args: str, env: dict[str, str] | None = None) -> Proc:
     return Proc(["ingest", "--instance-id", name, *args], config, tmp / f"{name}.log", dict(env or {}))
+
+
+#: `stationflow ingest --instance-id NAME` that exits abruptly (as SIGKILL would) right after
+#: its Nth window write, before that write's offsets are committed: a callback injected into
+#: the ingester's processor (production code has no crash switch)
+_CRASHING_INGESTER = """\
+import logging, os, sys
+from stationflow import runtime
+from stationflow.settings import Settings
+
+name, after = sys.argv[1], int(sys.argv[2])
+
+def crash(writes):
+    if writes >= after:
+        logging.shutdown()
+        os._exit(137)
+
+svc = runtime.build_ingester(Settings.load(), instance_id=name)
+svc.ingester.processor.after_write = crash
+sys.exit(runtime.run_ingester(svc))
+"""
+
+
+def crashing_ingester(tmp: Path, config: Path, name: str, after_writes: int) -> Proc:
+    """An ingester that dies (exit 137, nothing committed) right after its `after_writes`th
+    window write; restart it with `ingester(tmp, config, name)` (same log)."""
+    return Proc(["-c", _CRASHING_INGESTER, name, str(after_writes)], config, tmp / f"{name}.log",
+                exe=[sys.executable])
 
 
 def worker(tmp: Path, config: Path, name: str, *args: str, env: dict[str, str] | None = None) -> Proc:

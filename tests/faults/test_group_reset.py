@@ -17,6 +17,7 @@ from harness import (
     Proc,
     Sender,
     audit_batches,
+    crashing_ingester,
     end_offsets,
     figures,
     ingester,
@@ -31,7 +32,6 @@ from harness import (
 from slow_algorithms import env as slow_env
 from slow_algorithms import modules_config, read_calls
 
-from ingest.process import CRASH_ENV
 from stationflow.local import wait_for
 from stationflow.traffic import Traffic
 
@@ -130,13 +130,12 @@ def test_sigkill_between_window_write_and_scheduling_schedules_once(kafka_bootst
             sender.send(m.topic, m.value, m.timestamp_ms)
     produced = first + sender.results()
     # ... and the ingester dies right after its second window write
-    crashing: Proc = ingester(tmp_path, cfg, "gk-ingest", env={CRASH_ENV: "2"}).start()
+    crashing: Proc = crashing_ingester(tmp_path, cfg, "gk-ingest", after_writes=2).start()
     try:
         wait_for(lambda: not crashing.alive(), 120, "the ingester to crash after its second write")
         assert crashing.popen is not None and crashing.popen.returncode == 137, crashing.log()
         gaps = _gaps(r, "gk", topics)
-        crashing.env_extra.pop(CRASH_ENV)
-        crashing.start()
+        crashing = ingester(tmp_path, cfg, "gk-ingest").start()
         wait_caught_up(kafka_bootstrap, "g-crash", produced, 300, procs=[crashing])
         batches = wait_batches_finished(r, "gk", 240)
         audit = audit_batches(r, "gk", kafka_bootstrap, cat, batches)
