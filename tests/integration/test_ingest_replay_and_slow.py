@@ -11,9 +11,8 @@ from typing import Any
 from kafkautil import CONSUMER_GROUP_TEST_SETTINGS, create_topics, produce, unique_catalogue
 from samplefiles import SAMPLES
 
-from ingest.service import build
 from parsers.catalogue import Catalogue
-from stationflow.commands.ingest_cmd import queue_depth, scheduler
+from stationflow import runtime
 from stationflow.settings import Settings
 from store.tracker import BatchTracker
 from store.windows import WindowStore
@@ -33,7 +32,7 @@ def _settings(cat: Catalogue, bootstrap: str, redis_url: str, group: str, **cons
 
 
 def _ingest(settings: Settings, until_idle_s: float = 3.0) -> Any:
-    svc = build(settings, scheduler(settings), until_idle_s=until_idle_s, queue_depth=queue_depth(settings))
+    svc = runtime.build_ingester(settings, until_idle_s=until_idle_s)
     assert svc.ingester.run() == 0
     return svc
 
