@@ -496,11 +496,16 @@ def run_demo(opts: DemoOptions, echo: Callable[[str], None] = print) -> int:
             run.errors.append(f"{producer.summary.errors} message(s) failed to send")
         echo(f"producer done: {sent} messages; draining (at most {opts.drain_timeout_s:g} s)")
         t_drain = time.monotonic()
-        ok_drain, calm = False, 0
+        from workers import heartbeat
+
+        ok_drain, calm, held = False, 0, opts.keep
         while time.monotonic() - t_drain < opts.drain_timeout_s:
             check_children(run)
             snap = _snapshot(r, settings, run.bootstrap)
             calm = calm + 1 if drained(snap, sent, r, settings, baseline) else 0
+            if calm >= 2 and not held:  # no heartbeat tick from now on, then drain once more
+                heartbeat.hold(r, settings.catalogue, settings.prefix, time.time(), span_s=600)
+                held, calm = True, 0
             if calm >= 2:  # twice in a row: a closing order second or a sweep may still enqueue
                 ok_drain = True
                 break

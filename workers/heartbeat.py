@@ -83,3 +83,19 @@ def tick(r: redis.Redis, catalogue: Catalogue, now_s: float, options: ScheduleOp
     pipe.execute()
     log.debug("heartbeat %s: %d runs, %d not ready", out.ticks, out.runs, out.not_ready)
     return out
+
+
+def hold(r: redis.Redis, catalogue: Catalogue, prefix: str, now_s: float, span_s: float) -> int:
+    """Claim every heartbeat tick from `now_s` for `span_s` seconds (the same `SET NX` the
+    sweepers race for), so no process schedules them: a pipeline about to stop gets no new
+    heartbeat batch while its workers shut down (a batch created then would stay open).
+    Returns how many ticks this call claimed (those no process had scheduled yet)."""
+    keys = Keys(prefix)
+    pipe = r.pipeline(transaction=False)
+    for m in heartbeat_modules(catalogue):
+        every = m.heartbeat_s or 0.0
+        if every <= 0:
+            continue
+        for k in range(int(now_s // every), int((now_s + span_s) // every) + 1):
+            pipe.set(keys.heartbeat_tick(m.name, int(k * every)), "held", nx=True, ex=int(span_s + 2 * every + 60))
+    return sum(1 for ok in pipe.execute() if ok)
