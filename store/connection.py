@@ -12,10 +12,22 @@ from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 import redis
 from redis.backoff import ExponentialBackoff
+from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel", "sentinel")
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+
+
+def is_cluster_url(url: str) -> bool:
+    """True for a redis+cluster:// or rediss+cluster:// URL (state on Redis Cluster)."""
+    return urlsplit(url).scheme in CLUSTER_SCHEMES
+
+
+def is_cluster(r: Any) -> bool:
+    """True when `r` is a Redis Cluster client (one slot per script call, no plain pipeline)."""
+    return isinstance(r, RedisCluster)
 
 
 class StoreUnavailable(Exception):
@@ -71,7 +83,8 @@ def connect(
     check: bool = True,
     **extra: Any,
 ) -> redis.Redis:
-    """A client for `url` (redis://, rediss://, unix://, redis+sentinel://h1:p1,h2:p2/service/db).
+    """A client for `url` (redis://, rediss://, unix://, redis+sentinel://h1:p1,h2:p2/service/db,
+    redis+cluster://h1:p1,h2:p2/ - a `RedisCluster`; rediss+cluster:// for TLS).
 
     `password`/`username` override the URL's credentials (so secrets can come from the
     environment). With `check` a PING is sent now so a wrong password or host fails at
@@ -93,17 +106,19 @@ def connect(
     scheme = urlsplit(url).scheme
     if sentinels or scheme in SENTINEL_SCHEMES:
         client = _sentinel_client(url, sentinels, sentinel_service, opts)
+    elif scheme in CLUSTER_SCHEMES:
+        client = _cluster_client(url, opts, retries)
     elif scheme in ("redis", "rediss", "unix"):
         client = redis.Redis.from_url(url, **opts)
     else:
         raise ValueError(f"unsupported Redis URL scheme {scheme!r} in {redact(url)} "
-                         "(use redis://, rediss://, unix:// or redis+sentinel://)")
+                         "(use redis://, rediss://, unix://, redis+sentinel:// or redis+cluster://)")
     if check:
         ping(client, url)
     return client
 
 
-def ping(client: redis.Redis, url: str = "") -> None:
+def ping(client: Any, url: str = "") -> None:
     """PING, turning redis-py errors into the two exceptions callers handle."""
     where = redact(url) if url else repr(client)
     try:
@@ -159,8 +174,51 @@ def _from_sentinel_url(parts: SplitResult, sentinels: Sequence[tuple[str, int]] 
     return sentinels, service, int(path[1]) if len(path) > 1 else 0
 
 
-def _hostport(h: str) -> tuple[str, int]:
+def _cluster_client(url: str, opts: dict[str, Any], retries: int) -> RedisCluster:
+    """`redis+cluster://[user:pass@]h1:p1,h2:p2/`: any reachable node serves as a start, the
+    client learns the slot map from it and follows MOVED/ASK; a connection error or a
+    failover in progress (CLUSTERDOWN) is retried with backoff, the map refreshed."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)
+    if len(netloc) == 2:
+        user, _, pw = netloc[0].partition(":")
+        if user and "username" not in opts:
+            opts["username"] = unquote(user)
+        if pw and "password" not in opts:
+            opts["password"] = unquote(pw)
+    nodes = [ClusterNode(*_hostport(h, 6379)) for h in netloc[-1].split(",") if h]
+    if not nodes:
+        raise ValueError(f"Redis Cluster needs at least one host:port: {redact(url)}")
+    if [p for p in parts.path.split("/") if p not in ("", "0")]:
+        raise ValueError(f"Redis Cluster has only database 0: {redact(url)}")
+    if parts.scheme.startswith("rediss"):
+        opts["ssl"] = True
+    opts.pop("retry", None)
+    opts.pop("retry_on_error", None)
+    retry = Retry(ExponentialBackoff(cap=2.0, base=0.05), retries,
+                  supported_errors=(redis.ConnectionError, redis.TimeoutError, TimeoutError,
+                                    redis.exceptions.ClusterDownError, redis.exceptions.SlotNotCoveredError))
+    return RedisCluster(startup_nodes=nodes, retry=retry, require_full_coverage=True, **opts)
+
+
+def cluster_report(r: RedisCluster) -> tuple[list[str], int]:
+    """The cluster's masters (host:port, slot count each) and how many of the 16384 slots
+    they cover, from CLUSTER SLOTS of one node (for `config check`)."""
+    raw = r.execute_command("CLUSTER SLOTS", target_nodes=RedisCluster.RANDOM)
+    if isinstance(raw, dict):  # redis-py parses CLUSTER SLOTS into {(first, last): {...}}
+        spans = [(a, b, v["primary"]) for (a, b), v in raw.items()]
+    else:
+        spans = [(int(x[0]), int(x[1]), (x[2][0], x[2][1])) for x in raw]
+    per: dict[str, int] = {}
+    for first, last, (host, port) in spans:
+        host = host.decode() if isinstance(host, bytes) else host
+        name = f"{host}:{port}"
+        per[name] = per.get(name, 0) + int(last) - int(first) + 1
+    return [f"{n} ({k} slots)" for n, k in sorted(per.items())], sum(per.values())
+
+
+def _hostport(h: str, default_port: int = 26379) -> tuple[str, int]:
     host, _, port = h.rpartition(":")
     if not host:
-        return h, 26379
+        return h, default_port
     return host.strip("[]"), int(port)
