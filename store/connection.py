@@ -18,6 +18,7 @@ from redis.sentinel import Sentinel
 
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel", "sentinel")
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+SLOTS = 16384  # hash slots of a Redis Cluster
 
 
 def is_cluster_url(url: str) -> bool:

@@ -29,6 +29,7 @@ import redis
 from parsers.catalogue import Catalogue, TopicSpec
 from parsers.records import Record, Source
 from store.codec import decode_closed_second, decode_item
+from store.connection import is_cluster
 from store.counters import Tally
 from store.job_writes import JobWrites
 from store.keys import Keys
@@ -101,7 +102,7 @@ class WindowStore:
         self.scripts = {n: LuaScript(n, _load(n)) for n in _SCRIPT_NAMES}
         self.writes = JobWrites(catalogue, prefix, self.outputs_keep)  # outputs and cursors
         self._load_scripts()
-        self.cluster = bool(cluster)
+        self.cluster = bool(cluster) or is_cluster(r)
         self.call_records = max(1, int(call_records))
         self._defs: dict[str, list[Any]] = {}
         self.tally = Tally()

@@ -107,6 +107,43 @@ def redis_client(redis_url: str) -> Iterator[object]:
         client.close()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[object]:
+    """The session's private Redis Cluster: 3 masters + 3 replicas on loopback ports
+    (stationflow.local_cluster; `.url` is its redis+cluster:// URL, `.nodes` its servers)."""
+    from stationflow.local_cluster import start_cluster
+
+    try:
+        find_redis_server()
+    except LocalServerError as exc:
+        pytest.skip(str(exc))
+    cluster = start_cluster(masters=3, replicas=1)
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture
+def cluster_client(redis_cluster: object) -> Iterator[object]:
+    """redis.cluster.RedisCluster (bytes replies) on the session cluster, emptied first."""
+    from store.connection import connect
+
+    redis_cluster.wait_healthy()  # type: ignore[attr-defined]  # a fault test may have failed a master over
+    redis_cluster.flushall()  # type: ignore[attr-defined]
+    client = connect(redis_cluster.url)  # type: ignore[attr-defined]
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture(params=["single", "cluster"])
+def any_redis(request: pytest.FixtureRequest) -> Iterator[object]:
+    """The same test on a single Redis and on the Redis Cluster (each emptied first)."""
+    yield request.getfixturevalue("redis_client" if request.param == "single" else "cluster_client")
+
+
 @pytest.fixture
 def fake_redis() -> Iterator[object]:
     """An in-process fakeredis with Lua (lupa) for fast unit tests of scripts."""

@@ -45,7 +45,9 @@ def check(ctx: click.Context, file: str | None, full: bool, as_json: bool) -> No
     """Validate FILE (default: --config / STATIONFLOW_CONFIG, else built-in defaults) plus
     the STATIONFLOW_* environment, import every algorithm and hook path it names, and print
     the effective configuration as TOML with secrets masked. Exit status 2 on any
-    configuration error or a path that cannot be imported (each is listed on stderr)."""
+    configuration error or a path that cannot be imported (each is listed on stderr).
+    With a Redis Cluster (redis.url redis+cluster://) it also connects, lists the masters
+    and the slots they cover (all 16384, or exit 2), and pings queue.redis_url."""
     settings = get_settings(ctx, file)
     problems = import_problems(settings)
     if problems:
@@ -62,5 +64,34 @@ def check(ctx: click.Context, file: str | None, full: bool, as_json: bool) -> No
         header.append("# overridden by environment: " + ", ".join(settings.env_applied))
     if not full:
         header.append("# topic and module defaults: `stationflow topics` or `config check --full`")
+    if settings.redis.is_cluster or settings.queue.redis_url is not None:
+        try:
+            header += redis_topology(settings)
+        except Exception as e:  # noqa: BLE001 - any failure to reach either Redis is this one-line error
+            raise CommandFailed(str(e), 2, "config error") from None
     click.echo("\n".join(header) + "\n")
     click.echo(settings.to_toml(masked=True, full=full), nl=False)
+
+
+def redis_topology(settings: Any) -> list[str]:
+    """Comment lines on the cluster's masters and slot coverage and the queue Redis; raises
+    (one-line message) when a server cannot be reached or slots are left uncovered."""
+    from store.connection import SLOTS, cluster_report, redact
+
+    lines = []
+    if settings.redis.is_cluster:
+        r = settings.redis.connect(retries=1)
+        try:
+            masters, covered = cluster_report(r)
+        finally:
+            r.close()
+        lines.append(f"# redis cluster: {len(masters)} masters: {', '.join(masters)}; "
+                     f"slots covered {covered}/{SLOTS}")
+        if covered < SLOTS:
+            raise ValueError(f"Redis Cluster {redact(settings.redis.url)} covers only {covered} of {SLOTS} "
+                             "slots (a master without replica is down, or slots were never assigned)")
+    if settings.queue.redis_url is not None:
+        q = settings.connect_queue(retries=1)
+        q.close()
+        lines.append(f"# queue redis: {redact(settings.queue.redis_url)} reachable")
+    return lines

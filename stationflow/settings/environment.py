@@ -57,6 +57,8 @@ ENV_OVERRIDES: tuple[EnvOverride, ...] = (
     EnvOverride("STATIONFLOW_PREFIX", ("prefix",), "Redis key prefix"),
     EnvOverride("STATIONFLOW_LOG_LEVEL", ("log_level",), "log level"),
     EnvOverride("STATIONFLOW_QUEUE_NAME", ("queue", "name"), "RQ queue name"),
+    EnvOverride("STATIONFLOW_QUEUE_REDIS_URL", ("queue", "redis_url"),
+                "plain Redis of the RQ queues (required with a redis+cluster:// redis.url)"),
     EnvOverride("STATIONFLOW_QUEUE_HIGH_WATER", ("queue", "high_water"), "queue depth that pauses fetching"),
     EnvOverride("STATIONFLOW_QUEUE_LOW_WATER", ("queue", "low_water"), "queue depth that resumes fetching"),
     EnvOverride("STATIONFLOW_HOOKS_RESULT_HANDLER", ("hooks", "result_handler"), "result hook, \"pkg.mod:fn\""),

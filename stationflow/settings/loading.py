@@ -30,7 +30,7 @@ from stationflow.settings.schema import (
     TOP_LEVEL_TABLES,
     ConfigError,
 )
-from stationflow.settings.sections import catalogue_settings, kafka_settings, redis_settings
+from stationflow.settings.sections import catalogue_settings, kafka_settings, queue_redis_url, redis_settings
 from stationflow.settings.toml import read_toml
 from stationflow.settings.values import check_dotted, section, unknown_key
 
@@ -72,6 +72,7 @@ def from_dict(d: Mapping[str, Any] | None = None) -> Settings:
     if q["low_water"] >= q["high_water"]:
         raise ConfigError(f"queue.low_water ({q['low_water']}) must be below queue.high_water "
                           f"({q['high_water']})")
+    q["redis_url"] = queue_redis_url(q["redis_url"], redis)
     hooks = section("hooks", d.get("hooks", {}), HOOKS_KEYS)
     for k, v in hooks.items():
         check_dotted(f"hooks.{k}", v)

@@ -74,12 +74,30 @@ class RedisSettings:
                     opts[theirs] = getattr(self, ours)
         return opts
 
+    @property
+    def is_cluster(self) -> bool:
+        """State on Redis Cluster (redis+cluster:// or rediss+cluster://)."""
+        return self.url.split("://", 1)[0] in ("redis+cluster", "rediss+cluster")
+
     def connect(self, **kw: Any) -> Any:
-        """A checked redis.Redis for this configuration (`store.connection.connect`; `kw`
-        such as decode_responses or check=False pass through)."""
+        """A checked client for this configuration (`store.connection.connect`: a redis.Redis,
+        or a RedisCluster for a cluster URL; `kw` such as decode_responses or check=False pass
+        through)."""
         from store.connection import connect
 
         return connect(self.connection_url(), **{**self.connect_options(), **kw})
+
+    def connect_queue(self, queue_url: str | None, **kw: Any) -> Any:
+        """The plain Redis of the RQ queues: `queue_url` (queue.redis_url: its own credentials
+        in the URL; the TLS files of [redis] apply to a rediss:// one), else this Redis."""
+        if queue_url is None:
+            return self.connect(**kw)
+        from store.connection import connect
+
+        opts = {k: v for k, v in self.connect_options().items() if k not in ("username", "password")}
+        if not queue_url.split("://", 1)[0].startswith("rediss"):
+            opts = {k: v for k, v in opts.items() if not k.startswith("ssl")}
+        return connect(queue_url, **{**opts, **kw})
 
     def to_dict(self, masked: bool = True) -> dict[str, Any]:
         d = {k.name: getattr(self, k.name) for k in REDIS_KEYS}
@@ -177,6 +195,7 @@ class KafkaSettings:
 @dataclass(frozen=True)
 class QueueSettings:
     name: str = "stationflow"
+    redis_url: str | None = field(default=None, repr=False)
     high_water: int = 10000
     low_water: int = 5000
     job_ttl_s: int | None = None
@@ -261,7 +280,13 @@ class Settings:
         for name, obj in (("queue", self.queue), ("batch", self.batch), ("ingest", self.ingest),
                           ("hooks", self.hooks)):
             out[name] = {k: v for k, v in vars(obj).items() if v is not None}
+        if self.queue.redis_url is not None and masked:
+            out["queue"]["redis_url"] = mask_url(self.queue.redis_url)
         return out
+
+    def connect_queue(self, **kw: Any) -> Any:
+        """The Redis of the RQ queues and registries (queue.redis_url, else redis.url)."""
+        return self.redis.connect_queue(self.queue.redis_url, **kw)
 
     def to_toml(self, masked: bool = True, full: bool = False) -> str:
         return dump_toml(self.to_dict(masked=masked, full=full))

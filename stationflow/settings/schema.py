@@ -55,7 +55,9 @@ GLOBAL_KEYS: tuple[Key, ...] = (
 
 REDIS_KEYS: tuple[Key, ...] = (
     Key("url", "str", "redis://127.0.0.1:6379/0",
-        "redis://, rediss:// (TLS), unix:// or redis+sentinel://[user:pw@]host:port[,host:port]/service/db"),
+        "redis://, rediss:// (TLS), unix://, redis+sentinel://[user:pw@]host:port[,host:port]/service/db or "
+        "redis+cluster://[user:pw@]host:port[,host:port]/ (Redis Cluster; rediss+cluster:// for TLS; "
+        "then queue.redis_url is required)"),
     Key("username", "str", None, "ACL user name (or put it in the URL)", nullable=True, example="stationflow"),
     Key("password", "str", None, "password (or put it in the URL); masked in all output",
         secret=True, nullable=True, example="change-me"),
@@ -189,6 +191,9 @@ MODULE_KEYS: tuple[Key, ...] = (
 
 QUEUE_KEYS: tuple[Key, ...] = (
     Key("name", "str", "stationflow", "RQ queue of station jobs"),
+    Key("redis_url", "str", None, "plain Redis (redis://, rediss://, unix:// or redis+sentinel://) for the RQ "
+        "queues and registries (unset: redis.url); required when redis.url is a cluster, since RQ cannot "
+        "run on Redis Cluster", nullable=True, example="redis://queue-redis:6379/0"),
     Key("high_water", "int", 10000, "ingesters pause fetching above this queue depth", minimum=1),
     Key("low_water", "int", 5000, "and resume below this one", minimum=0),
     Key("job_ttl_s", "int", None, "seconds a queued job may wait before RQ drops it (unset = for ever)",

@@ -32,7 +32,27 @@ from stationflow.settings.values import table as as_table
 
 _KAFKA_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
-_REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", "sentinel")
+_REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", "sentinel",
+                  "redis+cluster", "rediss+cluster")
+_CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+
+
+def queue_redis_url(url: str | None, redis: RedisSettings) -> str | None:
+    """Validate queue.redis_url against redis.url: RQ needs a plain Redis (or Sentinel)."""
+    if url is None:
+        if redis.url.split("://", 1)[0] in _CLUSTER_SCHEMES:
+            raise ConfigError(f"queue.redis_url: required because redis.url {mask_url(redis.url)!r} is a "
+                              "Redis Cluster, where RQ cannot run; name a plain Redis for the queues "
+                              "(or set STATIONFLOW_QUEUE_REDIS_URL)")
+        return None
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme in _CLUSTER_SCHEMES:
+        raise ConfigError(f"queue.redis_url: {mask_url(url)!r} is a Redis Cluster; RQ needs a plain Redis "
+                          "(redis://, rediss://, unix:// or redis+sentinel://)")
+    if scheme not in _REDIS_SCHEMES:
+        raise ConfigError(f"queue.redis_url: {mask_url(url)!r} must start with one of "
+                          + ", ".join(f"{s}://" for s in _REDIS_SCHEMES if s not in _CLUSTER_SCHEMES))
+    return url
 
 
 def redis_settings(raw: Any) -> RedisSettings:
@@ -44,6 +64,8 @@ def redis_settings(raw: Any) -> RedisSettings:
     for i, s in enumerate(r["sentinels"]):
         if not re.fullmatch(r"[A-Za-z0-9_.-]+:\d{1,5}", s):
             raise ConfigError(f"redis.sentinels[{i}]: {s!r} is not host:port")
+    if r["sentinels"] and scheme in _CLUSTER_SCHEMES:
+        raise ConfigError("redis.sentinels: not used with a redis+cluster:// URL (the cluster fails over itself)")
     if r["sentinels"] and not r["sentinel_service"]:
         raise ConfigError("redis.sentinel_service: required when redis.sentinels is set")
     if r["sentinel_service"] and not r["sentinels"]:
@@ -55,7 +77,7 @@ def redis_settings(raw: Any) -> RedisSettings:
             continue
         if not tls:
             raise ConfigError(f"redis.{k}: set, but redis.url {mask_url(r['url'])!r} does not use TLS "
-                              "(use rediss:// or rediss+sentinel://)")
+                              "(use rediss://, rediss+sentinel:// or rediss+cluster://)")
         if not Path(path).is_file():
             raise ConfigError(f"redis.{k}: file not found: {path}")
     if r["ssl_keyfile"] is not None and r["ssl_certfile"] is None:

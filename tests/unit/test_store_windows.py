@@ -453,7 +453,7 @@ def test_calls_grouping_stations_equal_one_call_per_station(r, monkeypatch):
         results.append(ws.apply(msgs[:300], T0 + 3_600_000))  # a replay, grouped the same way
         ws.flush_counters()
         state = {k[2:]: v for k, v in dump(r, prefix).items() if k.startswith(f"{prefix}:")}
-        counters = {k.decode()[len(prefix):]: r.hgetall(k) for k in r.keys(f"{prefix}:counters:*")}
+        counters = {k.decode()[len(prefix):]: r.hgetall(k) for k in r.scan_iter(match=f"{prefix}:counters:*")}
         counts = [(x.applied, x.superseded, x.replays_skipped, x.hours_ignored, x.late_orders,
                    x.seconds_evicted) for x in results]
         runs[prefix] = (state, counters, counts, trig(results))
