@@ -67,7 +67,7 @@ def gather(r: Any, prefix: str = "sf", queue: str = "stationflow", *, workers: b
     from rq.serializers import JSONSerializer
 
     k = Keys(prefix)
-    groups = sorted({_s(x)[len(k.counters("")):] for x in r.scan_iter(match=k.counters("*"), count=1000)})
+    groups = sorted({k.counter_group(_s(x)) for x in r.scan_iter(match=k.counters("*"), count=1000)})
     q = Queue(queue, connection=r, serializer=JSONSerializer)
     pipe = r.pipeline(transaction=False)
     pipe.zcard(k.stations)

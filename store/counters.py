@@ -57,8 +57,7 @@ class Counters:
     def groups(self) -> list[str]:
         """Names of every counter group (SCAN, for `stationflow status`)."""
         pat = self.keys.counters("*")
-        cut = len(self.keys.counters(""))
-        return sorted({_s(k)[cut:] for k in self.r.scan_iter(match=pat, count=500)})
+        return sorted({self.keys.counter_group(_s(k)) for k in self.r.scan_iter(match=pat, count=500)})
 
 
 class Tally:

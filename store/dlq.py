@@ -2,12 +2,10 @@
 
 A replayed bad message must not add a second entry (spec §6.7), so `add()` runs one script
 that checks a seen-index before XADD and counts new entries per (topic, reason) in
-`<prefix>:counters:dlq`. The seen-index is a zset of entry idents scored by the millisecond
+`<prefix>:counters:{dlq}` (the three keys share the {dlq} slot). The seen-index is a zset of entry idents scored by the millisecond
 part of their stream id; after each call it is trimmed to the stream's oldest entry, so it
 guards exactly as long as the stream holds the entries (the `dlq_maxlen` cap decides, not a
 clock): a replay however late adds nothing while its entry is still stored. It has no TTL.
-The three keys are global (not per station): under Redis Cluster give the deployment a
-separate Redis for dead letters or accept that `add()` needs them in one slot.
 """
 
 from __future__ import annotations

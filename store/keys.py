@@ -80,14 +80,23 @@ class Keys:
 
     @property
     def dlq(self) -> str:
-        return f"{self.prefix}:dlq"
+        """The dead-letter stream; its seen-index and counter hash share its slot ({dlq})."""
+        return f"{self.prefix}:{{dlq}}"
 
     @property
     def dlq_seen(self) -> str:
-        return f"{self.prefix}:dlq:seen"
+        return f"{self.prefix}:{{dlq}}:seen"
 
     def counters(self, group: str) -> str:
+        """Counter hash of `group`; the dead-letter group carries the {dlq} tag, so the script
+        that adds dead letters counts them in the same slot (Redis Cluster)."""
+        if group == "dlq":
+            return f"{self.prefix}:counters:{{dlq}}"
         return f"{self.prefix}:counters:{group}"
+
+    def counter_group(self, key: str) -> str:
+        """The group of counter hash `key` (the inverse of `counters`)."""
+        return key[len(self.prefix) + len(":counters:"):].replace("{dlq}", "dlq")
 
     def topic_counters(self, topic: str) -> str:
         return self.counters(f"topic:{topic}")
@@ -159,12 +168,12 @@ class Keys:
              f"ZRANGE {p}:due:car_order 0 -1 WITHSCORES"),
             (f"{p}:deferred", "zset", "stations with deferred runs (rate control), scored by the earliest "
              "not-before ms", f"ZRANGE {p}:deferred 0 -1 WITHSCORES"),
-            (f"{p}:dlq", "stream", "dead letters (capped): topic, partition, offset, ts, reason, detail, "
-             "element_index, raw, raw_len, dead_at", f"XREVRANGE {p}:dlq + - COUNT 5"),
-            (f"{p}:dlq:seen", "hash", "dead-letter ids already written: topic:partition:offset:element -> stream id",
-             f"HLEN {p}:dlq:seen"),
-            (f"{p}:counters:<group>", "hash", "plain-text counters (topic:<topic>, dlq, runs, ...)",
-             f"HGETALL {p}:counters:dlq"),
+            (f"{p}:{{dlq}}", "stream", "dead letters (capped): topic, partition, offset, ts, reason, detail, "
+             "element_index, raw, raw_len, dead_at", f"XREVRANGE '{p}:{{dlq}}' + - COUNT 5"),
+            (f"{p}:{{dlq}}:seen", "zset", "dead-letter idents topic:partition:offset:element scored by the ms "
+             "of their stream id", f"ZCARD '{p}:{{dlq}}:seen'"),
+            (f"{p}:counters:<group>", "hash", "plain-text counters (topic:<topic>, ingest, runs, ...; the dlq group is counters:{dlq})",
+             f"HGETALL {p}:counters:ingest"),
             (f"{p}:batch:<id>", "hash", "batch tracker state (workers)", f"HGETALL '{p}:batch:<id>'"),
             (f"{p}:batches:due", "zset", "batch id scored by deadline (workers)",
              f"ZRANGE {p}:batches:due 0 -1 WITHSCORES"),

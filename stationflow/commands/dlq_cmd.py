@@ -1,4 +1,4 @@
-"""`stationflow dlq`: list, show and replay dead letters (the `<prefix>:dlq` stream).
+"""`stationflow dlq`: list, show and replay dead letters (the `<prefix>:{dlq}` stream).
 
 Replay sends an entry's raw bytes back to its original topic, where the ingesters parse it
 again: useful once the cause was fixed on our side (a configuration such as `max_bytes`, a

@@ -1,4 +1,4 @@
-"""The dead-letter cases of tests/unit/test_store_dlq.py on a real redis-server."""
+"""The dead-letter cases of tests/unit/test_store_dlq.py on a real redis-server and on a Redis Cluster."""
 
 from __future__ import annotations
 
@@ -7,5 +7,5 @@ from unit.test_store_dlq import *  # noqa: F403
 
 
 @pytest.fixture
-def r(redis_client):  # noqa: F811
-    return redis_client
+def r(any_redis):  # noqa: F811  (one Redis, then the Redis Cluster)
+    return any_redis
