@@ -32,6 +32,6 @@ def test_calls_grouping_stations_equal_one_call_per_station(r, monkeypatch):  # 
     ws = WindowStore(r, Catalogue.build(), call_records=200)
     assert ws.cluster
     msgs = [dev(f"st{i}", "H1", i, T0 + i) for i in range(40)]  # noqa: F405
-    res = ws.apply(msgs, T0 + 100)
+    res = ws.apply(msgs, T0 + 100)  # noqa: F405
     assert res.applied == 40
     assert groups and set(groups) == {1} and len(groups) == 40
