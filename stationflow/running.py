@@ -146,13 +146,15 @@ class Running:
             from workers.scheduling import station_queue
 
             r = self.settings.redis.connect(check=False)
+            qr = self.settings.connect_queue(check=False) if self.settings.queue.redis_url is not None else r
             try:
                 name = self.settings.queue.name
-                queued = station_queue(r, name).count
-                running = StartedJobRegistry(name, connection=r).count
+                queued = station_queue(qr, name).count
+                running = StartedJobRegistry(name, connection=qr).count
                 due = BatchTracker(r, self.settings.prefix).due_count()
             finally:
                 r.close()
+                qr.close()
         except Exception as e:  # noqa: BLE001 - an unreachable Redis just means "not yet"
             log.debug("drain check failed: %s", e)
             return False

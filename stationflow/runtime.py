@@ -32,7 +32,7 @@ def scheduler(settings: Any) -> Callable[[Any, Sequence[PlannedRun]], Any]:
     from stationflow import metrics as m
     from workers.scheduling import ScheduleOptions, schedule
 
-    options = ScheduleOptions.from_settings(settings)
+    options = ScheduleOptions.from_settings(settings, connect=True)
     catalogue = settings.catalogue
 
     def schedule_runs(r: Any, runs: Sequence[PlannedRun]) -> Any:
@@ -45,11 +45,13 @@ def scheduler(settings: Any) -> Callable[[Any, Sequence[PlannedRun]], Any]:
 
 
 def queue_depth(settings: Any) -> Callable[[Any], int]:
-    """`depth(r)`: jobs waiting in the station-job queue (one LLEN)."""
+    """`depth(r)`: jobs waiting in the station-job queue (one LLEN, on queue.redis_url if set)."""
     from workers.scheduling import station_queue
 
+    queue_r = settings.connect_queue() if settings.queue.redis_url is not None else None
+
     def depth(r: Any) -> int:
-        return station_queue(r, settings.queue.name).count
+        return station_queue(r if queue_r is None else queue_r, settings.queue.name).count
 
     return depth
 
@@ -137,7 +139,9 @@ def run_ingester(svc: Any, metrics_port: int | None = None, metrics_host: str = 
 
     server = None
     if metrics_port is not None:
-        depth = (lambda: station_queue(svc.redis, queue).count) if queue is not None else None
+        own = svc.ingester.queue_depth  # the configured queue's depth (on queue.redis_url when set)
+        depth = (own if own is not None else lambda: station_queue(svc.redis, queue).count) \
+            if queue is not None else None
         export_ingest_metrics(svc.stats, svc.ingester, queue, depth, [t.topic for t in svc.topics])
         server = metrics.serve(metrics_port, host=metrics_host)
         log.info("metrics on %s", server.url)
@@ -225,7 +229,7 @@ def run_worker(settings: Any, queues: list[str], *, burst: bool = False, max_job
     ctx.background_upload = True  # flushed below, before the process exits
     wctx.install(ctx)
     # RQ blocks on BLPOP for minutes: its connection must not have the store's short timeout
-    rq_conn = settings.redis.connect(socket_timeout=None)
+    rq_conn = settings.connect_queue(socket_timeout=None)
     qs = [Queue(q, connection=rq_conn, serializer=JSONSerializer) for q in queues]
     worker = StationWorker(qs, connection=rq_conn, serializer=JSONSerializer, name=name)
     if metrics_port is not None:

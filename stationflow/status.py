@@ -61,33 +61,38 @@ class Snapshot:
         return d
 
 
-def gather(r: Any, prefix: str = "sf", queue: str = "stationflow", *, workers: bool = True) -> Snapshot:
-    """Read the Redis side of a snapshot: two round trips plus one per RQ worker listed."""
+def gather(r: Any, prefix: str = "sf", queue: str = "stationflow", *, workers: bool = True,
+           queue_r: Any = None) -> Snapshot:
+    """Read the Redis side of a snapshot: two round trips plus one per RQ worker listed
+    (queue depths and workers from `queue_r`, the queue Redis, when it is not `r`)."""
     from rq import Queue
     from rq.serializers import JSONSerializer
 
     k = Keys(prefix)
     groups = sorted({k.counter_group(_s(x)) for x in r.scan_iter(match=k.counters("*"), count=1000)})
-    q = Queue(queue, connection=r, serializer=JSONSerializer)
+    qr = r if queue_r is None else queue_r
+    q = Queue(queue, connection=qr, serializer=JSONSerializer)
     pipe = r.pipeline(transaction=False)
     pipe.zcard(k.stations)
     pipe.xlen(k.dlq)
     pipe.zcard(k.batches_due)
-    pipe.llen(q.key)
-    for attr in RQ_REGISTRIES.values():
-        pipe.zcard(getattr(q, attr).key)
     for g in groups:
         pipe.hgetall(k.counters(g))
+    qpipe = pipe if qr is r else qr.pipeline(transaction=False)
+    qpipe.llen(q.key)
+    for attr in RQ_REGISTRIES.values():
+        qpipe.zcard(getattr(q, attr).key)
     replies = pipe.execute()
-    stations, dlq_entries, due, queued = (int(x) for x in replies[:4])
-    regs = replies[4:4 + len(RQ_REGISTRIES)]
+    qreplies = replies[3 + len(groups):] if qr is r else qpipe.execute()
+    stations, dlq_entries, due = (int(x) for x in replies[:3])
+    queued, regs = int(qreplies[0]), qreplies[1:]
     counters = {g: {_s(f): int(v) for f, v in h.items()}
-                for g, h in zip(groups, replies[4 + len(RQ_REGISTRIES):], strict=True)}
+                for g, h in zip(groups, replies[3:3 + len(groups)], strict=True)}
     depth = {"queued": queued, **{name: int(n) for name, n in zip(RQ_REGISTRIES, regs, strict=True)}}
     snap = Snapshot(taken_ms=now_ms(), stations=stations, counters=counters, dlq_entries=dlq_entries,
                     dlq_counts=dict(counters.get("dlq", {})), queues={queue: depth}, batches_open=due)
     if workers:
-        snap.workers = list_workers(r)
+        snap.workers = list_workers(qr)
     return snap
 
 

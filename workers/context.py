@@ -46,6 +46,9 @@ class WorkerContext:
     batch_keep_s: float = DEFAULT_KEEP_S
     #: how the heartbeat schedules its runs; unset: this context's prefix and queue, defaults otherwise
     schedule_options: ScheduleOptions | None = None
+    #: the Redis of the RQ queues when not `r` (queue.redis_url; `r` a Redis Cluster), for
+    #: contexts built without schedule_options
+    queue_r: redis.Redis | None = None
     #: completed batches go to the uploader's background thread (the job does not wait for the
     #: acks); only for processes that flush the uploader at exit (`stationflow worker` does),
     #: never in a forking RQ worker whose work horse exits after each job
@@ -77,7 +80,7 @@ class WorkerContext:
         if not self.lost_after_s:
             self.lost_after_s = float(job_timeout_s(self.catalogue)) + 60.0
         if self.schedule_options is None:
-            self.schedule_options = ScheduleOptions(prefix=self.prefix, queue=self.queue)
+            self.schedule_options = ScheduleOptions(prefix=self.prefix, queue=self.queue, queue_r=self.queue_r)
 
     @classmethod
     def build(cls, r: redis.Redis, catalogue: Catalogue, *, prefix: str = "sf",
@@ -101,7 +104,8 @@ class WorkerContext:
             result_handler=cast(ResultHandler, resolve(hooks.result_handler, "hooks.result_handler"))
             if hooks.result_handler else None,
             queue=settings.queue.name, sweep_interval_s=settings.batch.sweep_interval_s,
-            batch_keep_s=settings.batch.keep_s, schedule_options=ScheduleOptions.from_settings(settings),
+            batch_keep_s=settings.batch.keep_s,
+            schedule_options=ScheduleOptions.from_settings(settings, connect=True),
         )
         handler = resolve(hooks.batch_upload_handler, "hooks.batch_upload_handler") \
             if hooks.batch_upload_handler else None

@@ -120,13 +120,22 @@ class ScheduleOptions:
     result_ttl_s: int = 60
     failure_ttl_s: int = 86_400
     retries: int = 2
+    #: the Redis of the RQ queue when it is not the store's (queue.redis_url: the store is then
+    #: a Redis Cluster, where RQ cannot run); job status reads and enqueues go there
+    queue_r: Any = field(default=None, compare=False)
+
+    def rq(self, r: Any) -> Any:
+        """The client of the RQ queue, given the store's `r`."""
+        return r if self.queue_r is None else self.queue_r
 
     @classmethod
-    def from_settings(cls, settings: Any) -> ScheduleOptions:
-        """From a `Settings`-like object (its `prefix` and `queue` section)."""
+    def from_settings(cls, settings: Any, connect: bool = False) -> ScheduleOptions:
+        """From a `Settings`-like object (its `prefix` and `queue` section); with `connect`,
+        a client of queue.redis_url when it is set."""
         q = settings.queue
+        queue_r = settings.connect_queue() if connect and getattr(q, "redis_url", None) is not None else None
         return cls(prefix=settings.prefix, queue=q.name, job_ttl_s=q.job_ttl_s, result_ttl_s=q.result_ttl_s,
-                   failure_ttl_s=q.failure_ttl_s, retries=q.retries)
+                   failure_ttl_s=q.failure_ttl_s, retries=q.retries, queue_r=queue_r)
 
 
 def schedule(
@@ -165,7 +174,8 @@ def schedule(
     classified = _classify(marked, per_station, now_ms, out)
     # (b) batches, the commit of the runs reserved in (a) (no job takes a run before its
     # batch exists), the index of deferred runs, the status of the jobs the stations rely on
-    status = _create_batches(r, catalogue, tracker, pending, marked, per_station, classified, now_ms, out)
+    status = _create_batches(r, catalogue, tracker, pending, marked, per_station, classified, now_ms, out,
+                             opts.rq(r))
     # (c) one job per station that has none waiting
     slots = [JobSlot(mk.station, mk.job_id, mk.new_job,
                      [b for b, flag, nb in zip(per_station[mk.station].values(), mk.flags, mk.not_before, strict=True)
@@ -193,7 +203,7 @@ def _by_station(runs: Sequence[PlannedRun], catalogue: Catalogue, out: ScheduleR
 def _create_batches(r: redis.Redis, catalogue: Catalogue, tracker: BatchTracker, pending: PendingRuns,
                     marked: Sequence[Any], per_station: dict[str, dict[str, str]],
                     classified: tuple[dict[str, list[str]], dict[str, str], dict[str, int]],
-                    now_ms: int, out: ScheduleResult) -> dict[str, Any]:
+                    now_ms: int, out: ScheduleResult, qr: Any = None) -> dict[str, Any]:
     """One round trip: the batches (create-if-absent, deadline extended by their longest
     deferral), the commit of the reserved runs, the index of deferred runs, and the RQ status
     of every job the stations rely on, returned as job id -> status (None: no such job)."""
@@ -212,9 +222,11 @@ def _create_batches(r: redis.Redis, catalogue: Catalogue, tracker: BatchTracker,
     pending.queue_index_deferred(sp.pipe, {mk.station: mk.next_due for mk in marked if mk.next_due >= 0})
     first = len(sp)
     job_ids = list(dict.fromkeys(mk.job_id for mk in marked if mk.job_id))
+    qr = r if qr is None else qr
+    qpipe = sp.pipe if qr is r else qr.pipeline(transaction=False)  # the queue's own Redis: 2nd pipeline
     for jid in job_ids:
-        sp.pipe.hget(Job.key_for(jid), "status")
-    replies = sp.execute()
+        qpipe.hget(Job.key_for(jid), "status")
+    replies = sp.execute() + ([] if qr is r else qpipe.execute())
     for batch, made in zip(expected, replies[0:nb_:2], strict=True):
         out.created[batch_module[batch]] += int(made)
     created = sum(out.created.values())
@@ -265,7 +277,8 @@ def enqueue_jobs(r: redis.Redis, catalogue: Catalogue, slots: Sequence[JobSlot],
                  pending: PendingRuns, opts: ScheduleOptions, *, now_ms: int) -> tuple[int, list[str]]:
     """Enqueue one job per slot whose job is not waiting (`status`: job id -> RQ status, read
     by the caller), in one pipeline; (slots that joined a waiting job, job ids enqueued)."""
-    q = station_queue(r, opts.queue)
+    qr = opts.rq(r)
+    q = station_queue(qr, opts.queue)
     timeout = job_timeout_s(catalogue)
     datas = []
     fixups: list[tuple[str, str]] = []
@@ -294,11 +307,14 @@ def enqueue_jobs(r: redis.Redis, catalogue: Catalogue, slots: Sequence[JobSlot],
         ))
         enqueued.append(jid)
     if datas:
-        pipe = r.pipeline(transaction=False)
+        pipe = qr.pipeline(transaction=False)
         q.enqueue_many(datas, pipeline=pipe)
+        spipe = pipe if qr is r else r.pipeline(transaction=False)
         for station, jid in fixups:
-            pipe.hset(pending.keys.pending(station), "_job", jid)
+            spipe.hset(pending.keys.pending(station), "_job", jid)
         pipe.execute()
+        if spipe is not pipe and fixups:
+            spipe.execute()
     return joined, enqueued
 
 
@@ -337,12 +353,16 @@ def release_deferred(r: redis.Redis, catalogue: Catalogue, options: ScheduleOpti
             out.released[module] += 1
         if x.next_due >= 0:
             out.next_due_ms = x.next_due if out.next_due_ms is None else min(out.next_due_ms, x.next_due)
-    pipe = r.pipeline(transaction=False)
+    qr = opts.rq(r)
+    pipe = qr.pipeline(transaction=False)
     job_ids = list(dict.fromkeys(x.job_id for x in slots))
     for jid in job_ids:
         pipe.hget(Job.key_for(jid), "status")
+    cpipe = pipe if qr is r else r.pipeline(transaction=False)
     for module, n in out.released.items():
-        pipe.hincrby(pending.keys.counters(TRIGGERS_GROUP), f"{module}:released", n)
+        cpipe.hincrby(pending.keys.counters(TRIGGERS_GROUP), f"{module}:released", n)
     status = dict(zip(job_ids, pipe.execute(), strict=False))
+    if cpipe is not pipe and out.released:
+        cpipe.execute()
     _, out.enqueued = enqueue_jobs(r, catalogue, slots, status, pending, opts, now_ms=now_ms)
     return out

@@ -10,11 +10,11 @@ from typing import Any
 import click
 
 
-def snapshot(settings: Any, r: Any, *, lag: bool = True) -> Any:
+def snapshot(settings: Any, r: Any, *, lag: bool = True, queue_r: Any = None) -> Any:
     """One status snapshot; a Kafka that cannot be reached only blanks the lag."""
     from stationflow.status import consumer_lag, gather
 
-    snap = gather(r, settings.prefix, settings.queue.name)
+    snap = gather(r, settings.prefix, settings.queue.name, queue_r=queue_r)
     if lag:
         topics = [t.topic for t in settings.catalogue.consumed_topics()]
         try:
@@ -41,10 +41,11 @@ def status(ctx: click.Context, watch: float | None, as_json: bool, no_lag: bool)
 
     settings = get_settings(ctx)
     r = settings.redis.connect(retries=1)
+    queue_r = settings.connect_queue(retries=1) if settings.queue.redis_url is not None else None
     prev = None
     try:
         while True:
-            snap = snapshot(settings, r, lag=not no_lag)
+            snap = snapshot(settings, r, lag=not no_lag, queue_r=queue_r)
             if as_json:
                 d = {"source": source(settings), **snap.to_dict()}
                 if prev is not None:

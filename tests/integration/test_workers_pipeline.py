@@ -1,4 +1,6 @@
-"""Workers end to end: real redis-server, real broker, RQ SimpleWorker in burst mode.
+"""Workers end to end: real redis-server, real broker, RQ SimpleWorker in burst mode; each
+case runs on one Redis and again with the state on the Redis Cluster and the RQ queue on the
+plain Redis (queue.redis_url).
 
 Windows are written with the real parsers and store, runs are planned with the ingester's
 planner and scheduled with `workers.scheduling.schedule`, exactly as the ingester does.
@@ -38,13 +40,14 @@ PRODUCER = {"acks": "all", "linger_ms": 0}
 class Pipeline:
     """One isolated deployment: its own topic names, Redis (flushed), context and queue."""
 
-    def __init__(self, r, bootstrap: str, algorithms=None) -> None:
+    def __init__(self, r, bootstrap: str, algorithms=None, qr=None) -> None:
         self.r = r
+        self.qr = r if qr is None else qr  # the Redis of the RQ queue
         self.bootstrap = bootstrap
         self.cat = unique_catalogue()
         create_topics(bootstrap, [t.topic for t in self.cat.output_topics], partitions=1)
         self.ctx = WorkerContext.build(r, self.cat, producer_config={"bootstrap_servers": bootstrap, **PRODUCER},
-                                       algorithms=algorithms)
+                                       algorithms=algorithms, queue_r=qr)
         wctx.install(self.ctx)
         self.offset = 0
         self.ts = int(time.time() * 1000) - 10_000
@@ -61,11 +64,11 @@ class Pipeline:
 
     def schedule(self, triggers: list):
         plan = plan_runs(triggers, self.cat, self.ctx.store.present, self.ctx.store.stations)
-        return plan, schedule(self.r, self.cat, plan.runs)
+        return plan, schedule(self.r, self.cat, plan.runs, queue_r=self.qr)
 
     def work(self) -> None:
-        q = Queue("stationflow", connection=self.r, serializer=JSONSerializer)
-        StationWorker([q], connection=self.r, serializer=JSONSerializer).work(burst=True)
+        q = Queue("stationflow", connection=self.qr, serializer=JSONSerializer)
+        StationWorker([q], connection=self.qr, serializer=JSONSerializer).work(burst=True)
 
     def envelopes(self, module: str, min_count: int, timeout_s: float = 10.0) -> list[dict]:
         topic = self.cat.by_module[module].output_topic
@@ -94,12 +97,16 @@ def base_windows(p: Pipeline, stations) -> None:
     p.write("environment_calendar", json.loads((SAMPLES / "SCHEDULE-ENVIRONMENT-CALENDAR.json").read_text()))
 
 
-@pytest.fixture
-def pipeline(redis_client, kafka_bootstrap):
+@pytest.fixture(params=["single", "cluster"])
+def pipeline(request, redis_client, kafka_bootstrap):
     made = []
+    if request.param == "cluster":
+        r, qr = request.getfixturevalue("cluster_client"), redis_client
+    else:
+        r, qr = redis_client, None
 
     def make(algorithms=None) -> Pipeline:
-        p = Pipeline(redis_client, kafka_bootstrap, algorithms)
+        p = Pipeline(r, kafka_bootstrap, algorithms, qr=qr)
         made.append(p)
         return p
 
@@ -154,7 +161,7 @@ def test_station_whose_job_never_runs_times_out_and_others_upload_once(pipeline)
     p = pipeline()
     base_windows(p, S)
     plan, res = p.schedule(p.write("station_realtime_data", realtime(S)))
-    q = Queue("stationflow", connection=p.r, serializer=JSONSerializer)
+    q = Queue("stationflow", connection=p.qr, serializer=JSONSerializer)
     lost = next(j for j in res.enqueued if S[2] in j)
     q.remove(lost)
     p.work()
@@ -280,14 +287,14 @@ def test_pickle_job_planted_by_hand_is_refused(pipeline, tmp_path):
 
     job_id = "st-evil-0000"
     payload = pickle.dumps(("workers.jobs.run_station", None, (Evil(),), {}))
-    p.r.hset(Job.key_for(job_id), mapping={"data": payload, "status": "queued", "origin": "stationflow",
+    p.qr.hset(Job.key_for(job_id), mapping={"data": payload, "status": "queued", "origin": "stationflow",
                                            "created_at": "2025-11-19T00:00:00.000000Z",
                                            "description": "planted"})
-    p.r.rpush("rq:queue:stationflow", job_id)
-    p.r.sadd("rq:queues", "rq:queue:stationflow")
+    p.qr.rpush("rq:queue:stationflow", job_id)
+    p.qr.sadd("rq:queues", "rq:queue:stationflow")
     p.work()
     assert not marker.exists()
-    assert p.r.hget(Job.key_for(job_id), "status") in (b"failed", None)
+    assert p.qr.hget(Job.key_for(job_id), "status") in (b"failed", None)
 
 
 def test_background_upload_job_returns_before_the_ack_and_the_thread_marks_uploaded(pipeline):
