@@ -21,6 +21,7 @@ from ingest.rebalance import make_listener
 from ingest.stats import IngestStats
 from parsers.batches import PlannedRun
 from parsers.catalogue import Catalogue, CatalogueError, TopicSpec
+from store.connection import is_cluster
 from store.counters import Counters
 from store.dlq import DeadLetters
 from store.marks import ScheduleMarks
@@ -104,8 +105,9 @@ def build(
 
     def flush_counters(counts: dict[tuple[str, str], int]) -> None:
         # one MULTI: a reader never sees half a flush (e.g. a resume without the messages
-        # ingested before it), so counters can be compared with each other
-        pipe = r.pipeline(transaction=True)
+        # ingested before it), so counters can be compared with each other. A MULTI cannot
+        # span slots: on Redis Cluster only each group's hash is updated at once
+        pipe = r.pipeline(transaction=not is_cluster(r))
         counters.incr_many(pipe, counts)
         pipe.execute()
 
