@@ -366,11 +366,12 @@ def _snapshot(r: Any, settings: Any, bootstrap: str, lag: bool = True) -> st.Sna
 def drained(snap: st.Snapshot, produced: int, r: Any, settings: Any, baseline: int = 0) -> bool:
     """Every message produced by this run ingested (`baseline`: the count before it, for a
     reused Redis), no job queued or running, no batch open, no order second waiting to close."""
-    from store.keys import Keys
+    from store.keys import keys_for
 
     v = st.summarise(snap)
-    open_seconds = sum(int(r.zcard(Keys(settings.prefix).orders_due(t.alias)))
-                       for t in settings.catalogue.topics if t.kind == "orders")
+    k = keys_for(r, settings.prefix)
+    open_seconds = sum(int(r.zcard(key)) for t in settings.catalogue.topics if t.kind == "orders"
+                       for key in k.orders_due_all(t.alias))
     return (v["messages"] - baseline >= produced and v["queued"] == 0 and v["running"] == 0
             and v["batches_open"] == 0 and open_seconds == 0)
 

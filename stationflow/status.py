@@ -20,7 +20,7 @@ from parsers.catalogue import Catalogue, TopicSpec
 from parsers.fees import FEE_CODES, slot_codes, slot_prices
 from parsers.inputs import price_records
 from parsers.windows import visible_devices
-from store.keys import Keys
+from store.keys import keys_for
 
 #: the RQ registries shown per queue, by the attribute of rq.Queue that holds each
 RQ_REGISTRIES = {"started": "started_job_registry", "failed": "failed_job_registry",
@@ -68,14 +68,15 @@ def gather(r: Any, prefix: str = "sf", queue: str = "stationflow", *, workers: b
     from rq import Queue
     from rq.serializers import JSONSerializer
 
-    k = Keys(prefix)
+    k = keys_for(r, prefix)
     groups = sorted({k.counter_group(_s(x)) for x in r.scan_iter(match=k.counters("*"), count=1000)})
     qr = r if queue_r is None else queue_r
     q = Queue(queue, connection=qr, serializer=JSONSerializer)
     pipe = r.pipeline(transaction=False)
-    pipe.zcard(k.stations)
+    registry, deadlines = k.stations_all(), k.batches_due_all()
+    for key in registry + deadlines:  # the buckets of each index (one key on one Redis)
+        pipe.zcard(key)
     pipe.xlen(k.dlq)
-    pipe.zcard(k.batches_due)
     for g in groups:
         pipe.hgetall(k.counters(g))
     qpipe = pipe if qr is r else qr.pipeline(transaction=False)
@@ -83,11 +84,14 @@ def gather(r: Any, prefix: str = "sf", queue: str = "stationflow", *, workers: b
     for attr in RQ_REGISTRIES.values():
         qpipe.zcard(getattr(q, attr).key)
     replies = pipe.execute()
-    qreplies = replies[3 + len(groups):] if qr is r else qpipe.execute()
-    stations, dlq_entries, due = (int(x) for x in replies[:3])
+    n = len(registry) + len(deadlines) + 1
+    qreplies = replies[n + len(groups):] if qr is r else qpipe.execute()
+    stations = sum(int(x) for x in replies[:len(registry)])
+    due = sum(int(x) for x in replies[len(registry):n - 1])
+    dlq_entries = int(replies[n - 1])
     queued, regs = int(qreplies[0]), qreplies[1:]
     counters = {g: {_s(f): int(v) for f, v in h.items()}
-                for g, h in zip(groups, replies[3:3 + len(groups)], strict=True)}
+                for g, h in zip(groups, replies[n:n + len(groups)], strict=True)}
     depth = {"queued": queued, **{name: int(n) for name, n in zip(RQ_REGISTRIES, regs, strict=True)}}
     snap = Snapshot(taken_ms=now_ms(), stations=stations, counters=counters, dlq_entries=dlq_entries,
                     dlq_counts=dict(counters.get("dlq", {})), queues={queue: depth}, batches_open=due)
@@ -301,10 +305,10 @@ def read_station(r: Any, catalogue: Catalogue, station: str, names: Sequence[str
     modules = [m.name for m in catalogue.modules]
     wanted = list(names) if names else inputs
     windows = store.read_windows(station, [n for n in wanted if n not in modules])
-    k = Keys(prefix)
+    k = keys_for(r, prefix)
     pipe = r.pipeline(transaction=False)
     pipe.hgetall(k.meta(station))
-    pipe.zscore(k.stations, station)
+    pipe.zscore(k.stations_of(station), station)
     # ALIAS narrows the outputs only when it names modules: a topic alias shows them all
     out_names = [m for m in modules if m in names] if names and any(n in modules for n in names) else modules
     for m in out_names:

@@ -38,8 +38,8 @@ class JobWrites:
     """Queues a job's outputs and cursor moves; the per-module and per-alias constants (output
     retention, order retention) are worked out once per process, not once per job."""
 
-    def __init__(self, catalogue: Catalogue, prefix: str = "sf", outputs_keep: int = 1) -> None:
-        self.keys = Keys(prefix)
+    def __init__(self, catalogue: Catalogue, prefix: str | Keys = "sf", outputs_keep: int = 1) -> None:
+        self.keys = prefix if isinstance(prefix, Keys) else Keys(prefix)
         self.keep = max(1, int(outputs_keep))
         self.script = _script()
         self._output_ttl = {t.alias: _ms(t.retention_s) for t in catalogue.topics if t.is_module_output}
@@ -69,5 +69,5 @@ class JobWrites:
             args += [module, int(seq), self._orders_ttl[alias]]
         at = pipe.call(self.script, keys, args)
         if outputs:
-            pipe.pipe.zadd(k.stations, {station: int(ts_ms)}, gt=True)
+            pipe.pipe.zadd(k.stations_of(station), {station: int(ts_ms)}, gt=True)
         return at

@@ -8,12 +8,86 @@ key string by hand: ask `Keys`.
 
 from __future__ import annotations
 
+import functools
+import zlib
 from dataclasses import dataclass
+from typing import Any
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+
+#: index buckets on Redis Cluster unless `redis.index_buckets` says otherwise: enough that
+#: each master of a cluster of up to ~16 gets several, so none carries much more than the mean
+CLUSTER_BUCKETS = 48
+
+
+@functools.lru_cache(maxsize=64)
+def bucket_tags(n: int) -> tuple[str, ...]:
+    """Hash tags of `n` index buckets, bucket i's tag hashing into the i-th of n equal slot
+    ranges: `redis-cli --cluster create` gives masters equal contiguous ranges, so the buckets
+    of a global index spread evenly over the masters instead of landing where CRC16 falls."""
+    tags = []
+    for i in range(n):
+        lo, hi = i * REDIS_CLUSTER_HASH_SLOTS // n, (i + 1) * REDIS_CLUSTER_HASH_SLOTS // n
+        j = 0
+        while not lo <= key_slot(f"b{i}.{j}".encode()) < hi:
+            j += 1
+        tags.append(f"b{i}.{j}")
+    return tuple(tags)
+
+
+def index_buckets(r: Any) -> int:
+    """How many buckets the global indexes of client `r` have: `redis.index_buckets` (set on
+    the client by `RedisSettings.connect`), else CLUSTER_BUCKETS on Redis Cluster and 1 (the
+    plain key names) on one Redis."""
+    n = getattr(r, "stationflow_index_buckets", None)
+    if n:
+        return int(n)
+    from redis.cluster import RedisCluster
+
+    return CLUSTER_BUCKETS if isinstance(r, RedisCluster) else 1
+
+
+def keys_for(r: Any, prefix: str = "sf") -> Keys:
+    """The key names of deployment `prefix` on client `r` (its index buckets included)."""
+    return Keys(prefix, index_buckets(r))
 
 
 @dataclass(frozen=True, slots=True)
 class Keys:
+    """Key names; `buckets` > 1 splits each global index (station registry, order and batch
+    deadlines) into that many keys in different slots (readers merge them). With 1 the
+    names are the plain ones below."""
+
     prefix: str = "sf"
+    buckets: int = 1
+
+    # ---- index buckets ----------------------------------------------------------------
+    def bucket(self, member: str) -> int:
+        """The bucket of an index member (a station id, a batch id)."""
+        return 0 if self.buckets == 1 else zlib.crc32(member.encode()) % self.buckets
+
+    def _bucketed(self, base: str, i: int) -> str:
+        return base if self.buckets == 1 else f"{base}:{{{bucket_tags(self.buckets)[i]}}}"
+
+    def stations_of(self, station: str) -> str:
+        """The registry bucket holding `station`."""
+        return self._bucketed(f"{self.prefix}:stations", self.bucket(station))
+
+    def stations_all(self) -> list[str]:
+        return [self._bucketed(f"{self.prefix}:stations", i) for i in range(self.buckets)]
+
+    def orders_due_of(self, alias: str, station: str) -> str:
+        """The due-index bucket of `station`'s open seconds of `alias`."""
+        return self._bucketed(f"{self.prefix}:due:{alias}", self.bucket(station))
+
+    def orders_due_all(self, alias: str) -> list[str]:
+        return [self._bucketed(f"{self.prefix}:due:{alias}", i) for i in range(self.buckets)]
+
+    def batches_due_of(self, batch_id: str) -> str:
+        return self._bucketed(f"{self.prefix}:batches:due", self.bucket(batch_id))
+
+    def batches_due_all(self) -> list[str]:
+        return [self._bucketed(f"{self.prefix}:batches:due", i) for i in range(self.buckets)]
 
     # ---- per station ------------------------------------------------------------------
     def station_base(self, station: str) -> str:
@@ -67,11 +141,18 @@ class Keys:
     # ---- registries, indexes, dead letters, counters -----------------------------------
     @property
     def stations(self) -> str:
-        return f"{self.prefix}:stations"
+        """The station registry when it is one key (buckets == 1); else `stations_of`/`stations_all`."""
+        return self._single(f"{self.prefix}:stations")
 
     def orders_due(self, alias: str) -> str:
-        """Stations with an open order second, scored by its close deadline (ms)."""
-        return f"{self.prefix}:due:{alias}"
+        """Stations with an open order second, scored by its close deadline (ms); one key
+        (buckets == 1), else `orders_due_of`/`orders_due_all`."""
+        return self._single(f"{self.prefix}:due:{alias}")
+
+    def _single(self, name: str) -> str:
+        if self.buckets != 1:
+            raise ValueError(f"{name} is split into {self.buckets} buckets: name the bucket")
+        return name
 
     @property
     def deferred_index(self) -> str:
@@ -106,7 +187,8 @@ class Keys:
 
     @property
     def batches_due(self) -> str:
-        return f"{self.prefix}:batches:due"
+        """Batch ids by deadline, one key (buckets == 1); else `batches_due_of`/`batches_due_all`."""
+        return self._single(f"{self.prefix}:batches:due")
 
     def heartbeat_tick(self, module: str, tick: int) -> str:
         """Set once per (module, tick) by the process that schedules that heartbeat tick."""

@@ -1,7 +1,8 @@
 """Closing order seconds by the clock: the due index and the closer that walks it.
 
 `WindowStore.apply` adds `<station>|<second>` to the alias's due index (`<prefix>:due:<alias>`,
-scored by the second's close deadline) for every order record. Most seconds are then closed by
+scored by the second's close deadline; on Redis Cluster split into buckets by station, see
+store.keys) for every order record. Most seconds are then closed by
 a later order of the same station inside apply.lua, which cannot touch the global index (its
 calls stay in one station's slot), so the store reports those closes here (`forget`) and the
 members are removed with the store's next round trip. The index therefore holds about one
@@ -65,15 +66,19 @@ class OrderCloser:
 
     def removals(self, taken: dict[str, set[str]]) -> Iterable[tuple[Any, ...]]:
         for alias, members in taken.items():
-            if members:
-                yield ("ZREM", self.keys.orders_due(alias), *members)
+            by_key: dict[str, list[str]] = {}
+            for m in members:
+                by_key.setdefault(self.keys.orders_due_of(alias, m.rpartition("|")[0]), []).append(m)
+            for key, ms in by_key.items():
+                yield ("ZREM", key, *ms)
 
     # ---- the scan -------------------------------------------------------------------------
     def count_due(self, until_ms: int) -> int:
         """Members (open seconds, or closed ones not yet removed) due at or before `until_ms`."""
         pipe = self.r.pipeline(transaction=False)
         for spec in self.specs:
-            pipe.zcount(self.keys.orders_due(spec.alias), "-inf", int(until_ms))
+            for key in self.keys.orders_due_all(spec.alias):
+                pipe.zcount(key, "-inf", int(until_ms))
         return sum(int(n) for n in pipe.execute()) if self.specs else 0
 
     def close_due(self, now_ms: int, limit: int = 1000) -> list[Any]:
@@ -82,26 +87,25 @@ class OrderCloser:
         triggers: list[Any] = []
         limit = max(1, int(limit))
         for spec in self.specs:
-            due_key = self.keys.orders_due(spec.alias)
-            pipe = self.r.pipeline(transaction=False)
             gone = self._closed.pop(spec.alias, set())
-            if gone:
-                pipe.zrem(due_key, *gone)
-            skip = 0  # members kept (not yet due by their station's state) stay in the index
-            while True:
-                pipe.zrangebyscore(due_key, "-inf", int(now_ms), start=skip, num=limit)
-                try:
-                    members = pipe.execute()[-1]
-                except Exception:
-                    self.restore({spec.alias: gone})
-                    raise
-                gone = set()
-                if not members:
-                    break
-                skip += self._close_page(spec, due_key, members, int(now_ms), triggers)
-                if len(members) < limit:
-                    break
-                pipe = self.r.pipeline(transaction=False)
+            keys = self.keys.orders_due_all(spec.alias)
+            pipe = self.r.pipeline(transaction=False)
+            for c in self.removals({spec.alias: gone}):
+                pipe.execute_command(*c)
+            for key in keys:  # the first page of every bucket in the same round trip
+                pipe.zrangebyscore(key, "-inf", int(now_ms), start=0, num=limit)
+            try:
+                pages = pipe.execute()[-len(keys):]
+            except Exception:
+                self.restore({spec.alias: gone})
+                raise
+            for due_key, members in zip(keys, pages, strict=True):
+                skip = 0  # members kept (not yet due by their station's state) stay in the index
+                while members:
+                    skip += self._close_page(spec, due_key, members, int(now_ms), triggers)
+                    if len(members) < limit:
+                        break
+                    members = self.r.zrangebyscore(due_key, "-inf", int(now_ms), start=skip, num=limit)
         return triggers
 
     def _close_page(self, spec: TopicSpec, due_key: str, members: list[Any], now_ms: int,

@@ -186,10 +186,17 @@ class PollWrite:
         for call in self.group(station_units, global_units):
             self.calls.append(call)
             yield ("EVALSHA", sha, *call[1])
-        if self.stations:
-            yield ("ZADD", keys.stations, "GT", *(x for st in self.stations for x in (self.now_ms, st)))
+        by_key: dict[str, list[Any]] = {}  # the index buckets (one key each on one Redis)
+        for st in self.stations:
+            by_key.setdefault(keys.stations_of(st), []).extend((self.now_ms, st))
+        for key, pairs in by_key.items():
+            yield ("ZADD", key, "GT", *pairs)
         for alias, members in self.due.items():
-            yield ("ZADD", keys.orders_due(alias), "NX", *(x for m, sc in members.items() for x in (sc, m)))
+            by_key = {}
+            for m, sc in members.items():
+                by_key.setdefault(keys.orders_due_of(alias, m.rpartition("|")[0]), []).extend((sc, m))
+            for key, pairs in by_key.items():
+                yield ("ZADD", key, "NX", *pairs)
         yield from store.closer.removals(forgotten)  # after the ZADDs: a second opened and closed since
 
     def run(self) -> ApplyResult:

@@ -27,7 +27,7 @@ import orjson
 import redis
 
 from store.counters import Tally, queue_incr_many
-from store.keys import Keys
+from store.keys import keys_for
 from store.scripts import LuaScript, ScriptPipeline
 
 OUTCOMES = ("ok", "none", "failed")
@@ -118,7 +118,7 @@ class BatchTracker:
     def __init__(self, r: redis.Redis, prefix: str = "sf", *, keep_s: float = DEFAULT_KEEP_S,
                  reclaim_after_s: float = DEFAULT_RECLAIM_AFTER_S) -> None:
         self.r = r
-        self.keys = Keys(prefix)
+        self.keys = keys_for(r, prefix)
         self.keep_ms = int(keep_s * 1000)
         self.reclaim_after_ms = int(reclaim_after_s * 1000)
         self._script = {n: _script(n) for n in self.SCRIPTS}
@@ -138,7 +138,7 @@ class BatchTracker:
         pipe.call(self._script["tracker_create.lua"], keys, args)
         # NX: a replay must not move an existing deadline; a finished batch re-added here is
         # dropped by the next sweep ("done")
-        pipe.pipe.zadd(self.keys.batches_due, {batch.batch_id: deadline}, nx=True)
+        pipe.pipe.zadd(self.keys.batches_due_of(batch.batch_id), {batch.batch_id: deadline}, nx=True)
 
     def create(self, batches: Sequence[NewBatch], now_ms: int) -> list[bool]:
         """Create batches in one round trip; True where a batch was created (not replayed)."""
@@ -203,10 +203,10 @@ class BatchTracker:
             if status == "claimed":
                 b = _batch(rep.batch_id, "claimed", reply[1:])
                 out.claimed.append(b)
-                post.zadd(self.keys.batches_due, {rep.batch_id: now_ms + self.reclaim_after_ms}, xx=True)
+                post.zadd(self.keys.batches_due_of(rep.batch_id), {rep.batch_id: now_ms + self.reclaim_after_ms}, xx=True)
             elif status == "skipped":
                 out.skipped.append(rep.batch_id)
-                post.zrem(self.keys.batches_due, rep.batch_id)
+                post.zrem(self.keys.batches_due_of(rep.batch_id), rep.batch_id)
                 self.tally.add(COUNTER_GROUP, "skipped")
         if len(post) or self.tally:
             self._flush(post)
@@ -216,7 +216,10 @@ class BatchTracker:
     def claim_due(self, now_ms: int, limit: int = 100) -> ClaimSummary:
         """Claim expired open batches (uploaded partial) and stale uploading ones (re-sent)."""
         out = ClaimSummary()
-        ids = [_text(x) for x in self.r.zrangebyscore(self.keys.batches_due, "-inf", now_ms, start=0, num=limit)]
+        pipe0 = self.r.pipeline(transaction=False)
+        for key in self.keys.batches_due_all():  # every bucket in one round trip; `limit` in all
+            pipe0.zrangebyscore(key, "-inf", now_ms, start=0, num=limit)
+        ids = [_text(x) for page in pipe0.execute() for x in page][:limit]
         if not ids:
             return out
         pipe = ScriptPipeline(self.r)
@@ -230,7 +233,7 @@ class BatchTracker:
             if status in ("claimed", "reclaimed"):
                 b = _batch(bid, status, reply[1:])
                 out.claimed.append(b)
-                post.zadd(self.keys.batches_due, {bid: now_ms + self.reclaim_after_ms}, xx=True)
+                post.zadd(self.keys.batches_due_of(bid), {bid: now_ms + self.reclaim_after_ms}, xx=True)
                 if status == "claimed":
                     self.tally.add(COUNTER_GROUP, "expired")
                     t = b.count("timed_out")
@@ -245,11 +248,11 @@ class BatchTracker:
                 self.tally.add(COUNTER_GROUP, "expired")
                 self.tally.add(COUNTER_GROUP, "skipped")
                 self.tally.add(COUNTER_GROUP, "stations_timed_out", t)
-                post.zrem(self.keys.batches_due, bid)
+                post.zrem(self.keys.batches_due_of(bid), bid)
             elif status in ("notdue", "busy"):
-                post.zadd(self.keys.batches_due, {bid: int(reply[1])}, xx=True)
+                post.zadd(self.keys.batches_due_of(bid), {bid: int(reply[1])}, xx=True)
             else:  # done, gone
-                post.zrem(self.keys.batches_due, bid)
+                post.zrem(self.keys.batches_due_of(bid), bid)
         self._flush(post)
         return out
 
@@ -264,7 +267,7 @@ class BatchTracker:
         pipe = ScriptPipeline(self.r)
         for bid in ids:
             pipe.call(self._script["tracker_finish.lua"], [self.keys.batch(bid)], [state, now_ms, self.keep_ms])
-            pipe.pipe.zrem(self.keys.batches_due, bid)
+            pipe.pipe.zrem(self.keys.batches_due_of(bid), bid)
         replies = pipe.execute()
         won = [bool(int(x)) for x in replies[0::2]]
         self.tally.add(COUNTER_GROUP, state, sum(won))
@@ -280,7 +283,10 @@ class BatchTracker:
         return {_text(k): int(v) for k, v in self.r.hgetall(self.keys.counters(COUNTER_GROUP)).items()}
 
     def due_count(self) -> int:
-        return int(self.r.zcard(self.keys.batches_due))
+        pipe = self.r.pipeline(transaction=False)
+        for key in self.keys.batches_due_all():
+            pipe.zcard(key)
+        return sum(int(n) for n in pipe.execute())
 
     # ---- counters ----------------------------------------------------------------------
     def count_created(self, created: int, expected: int) -> None:

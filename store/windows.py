@@ -32,7 +32,7 @@ from store.codec import decode_closed_second, decode_item
 from store.connection import is_cluster
 from store.counters import Tally
 from store.job_writes import JobWrites
-from store.keys import Keys
+from store.keys import keys_for
 from store.memo import HourlyMemo
 from store.order_closer import OrderCloser
 from store.poll_write import ApplyResult, PollWrite, StoreError, Trigger
@@ -97,10 +97,10 @@ class WindowStore:
                  outputs_keep: int = 1, cluster: bool = False, call_records: int = 200) -> None:
         self.r = r
         self.catalogue = catalogue
-        self.keys = Keys(prefix)
+        self.keys = keys_for(r, prefix)
         self.outputs_keep = max(1, int(outputs_keep))
         self.scripts = {n: LuaScript(n, _load(n)) for n in _SCRIPT_NAMES}
-        self.writes = JobWrites(catalogue, prefix, self.outputs_keep)  # outputs and cursors
+        self.writes = JobWrites(catalogue, self.keys, self.outputs_keep)  # outputs and cursors
         self._load_scripts()
         self.cluster = bool(cluster) or is_cluster(r)
         self.call_records = max(1, int(call_records))
@@ -374,5 +374,10 @@ class WindowStore:
 
     # ---- registry ----------------------------------------------------------------------
     def stations(self) -> list[str]:
-        members: list[bytes | str] = self.r.zrange(self.keys.stations, 0, -1)  # type: ignore[assignment]
-        return [s.decode() if isinstance(s, bytes) else s for s in members]
+        """Every registered station, least recently seen first (the registry's buckets merged)."""
+        pipe = self.r.pipeline(transaction=False)
+        for key in self.keys.stations_all():
+            pipe.zrange(key, 0, -1, withscores=True)
+        pairs = sorted((score, s.decode() if isinstance(s, bytes) else s)
+                       for bucket in pipe.execute() for s, score in bucket)
+        return [s for _, s in pairs]

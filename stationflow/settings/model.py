@@ -35,6 +35,7 @@ class RedisSettings:
     socket_timeout: float = 10.0
     connect_timeout: float = 5.0
     health_check_interval: float = 30.0
+    index_buckets: int = 0
     sentinels: tuple[str, ...] = ()
     sentinel_service: str | None = None
     ssl_cafile: str | None = None
@@ -85,7 +86,10 @@ class RedisSettings:
         through)."""
         from store.connection import connect
 
-        return connect(self.connection_url(), **{**self.connect_options(), **kw})
+        client = connect(self.connection_url(), **{**self.connect_options(), **kw})
+        if self.index_buckets:
+            client.stationflow_index_buckets = self.index_buckets  # read by store.keys.keys_for
+        return client
 
     def connect_queue(self, queue_url: str | None, **kw: Any) -> Any:
         """The plain Redis of the RQ queues: `queue_url` (queue.redis_url: its own credentials

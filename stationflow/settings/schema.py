@@ -64,6 +64,9 @@ REDIS_KEYS: tuple[Key, ...] = (
     Key("socket_timeout", "float", 10.0, "seconds a command may wait for a reply", minimum=0),
     Key("connect_timeout", "float", 5.0, "seconds to establish a connection", minimum=0),
     Key("health_check_interval", "float", 30.0, "seconds between PINGs on idle connections", minimum=0),
+    Key("index_buckets", "int", 0, "keys each global index (station registry, order and batch deadlines) "
+        "is split into, spread over the slots (0: 48 on Redis Cluster, 1 on one Redis); set it once, "
+        "before the first start", minimum=0),
     Key("sentinels", "strlist", [], "Sentinel addresses host:port; when set, sentinel_service is required"),
     Key("sentinel_service", "str", None, "Sentinel master (service) name", nullable=True, example="mymaster"),
     Key("ssl_cafile", "str", None, "CA bundle (PEM) that signed the server certificate (rediss:// only; "

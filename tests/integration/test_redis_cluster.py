@@ -22,7 +22,7 @@ from stationflow.commands.ingest_cmd import queue_depth, scheduler
 from stationflow.settings import Settings
 from store.codec import decode_item
 from store.connection import is_cluster
-from store.keys import Keys
+from store.keys import Keys, keys_for
 from workers import context as wctx
 from workers.context import WorkerContext
 
@@ -106,7 +106,8 @@ def _process(settings: Settings, r: Any, qr: Any) -> list[tuple[str, bytes, dict
 def _decoded_state(r: Any, prefix: str) -> dict[str, Any]:
     """Windows, outputs, registry, dead letters and store counters, decoded; what is a clock
     reading (TTL refresh times, batch and pending bookkeeping, ingest timings) is left out."""
-    k = Keys(prefix)
+    k = keys_for(r, prefix)
+    registry = set(k.stations_all())
     out: dict[str, Any] = {}
     for raw in r.scan_iter(match=f"{prefix}:*", count=1000):
         key = raw.decode()
@@ -115,8 +116,8 @@ def _decoded_state(r: Any, prefix: str) -> dict[str, Any]:
                 (f"{prefix}:batch", f"{prefix}:counters:ingest", f"{prefix}:counters:batches",
                  f"{prefix}:heartbeat", f"{prefix}:due:")):
             continue
-        if key == k.stations:
-            out[key] = sorted(m.decode() for m in r.zrange(raw, 0, -1))
+        if key in registry:  # one key on one Redis, buckets on the cluster: compared merged
+            out.setdefault("<registry>", []).extend(m.decode() for m in r.zrange(raw, 0, -1))
         elif key == k.dlq:
             out[key] = sorted((f[b"topic"], f[b"offset"], f[b"reason"], f[b"raw"]) for _, f in r.xrange(raw))
         elif key == k.dlq_seen:
@@ -136,6 +137,7 @@ def _decoded_state(r: Any, prefix: str) -> dict[str, Any]:
             out[key] = r.zrange(raw, 0, -1, withscores=True)
         else:
             out[key] = kind
+    out["<registry>"] = sorted(out.get("<registry>", []))
     return out
 
 
@@ -166,7 +168,7 @@ def test_single_redis_and_cluster_store_and_upload_the_same(kafka_bootstrap, red
 
     a, b = _decoded_state(redis_client, "eq"), _decoded_state(cluster_client, "eq")
     assert a.keys() == b.keys()
-    assert len(a) >= 4 * len(STATIONS)  # param, realtime, outputs per station, besides the samples
+    assert len(a) >= 4 * len(STATIONS) and len(a["<registry>"]) >= len(STATIONS)  # param, realtime, outputs per station, besides the samples
     for key in a:
         assert a[key] == b[key], key
     outputs = [key for key in a if ":out:" in key]

@@ -1,4 +1,4 @@
-"""Workers end to end: real redis-server, real broker, RQ SimpleWorker in burst mode; each
+"""Workers end to end: real redis-server, real broker, RQ worker (StationWorker) in burst mode; each
 case runs on one Redis and again with the state on the Redis Cluster and the RQ queue on the
 plain Redis (queue.redis_url).
 

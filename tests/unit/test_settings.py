@@ -310,7 +310,7 @@ def test_redis_tls_keys_need_rediss_and_existing_files(tmp_path) -> None:
     for f in (ca, cert, key):
         f.write_text("-----BEGIN CERTIFICATE-----\n")
     with pytest.raises(ConfigError, match=r"redis\.ssl_cafile: set, but redis\.url 'redis://h:6379/0' does not "
-                                          r"use TLS \(use rediss:// or rediss\+sentinel://\)"):
+                                          r"use TLS \(use rediss://, rediss\+sentinel:// or rediss\+cluster://\)"):
         Settings.from_dict({"redis": {"url": "redis://h:6379/0", "ssl_cafile": str(ca)}})
     with pytest.raises(ConfigError, match=r"redis\.ssl_certfile: file not found: /nope\.pem"):
         Settings.from_dict({"redis": {"url": "rediss://h:6380/0", "ssl_certfile": "/nope.pem"}})

@@ -1,0 +1,83 @@
+"""Index buckets (store.keys): one Redis keeps the plain key names; on Redis Cluster each
+global index is split into buckets whose hash tags are chosen so the buckets spread evenly
+over the slot ranges `redis-cli --cluster create` gives the masters, and no master carries
+much more than the mean at fleet scale."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import fakeredis
+import pytest
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+
+from store.keys import CLUSTER_BUCKETS, Keys, bucket_tags, index_buckets, keys_for
+
+
+def _master_of(slot: int, masters: int) -> int:
+    """The master owning `slot` when the slots are split in equal contiguous ranges."""
+    return min(masters - 1, slot * masters // REDIS_CLUSTER_HASH_SLOTS)
+
+
+def _stations(n: int) -> list[str]:
+    rnd = random.Random(19)
+    return [str(rnd.randrange(10**18, 10**19)) for _ in range(n)]
+
+
+def test_one_bucket_keeps_the_plain_names():
+    k = Keys("sf")
+    assert (k.stations, k.orders_due("car_order"), k.batches_due) == ("sf:stations", "sf:due:car_order",
+                                                                       "sf:batches:due")
+    assert k.stations_all() == ["sf:stations"] and k.stations_of("123") == "sf:stations"
+    assert k.batches_due_of("m:t:0:1") == "sf:batches:due"
+    assert keys_for(fakeredis.FakeRedis()).buckets == 1
+
+
+def test_many_buckets_refuse_the_single_name_and_tag_each_bucket():
+    k = Keys("sf", 8)
+    with pytest.raises(ValueError, match="buckets"):
+        _ = k.stations
+    names = k.stations_all()
+    assert len(set(names)) == 8 and all(n.startswith("sf:stations:{b") for n in names)
+    assert k.stations_of("1053405539402387456") in names
+    assert k.orders_due_of("car_order", "x") == k.orders_due_all("car_order")[k.bucket("x")]
+
+
+def test_bucket_tags_fall_in_their_own_slot_range():
+    for n in (1, 3, 8, CLUSTER_BUCKETS, 100):
+        tags = bucket_tags(n)
+        assert len(set(tags)) == n
+        for i, t in enumerate(tags):
+            slot = key_slot(f"sf:stations:{{{t}}}".encode())
+            assert i * REDIS_CLUSTER_HASH_SLOTS // n <= slot < (i + 1) * REDIS_CLUSTER_HASH_SLOTS // n
+
+
+def test_client_setting_wins_over_the_default():
+    r = fakeredis.FakeRedis()
+    r.stationflow_index_buckets = 6
+    assert index_buckets(r) == 6 and keys_for(r, "p").buckets == 6
+
+
+def _load(masters: int, buckets: int, stations: list[str]) -> list[int]:
+    """Writes per master when every station sends one record: its own window keys (its slot)
+    plus one member of each bucketed index (registry, order deadlines, batch deadlines)."""
+    k = Keys("sf", buckets)
+    load = Counter()
+    for s in stations:
+        load[_master_of(key_slot(k.meta(s).encode()), masters)] += 1
+        for key in (k.stations_of(s), k.orders_due_of("car_order", s), k.batches_due_of(f"m:t:0:{s}")):
+            load[_master_of(key_slot(key.encode()), masters)] += 1
+    return [load[m] for m in range(masters)]
+
+
+@pytest.mark.parametrize("masters", [3, 4, 6])
+def test_busiest_master_at_ten_thousand_stations_is_within_115_percent_of_the_mean(masters):
+    load = _load(masters, CLUSTER_BUCKETS, _stations(10_000))
+    assert max(load) <= 1.15 * (sum(load) / masters), load
+
+
+def test_too_few_buckets_would_make_a_hot_master():
+    """Why the default is not small: 4 buckets over 3 masters put two on one of them."""
+    load = _load(3, 4, _stations(10_000))
+    assert max(load) > 1.15 * (sum(load) / 3), load
