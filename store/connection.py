@@ -105,6 +105,7 @@ def connect(
     if username is not None:
         opts["username"] = username
     scheme = urlsplit(url).scheme
+    client: Any  # a RedisCluster answers the same commands (keys of one call in one slot)
     if sentinels or scheme in SENTINEL_SCHEMES:
         client = _sentinel_client(url, sentinels, sentinel_service, opts)
     elif scheme in CLUSTER_SCHEMES:

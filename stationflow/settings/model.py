@@ -88,7 +88,7 @@ class RedisSettings:
 
         client = connect(self.connection_url(), **{**self.connect_options(), **kw})
         if self.index_buckets:
-            client.stationflow_index_buckets = self.index_buckets  # read by store.keys.keys_for
+            client.stationflow_index_buckets = self.index_buckets  # type: ignore[attr-defined]  # store.keys.keys_for
         return client
 
     def connect_queue(self, queue_url: str | None, **kw: Any) -> Any:
