@@ -117,7 +117,8 @@ class OrderCloser:
         for m in members:
             sid, _, sec = _text(m).rpartition("|")
             # numkeys first: the finish step re-runs exactly these arguments after a NOSCRIPT
-            a = [1, self.keys.orders_state(sid, spec.alias), self.keys.orders_closed(sid, spec.alias), now_ms,
+            a = [3, self.keys.orders_state(sid, spec.alias), self.keys.orders_closed(sid, spec.alias),
+                 self.keys.orders_closers(sid, spec.alias), now_ms,
                  sec, spec.window_size, self.order_modules.get(spec.alias, ""),
                  "" if spec.retention_s is None else str(int(spec.retention_s * 1000))]
             args.append(a)
