@@ -24,6 +24,7 @@ from ingest.process import InFlight, Processor
 from ingest.rebalance import tps_text
 from ingest.retry import Backoff, is_kafka_outage, is_store_outage
 from ingest.stats import IngestStats
+from store.connection import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,9 @@ class Ingester:
         self.until_idle_s = o.until_idle_s
         #: called with the lag of every owned partition after each check (metrics)
         self.on_lag: Callable[[dict[TP, int]], None] | None = None
+        #: called before every commit (Redis Cluster: wait for the replicas); raising
+        #: StoreUnavailable skips the commit, which is tried again at the next interval
+        self.before_commit: Callable[[], Any] | None = None
         #: called with the partitions this ingester no longer owns (metrics drop their series)
         self.on_released: Callable[[list[TP]], None] | None = None
         self.clock = clock
@@ -250,6 +254,13 @@ class Ingester:
     def _commit(self, offsets: dict[TP, int]) -> bool:
         if not offsets:
             return True
+        if self.before_commit is not None:
+            try:
+                self.before_commit()
+            except StoreUnavailable as e:
+                log.warning("not committing yet: %s", e)
+                self.stats.add("ingest", "store_retries")
+                return False
         if not self._on_loop_thread():
             return self._commit_from_listener(offsets)
         from kafka import TopicPartition

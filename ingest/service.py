@@ -21,7 +21,7 @@ from ingest.rebalance import make_listener
 from ingest.stats import IngestStats
 from parsers.batches import PlannedRun
 from parsers.catalogue import Catalogue, CatalogueError, TopicSpec
-from store.connection import is_cluster
+from store.connection import is_cluster, wait_replicas
 from store.counters import Counters
 from store.dlq import DeadLetters
 from store.marks import ScheduleMarks
@@ -124,6 +124,8 @@ def build(
                           until_idle_s=until_idle_s)
     ingester = Ingester(None, processor, stats, options, gate=gate,
                         queue_depth=(lambda: queue_depth(r)) if queue_depth is not None else None)
+    if is_cluster(r):  # Redis Cluster replicates asynchronously: commit only what a replica also holds
+        ingester.before_commit = lambda: wait_replicas(r, settings.prefix)
     consumer, feats = build_consumer(
         cfg, [s.topic for s in specs], make_listener(ingester),
         group_id=group, instance_id=instance_id or default_instance_id(),

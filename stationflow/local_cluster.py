@@ -86,6 +86,9 @@ class RedisCluster:
             try:
                 if c.execute_command("CLUSTER INFO").get("cluster_state") != "ok":
                     return False
+                role = c.execute_command("ROLE")
+                if role[0] == b"slave" and role[3] != b"connected":  # still in its first sync
+                    return False
             except redis.RedisError:  # a node still starting or failing over: not yet healthy
                 return False
             finally:

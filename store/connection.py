@@ -13,6 +13,7 @@ from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.cluster import ClusterNode, RedisCluster
+from redis.crc import key_slot
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
@@ -217,6 +218,48 @@ def cluster_report(r: RedisCluster) -> tuple[list[str], int]:
         name = f"{host}:{port}"
         per[name] = per.get(name, 0) + int(last) - int(first) + 1
     return [f"{n} ({k} slots)" for n, k in sorted(per.items())], sum(per.values())
+
+
+def wait_replicas(r: Any, prefix: str = "sf", timeout_ms: int = 2000) -> int:
+    """On Redis Cluster, block until every master's writes so far reached a replica, so a
+    failover after this returns cannot lose them (replication is asynchronous: what a master
+    acknowledged but had not yet sent dies with it). Per master one marker SET and a WAIT on
+    the same connection: the marker follows every earlier write in the replication stream,
+    so its acknowledgement covers them. Returns how many masters were waited on (0 on one
+    Redis: nothing to do). Raises StoreUnavailable when a master with replicas got no
+    acknowledgement in time or cannot be reached (a failover in progress): do not commit."""
+    if not isinstance(r, RedisCluster):
+        return 0
+    try:
+        nodes = r.get_primaries()
+        for node in nodes:
+            client = r.get_redis_connection(node)
+            pipe = client.pipeline(transaction=False)
+            pipe.set(_sync_key(r, node.name, prefix), "1", px=60_000)
+            pipe.execute_command("WAIT", 1, int(timeout_ms))
+            acked = int(pipe.execute()[1])
+            if acked < 1 and client.execute_command("ROLE")[2]:
+                raise StoreUnavailable(f"Redis Cluster master {node.name}: no replica acknowledged the writes "
+                                       f"within {timeout_ms} ms")
+    except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ResponseError,
+            redis.exceptions.ClusterError) as e:
+        r.nodes_manager.initialize()  # a master changed: learn the new map before the retry
+        raise StoreUnavailable(f"Redis Cluster: waiting for replicas failed: {e}") from e
+    return len(nodes)
+
+
+def _sync_key(r: RedisCluster, node: str, prefix: str) -> str:
+    """A key of `prefix` in a slot that `node` serves (the replica-wait marker)."""
+    from store.keys import Keys
+
+    keys = Keys(prefix)
+    slots = r.nodes_manager.slots_cache
+    for j in range(100_000):
+        key = keys.replica_sync(j)
+        owners = slots.get(key_slot(key.encode()))
+        if owners and owners[0].name == node:
+            return key
+    raise StoreUnavailable(f"Redis Cluster master {node} serves no slot")
 
 
 def _hostport(h: str, default_port: int = 26379) -> tuple[str, int]:

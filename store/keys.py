@@ -190,6 +190,11 @@ class Keys:
         """Batch ids by deadline, one key (buckets == 1); else `batches_due_of`/`batches_due_all`."""
         return self._single(f"{self.prefix}:batches:due")
 
+    def replica_sync(self, n: int) -> str:
+        """The n-th candidate marker key of the ingester's wait for replicas (Redis Cluster:
+        store.connection.wait_replicas uses the first one each master serves)."""
+        return f"{self.prefix}:sync:{{s{n}}}"
+
     def heartbeat_tick(self, module: str, tick: int) -> str:
         """Set once per (module, tick) by the process that schedules that heartbeat tick."""
         return f"{self.prefix}:heartbeat:{module}:{tick}"
@@ -259,6 +264,8 @@ class Keys:
             (f"{p}:batch:<id>", "hash", "batch tracker state (workers)", f"HGETALL '{p}:batch:<id>'"),
             (f"{p}:batches:due", "zset", "batch id scored by deadline (workers)",
              f"ZRANGE {p}:batches:due 0 -1 WITHSCORES"),
+            (f"{p}:sync:{{s<n>}}", "string", "Redis Cluster only: the marker each master's replicas must "
+             "acknowledge before an ingester commits (expires after a minute)", f"GET '{p}:sync:{{s0}}'"),
             (f"{p}:heartbeat:<module>:<tick>", "string", "heartbeat tick claimed by one sweeper (expires)",
              f"KEYS '{p}:heartbeat:*'"),
         ]
