@@ -249,10 +249,10 @@ class Keys:
             (f"{p}:g:{{<alias>}}:meta", "hash",
              "global window: hwm:<topic>:<partition>, ts:<alias>, sm:<topic>:<partition> (replay marks)",
              f"HGETALL '{p}:g:{{environment_calendar}}:meta'"),
-            (f"{p}:stations", "zset", "station registry: station id scored by last-seen ingest ms",
-             f"ZREVRANGE {p}:stations 0 9 WITHSCORES"),
-            (f"{p}:due:<alias>", "zset", "stations with an open order second, scored by close deadline ms",
-             f"ZRANGE {p}:due:car_order 0 -1 WITHSCORES"),
+            (self._pattern("stations"), "zset", "station registry: station id scored by last-seen ingest ms"
+             + self._split_note(), f"ZREVRANGE '{self.stations_all()[0]}' 0 9 WITHSCORES"),
+            (self._pattern("due:<alias>"), "zset", "stations with an open order second, scored by close deadline ms"
+             + self._split_note(), f"ZRANGE '{self.orders_due_all('car_order')[0]}' 0 -1 WITHSCORES"),
             (f"{p}:deferred", "zset", "stations with deferred runs (rate control), scored by the earliest "
              "not-before ms", f"ZRANGE {p}:deferred 0 -1 WITHSCORES"),
             (f"{p}:{{dlq}}", "stream", "dead letters (capped): topic, partition, offset, ts, reason, detail, "
@@ -262,8 +262,8 @@ class Keys:
             (f"{p}:counters:<group>", "hash", "plain-text counters (topic:<topic>, ingest, runs, ...; the dlq group is counters:{dlq})",
              f"HGETALL {p}:counters:ingest"),
             (f"{p}:batch:<id>", "hash", "batch tracker state (workers)", f"HGETALL '{p}:batch:<id>'"),
-            (f"{p}:batches:due", "zset", "batch id scored by deadline (workers)",
-             f"ZRANGE {p}:batches:due 0 -1 WITHSCORES"),
+            (self._pattern("batches:due"), "zset", "batch id scored by deadline (workers)" + self._split_note(),
+             f"ZRANGE '{self.batches_due_all()[0]}' 0 -1 WITHSCORES"),
             (f"{p}:sync:{{s<n>}}", "string", "Redis Cluster only: the marker each master's replicas must "
              "acknowledge before an ingester commits (expires after a minute)", f"GET '{p}:sync:{{s0}}'"),
             (f"{p}:heartbeat:<module>:<tick>", "string", "heartbeat tick claimed by one sweeper (expires)",
@@ -271,5 +271,13 @@ class Keys:
         ]
 
 
-def describe_keys(prefix: str = "sf") -> list[tuple[str, str, str, str]]:
-    return Keys(prefix).describe_keys()
+    def _pattern(self, name: str) -> str:
+        return f"{self.prefix}:{name}" + ("" if self.buckets == 1 else ":{<bucket>}")
+
+    def _split_note(self) -> str:
+        return "" if self.buckets == 1 else f"; split into {self.buckets} bucket keys (readers merge them)"
+
+
+def describe_keys(prefix: str = "sf", buckets: int = 1) -> list[tuple[str, str, str, str]]:
+    """`Keys.describe_keys` of a deployment whose global indexes have `buckets` keys each."""
+    return Keys(prefix, buckets).describe_keys()

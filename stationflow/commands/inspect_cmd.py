@@ -62,18 +62,24 @@ def inspect(ctx: click.Context, station: str | None, alias: str | None, show_key
 
 def _keys(settings: Any, as_json: bool) -> None:
     """The key schema; the examples name the most recently seen station of this Redis (or the
-    schema's own example id when it holds none) and the full `redis-cli -u URL`."""
+    schema's own example id when it holds none) and the full `redis-cli -u URL` (with -c on a
+    Redis Cluster: it follows MOVED to the master of each key's slot)."""
     from stationflow.commands.common import source, source_line
     from stationflow.status import render_keys
     from store.connection import redact
-    from store.keys import Keys, describe_keys
+    from store.keys import describe_keys, keys_for
 
     r = settings.redis.connect(retries=1)
-    newest = r.zrevrange(Keys(settings.prefix).stations, 0, 0)
-    station = newest[0].decode() if newest else EXAMPLE_STATION
+    k = keys_for(r, settings.prefix)
+    pipe = r.pipeline(transaction=False)
+    for key in k.stations_all():  # the registry's buckets (one key on one Redis)
+        pipe.zrevrange(key, 0, 0, withscores=True)
+    newest = sorted(((score, m) for page in pipe.execute() for m, score in page), reverse=True)
+    station = newest[0][1].decode() if newest else EXAMPLE_STATION
     url = redact(settings.redis.connection_url())
-    cli = f"redis-cli -u '{url}'"
-    rows = [(p, t, m, ex.replace(EXAMPLE_STATION, station)) for p, t, m, ex in describe_keys(settings.prefix)]
+    cli = _redis_cli(url, settings.redis.is_cluster)
+    rows = [(p, t, m, ex.replace(EXAMPLE_STATION, station))
+            for p, t, m, ex in describe_keys(settings.prefix, k.buckets)]
     if as_json:
         click.echo(json.dumps({"source": source(settings), "station": station, "redis_cli": cli,
                                "keys": [dict(zip(("pattern", "type", "meaning", "example"), row, strict=True))
@@ -84,3 +90,15 @@ def _keys(settings: Any, as_json: bool) -> None:
     password = " (put the password in place of ***)" if "***" in url else ""
     click.echo(f"examples for station {station}{note}{password}\n")
     click.echo(render_keys(rows, cli))
+
+
+def _redis_cli(url: str, cluster: bool) -> str:
+    """`redis-cli -u URL`; for a redis+cluster:// URL, -c and the first node's redis:// URL."""
+    if not cluster:
+        return f"redis-cli -u '{url}'"
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    cred, _, hosts = parts.netloc.rpartition("@")
+    scheme = "rediss" if parts.scheme.startswith("rediss") else "redis"
+    return f"redis-cli -c -u '{scheme}://{cred + '@' if cred else ''}{hosts.split(',')[0]}'"

@@ -5,6 +5,8 @@ counters and uploaded envelopes, compared key by key, decoded."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from click.testing import CliRunner
 from clusterutil import STATIONS, decoded_state, envelopes, process, produce_stream, settings_for
@@ -75,3 +77,43 @@ def test_cluster_url_with_a_database_is_refused(url):
 
     with pytest.raises(ValueError, match="only database 0"):
         connect(url, check=False)
+
+
+def test_status_inspect_and_dlq_work_against_the_cluster(kafka_bootstrap, redis_client, redis_url, cluster_client,
+                                                         redis_cluster, tmp_path):
+    """The operator commands read a cluster deployment unchanged: status merges the index
+    buckets and reads the queue Redis, inspect reads one station's slot, dlq lists the {dlq}
+    stream, and inspect --keys prints redis-cli -c examples."""
+    cat = unique_catalogue()
+    create_topics(kafka_bootstrap, [t.topic for t in cat.topics], partitions=2)
+    produce_stream(cat, kafka_bootstrap)
+    settings = settings_for(cat, kafka_bootstrap, redis_cluster.url, "ops-cluster", "ops", queue_url=redis_url,
+                            queue="opsq")
+    process(settings, settings.redis.connect(), redis_client)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(settings.to_toml(masked=False))
+
+    def cli(*args: str) -> str:
+        res = CliRunner().invoke(main, ["--config", str(cfg), *args])
+        assert res.exit_code == 0, res.output
+        return res.output
+
+    snap = json.loads(cli("status", "--json", "--no-lag"))
+    assert snap["stations"] >= len(STATIONS)
+    assert snap["dlq_entries"] == 1 and snap["batches_open"] == 0
+    assert snap["queues"]["opsq"]["queued"] == 0
+    assert snap["counters"]["ingest"]["messages"] >= 1
+
+    view = json.loads(cli("inspect", STATIONS[0], "--json"))
+    assert view["station"] == STATIONS[0] and view["last_seen_age_s"] is not None  # the registry bucket
+    assert "station_param" in view["topics"] and view["offsets"] and view["outputs"]
+
+    listed = [json.loads(x) for x in cli("dlq", "list", "--json").splitlines() if x.strip()]
+    assert [e["reason"] for e in listed] == ["bad_json"]
+
+    keys = cli("inspect", "--keys")
+    host, port = redis_cluster.url[len("redis+cluster://"):].split(",")[0].split(":")
+    station = json.loads(cli("inspect", "--keys", "--json"))["station"]  # the newest of every registry bucket
+    assert station in STATIONS or station.isdigit()
+    assert f"redis-cli -c -u 'redis://{host}:{port}' HGETALL 'ops:{{{station}}}:meta'" in keys
+    assert "ops:stations:{<bucket>}" in keys
