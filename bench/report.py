@@ -363,7 +363,14 @@ def main(argv: list[str] | None = None) -> None:
                     help="tiny sizes: checks that every section runs and reports (figures mean nothing)")
     ap.add_argument("--out", default="bench", help="directory for report.md and report.json")
     ap.add_argument("--only", default=",".join(SECTIONS), help="comma-separated subset of: " + ", ".join(SECTIONS))
+    ap.add_argument("--redis-cluster", type=int, default=None, metavar="N",
+                    help="instead: one Redis against a private Redis Cluster of N masters (bench.cluster_bench)")
     a = ap.parse_args(argv)
+    if a.redis_cluster is not None:
+        from bench.cluster_bench import run_profile
+
+        run_profile(a.redis_cluster, "smoke" if a.smoke else "quick" if a.quick else "full", Path(a.out))
+        return
     sections = tuple(s.strip() for s in a.only.split(",") if s.strip())
     unknown = [s for s in sections if s not in SECTIONS]
     if unknown:

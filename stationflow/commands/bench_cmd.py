@@ -26,8 +26,11 @@ CHECKOUT = Path(__file__).resolve().parents[2]
               help="Directory for report.md and report.json.")
 @click.option("--only", default=None, metavar="SECTIONS",
               help="Comma-separated subset of: ingest, jobs, e2e, memory, console (default: all).")
+@click.option("--redis-cluster", "masters", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Instead: one Redis against a private Redis Cluster of N masters (write path, Redis CPU "
+                   "per record per master, key/slot balance at 10,000 stations); writes cluster.md/json.")
 @click.pass_context
-def bench(ctx: click.Context, quick: bool, smoke: bool, out: str, only: str | None) -> None:
+def bench(ctx: click.Context, quick: bool, smoke: bool, out: str, only: str | None, masters: int | None) -> None:
     """Run the benchmarks (ingest, jobs, end to end, memory, console) and write the report.
 
     \b
@@ -47,6 +50,8 @@ def bench(ctx: click.Context, quick: bool, smoke: bool, out: str, only: str | No
         argv.append("--quick")
     if only:
         argv += ["--only", only]
+    if masters is not None:
+        argv += ["--redis-cluster", str(masters)]
     proc = subprocess.Popen(argv, cwd=CHECKOUT)
 
     def forward(signum: int, frame: object) -> None:
