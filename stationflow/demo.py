@@ -70,6 +70,7 @@ class DemoOptions:
     workers: int = 2
     speed: float = 5.0
     redis_url: str | None = None
+    redis_cluster: int | None = None  # masters of a private Redis Cluster (queues on a plain Redis)
     kafka: str | None = None
     seed: int = 0
     partitions: int = 2
@@ -128,6 +129,7 @@ class Run:
     redis: Any = None
     broker: Any = None
     redis_url: str = ""
+    queue_redis: Any = None  # the plain Redis of the queues, beside a private cluster
     bootstrap: str = ""
     children: list[Child] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -148,6 +150,14 @@ def start_servers(run: Run) -> None:
     try:
         if o.redis_url:
             run.redis_url = o.redis_url
+        elif o.redis_cluster:
+            from stationflow.local_cluster import start_cluster
+
+            run.redis = start_cluster(masters=o.redis_cluster, replicas=0)
+            run.redis_url = run.redis.url
+            run.queue_redis = start_redis(dir=run.log_dir / "queue-redis")
+            run.echo(f"Redis Cluster of {o.redis_cluster} masters on {run.redis_url}; queues on "
+                     f"{run.queue_redis.url}")
         else:
             run.redis = start_redis(dir=run.log_dir / "redis")
             run.redis_url = run.redis.url
@@ -187,6 +197,7 @@ def child_env(run: Run) -> dict[str, str]:
         env["STATIONFLOW_CONFIG"] = str(cfg)
     env.update({
         "STATIONFLOW_REDIS_URL": run.redis_url,
+        **({"STATIONFLOW_QUEUE_REDIS_URL": run.queue_redis.url} if run.queue_redis is not None else {}),
         "STATIONFLOW_KAFKA": run.bootstrap,
         "STATIONFLOW_GROUP_ID": f"stationflow-demo-{os.getpid()}",
         "STATIONFLOW_LOG_LEVEL": "WARNING",
@@ -233,7 +244,7 @@ def stop_all(run: Run) -> None:
     for c in reversed(run.children):
         with contextlib.suppress(Exception):
             stop_child(c)
-    for server in (run.broker, run.redis):
+    for server in (run.broker, run.redis, run.queue_redis):
         if server is not None:
             with contextlib.suppress(Exception):
                 server.close()
@@ -352,8 +363,8 @@ def heartbeat_runs(r: Any, settings: Any) -> int:
     return int(r.hget(f"{settings.prefix}:counters:heartbeat", "runs") or 0)
 
 
-def _snapshot(r: Any, settings: Any, bootstrap: str, lag: bool = True) -> st.Snapshot:
-    snap = st.gather(r, settings.prefix, settings.queue.name, workers=False)
+def _snapshot(r: Any, settings: Any, bootstrap: str, lag: bool = True, queue_r: Any = None) -> st.Snapshot:
+    snap = st.gather(r, settings.prefix, settings.queue.name, workers=False, queue_r=queue_r)
     if lag:
         try:
             snap.lag = st.consumer_lag({**settings.kafka.admin_config(), "bootstrap_servers": bootstrap},
@@ -465,6 +476,7 @@ def run_demo(opts: DemoOptions, echo: Callable[[str], None] = print) -> int:
         env = child_env(run)
         settings = Settings.load(env=env)
         r = settings.redis.connect()
+        qr = settings.connect_queue() if settings.queue.redis_url is not None else None
         create_topics(settings, run.bootstrap, opts.partitions)
         echo(f"created {len(settings.catalogue.topics)} topics ({opts.partitions} partitions each); logs in {run.log_dir}")
         for i in range(opts.ingesters):
@@ -476,7 +488,8 @@ def run_demo(opts: DemoOptions, echo: Callable[[str], None] = print) -> int:
              f"{opts.workers} worker(s): pids "
              + ", ".join(f"{c.name}={c.pid}" for c in run.children))
         start_console(run, env)
-        baseline = st.summarise(st.gather(r, settings.prefix, settings.queue.name, workers=False))["messages"]
+        baseline = st.summarise(st.gather(r, settings.prefix, settings.queue.name, workers=False,
+                                          queue_r=qr))["messages"]
         producer = Producer(settings, run.bootstrap, opts)
         echo(f"producing {opts.stations} stations for {opts.duration_s:g} s at speed {opts.speed:g} "
              f"(seed {opts.seed}); customer_mining every {opts.heartbeat_s:g} s")
@@ -486,7 +499,7 @@ def run_demo(opts: DemoOptions, echo: Callable[[str], None] = print) -> int:
         while producer.is_alive():
             producer.join(opts.progress_s)
             check_children(run)
-            snap = _snapshot(r, settings, run.bootstrap)
+            snap = _snapshot(r, settings, run.bootstrap, queue_r=qr)
             echo(f"[{time.monotonic() - t_start:5.1f}s] " + st.progress_line(snap, prev))
             prev = snap
         produce_s = time.monotonic() - t_prod
@@ -502,7 +515,7 @@ def run_demo(opts: DemoOptions, echo: Callable[[str], None] = print) -> int:
         ok_drain, calm, held = False, 0, opts.keep
         while time.monotonic() - t_drain < opts.drain_timeout_s:
             check_children(run)
-            snap = _snapshot(r, settings, run.bootstrap)
+            snap = _snapshot(r, settings, run.bootstrap, queue_r=qr)
             calm = calm + 1 if drained(snap, sent, r, settings, baseline) else 0
             if calm >= 2 and not held:  # no heartbeat tick from now on, then drain once more
                 heartbeat.hold(r, settings.catalogue, settings.prefix, time.time(), span_s=600)
@@ -519,7 +532,7 @@ def run_demo(opts: DemoOptions, echo: Callable[[str], None] = print) -> int:
         if not opts.keep:
             for c in run.children:  # stop before reading the logs and exit codes
                 stop_child(c)
-        snap = _snapshot(r, settings, run.bootstrap, lag=False)
+        snap = _snapshot(r, settings, run.bootstrap, lag=False, queue_r=qr)
         uploads = read_uploads(settings, run.bootstrap)
         table = module_table(snap, uploads, settings)
         v = st.summarise(snap)

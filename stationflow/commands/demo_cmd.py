@@ -14,6 +14,8 @@ import click
 @click.option("--speed", default=5.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Simulated seconds per wall second (5: a meter reading reaches most stations in a minute).")
 @click.option("--redis-url", help="Use this Redis instead of starting a private one (its data is kept).")
+@click.option("--redis-cluster", "redis_cluster", type=click.IntRange(min=1), metavar="N",
+              help="Start a private Redis Cluster of N masters for the state and a plain Redis for the queues.")
 @click.option("--kafka", "kafka", metavar="BOOTSTRAP", help="Use this Kafka instead of the bundled broker.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Traffic seed (same seed, same station ids).")
 @click.option("--partitions", default=2, show_default=True, type=click.IntRange(min=1), help="Partitions per topic.")
@@ -31,7 +33,7 @@ import click
                    "command, the examples and `rq worker` at them.")
 @click.pass_context
 def demo(ctx: click.Context, stations: int, duration: float, ingesters: int, workers: int, speed: float,
-         redis_url: str | None, kafka: str | None, seed: int, partitions: int, bad_rate: float, heartbeat_s: float, drain_timeout: float,
+         redis_url: str | None, redis_cluster: int | None, kafka: str | None, seed: int, partitions: int, bad_rate: float, heartbeat_s: float, drain_timeout: float,
          log_dir: str | None, json_summary: str | None, keep: bool) -> None:
     """Run everything locally: a private redis-server and broker on free ports, all topics,
     ingesters, workers and realistic traffic; live progress, a drain, a summary of what each
@@ -49,6 +51,8 @@ def demo(ctx: click.Context, stations: int, duration: float, ingesters: int, wor
     from stationflow.cli import get_settings
     from stationflow.demo import DemoOptions, run_demo
 
+    if redis_url and redis_cluster:
+        raise click.UsageError("--redis-url and --redis-cluster exclude each other")
     config_path = (ctx.find_root().obj or {}).get("config_path")
     if config_path:  # checked here (one line, exit 2 when bad), then read by every child
         get_settings(ctx)
@@ -58,7 +62,7 @@ def demo(ctx: click.Context, stations: int, duration: float, ingesters: int, wor
     # entry); the demo reports what matters itself
     logging.getLogger("rq").setLevel(logging.ERROR)
     opts = DemoOptions(stations=stations, duration_s=duration, ingesters=ingesters, workers=workers, speed=speed,
-                       redis_url=redis_url, kafka=kafka, seed=seed, partitions=partitions, bad_rate=bad_rate,
+                       redis_url=redis_url, redis_cluster=redis_cluster, kafka=kafka, seed=seed, partitions=partitions, bad_rate=bad_rate,
                        heartbeat_s=heartbeat_s, drain_timeout_s=drain_timeout, log_dir=log_dir,
                        json_summary=json_summary, keep=keep)
     raise SystemExit(run_demo(opts, echo=click.echo))

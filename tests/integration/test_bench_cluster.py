@@ -19,6 +19,6 @@ def test_bench_redis_cluster_smoke_reports_both_and_the_balance(tmp_path):
     assert len(rep["cluster"]["records_per_master"]) == 3
     assert sum(rep["cluster"]["records_per_master"]) == rep["records"]
     assert len(rep["balance"]["keys_per_master"]) == 3 and rep["balance"]["busiest_over_mean_keys"] >= 1
-    assert rep["capacity"]["stations_per_master_at_70pct"] > 0
+    assert rep["capacity"]["stations_per_master_at_70pct"] > 0 and rep["capacity"]["stations_per_single_redis_at_70pct"] > 0
     md = (tmp_path / "cluster.md").read_text()
     assert "One Redis vs Redis Cluster (3 masters)" in md and "busiest / mean" in md
