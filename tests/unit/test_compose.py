@@ -167,3 +167,28 @@ def test_dashboard_reads_json_jobs(compose: dict[str, Any]) -> None:
     argv = _argv(dash)
     assert argv[0] == "rq-dashboard" and "--json" in argv  # workers enqueue with the JSON serializer
     assert "redis://redis:6379/" in " ".join(argv)
+
+
+def test_cluster_profile_creates_a_cluster_and_points_the_processes_at_it(compose: dict[str, Any]) -> None:
+    s = _services(compose)
+    nodes = [f"redis-node-{i}" for i in range(1, 7)]
+    for n in nodes:
+        assert s[n]["profiles"] == ["cluster"] and s[n]["image"].startswith("redis:7")
+        cmd = " ".join(_argv(s[n]))
+        assert "--cluster-enabled yes" in cmd and "--maxmemory-policy noeviction" in cmd
+    init = " ".join(_argv(s["cluster-init"]))
+    assert "redis-cli --cluster create" in init and "--cluster-replicas 1" in init
+    assert all(f"{n}:6379" in init for n in nodes)
+    assert set(s["cluster-init"]["depends_on"]) == set(nodes)
+    for name in ("ingest-cluster", "worker-cluster"):
+        env = s[name]["environment"]
+        url = env["STATIONFLOW_REDIS_URL"]
+        assert url.startswith("redis+cluster://")
+        assert {h.split(":")[0] for h in url[len("redis+cluster://"):].strip("/").split(",")} <= set(nodes)
+        assert env["STATIONFLOW_QUEUE_REDIS_URL"].startswith("redis://queue-redis:")
+        assert s[name]["depends_on"]["cluster-init"]["condition"] == "service_completed_successfully"
+        # the settings accept what compose gives the processes
+        from stationflow.settings import Settings
+
+        settings = Settings.load(env={k: str(v) for k, v in env.items()})
+        assert settings.redis.is_cluster and settings.queue.redis_url
