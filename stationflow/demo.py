@@ -156,6 +156,8 @@ def start_servers(run: Run) -> None:
             run.redis = start_cluster(masters=o.redis_cluster, replicas=0)
             run.redis_url = run.redis.url
             run.queue_redis = start_redis(dir=run.log_dir / "queue-redis")
+            run.server_pids.update({f"redis-node-{n.port}": n.pid for n in run.redis.nodes})
+            run.server_pids["queue-redis"] = run.queue_redis.pid
             run.echo(f"Redis Cluster of {o.redis_cluster} masters on {run.redis_url}; queues on "
                      f"{run.queue_redis.url}")
         else:
