@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from store.dlq import DeadLetters
-from store.keys import Keys
+from store.keys import Keys, keys_for
 
 #: dead letters read from the newest end of the stream for per-station attribution
 DLQ_RECENT = 500
@@ -46,8 +46,12 @@ def stations_table(r: Any, prefix: str, aliases: Sequence[str]
                    ) -> tuple[list[tuple[str, int]], dict[str, dict[str, int]]]:
     """(station, last seen ms) newest first, and per station the newest record ms of each of
     `aliases` (the meta hash's ts:<alias>, read with HMGET): two round trips."""
-    k = Keys(prefix)
-    seen = [(text(m), int(score)) for m, score in r.zrevrange(k.stations, 0, -1, withscores=True)]
+    k = keys_for(r, prefix)
+    pipe = r.pipeline(transaction=False)
+    for key in k.stations_all():  # the registry's buckets (one key on one Redis)
+        pipe.zrevrange(key, 0, -1, withscores=True)
+    seen = sorted(((text(m), int(score)) for bucket in pipe.execute() for m, score in bucket),
+                  key=lambda x: -x[1])
     fields = [f"ts:{a}" for a in aliases]
     pipe = r.pipeline(transaction=False)
     for station, _ in seen:
@@ -71,12 +75,11 @@ def batch_ids(r: Any, prefix: str, limit: int = BATCH_SCAN_LIMIT) -> list[str]:
     k = Keys(prefix)
     head = k.batch("")
     out: list[str] = []
-    cursor = 0
-    while True:
-        cursor, keys = r.scan(cursor, match=k.batch("*"), count=1000)
-        out.extend(text(x)[len(head):] for x in keys)
-        if not cursor or len(out) >= limit:
-            return out[:limit]
+    for x in r.scan_iter(match=k.batch("*"), count=1000):  # every master of a cluster
+        out.append(text(x)[len(head):])
+        if len(out) >= limit:
+            break
+    return out
 
 
 def batch_summaries(r: Any, prefix: str, ids: Sequence[str]) -> list[dict[str, Any]]:
