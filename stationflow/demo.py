@@ -362,7 +362,9 @@ class Producer(threading.Thread):
 
 def heartbeat_runs(r: Any, settings: Any) -> int:
     """Runs the workers' heartbeat ticks scheduled (plain-text counter, see workers/heartbeat.py)."""
-    return int(r.hget(f"{settings.prefix}:counters:heartbeat", "runs") or 0)
+    from store.counters import Counters
+
+    return Counters(r, settings.prefix).get("heartbeat").get("runs", 0)
 
 
 def _snapshot(r: Any, settings: Any, bootstrap: str, lag: bool = True, queue_r: Any = None) -> st.Snapshot:

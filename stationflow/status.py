@@ -69,7 +69,7 @@ def gather(r: Any, prefix: str = "sf", queue: str = "stationflow", *, workers: b
     from rq.serializers import JSONSerializer
 
     k = keys_for(r, prefix)
-    groups = sorted({k.counter_group(_s(x)) for x in r.scan_iter(match=k.counters("*"), count=1000)})
+    counter_keys = [_s(x) for x in r.scan_iter(match=f"{prefix}:counters:*", count=1000)]
     qr = r if queue_r is None else queue_r
     q = Queue(queue, connection=qr, serializer=JSONSerializer)
     pipe = r.pipeline(transaction=False)
@@ -77,21 +77,25 @@ def gather(r: Any, prefix: str = "sf", queue: str = "stationflow", *, workers: b
     for key in registry + deadlines:  # the buckets of each index (one key on one Redis)
         pipe.zcard(key)
     pipe.xlen(k.dlq)
-    for g in groups:
-        pipe.hgetall(k.counters(g))
+    for key in counter_keys:  # every bucket of every group, summed below
+        pipe.hgetall(key)
     qpipe = pipe if qr is r else qr.pipeline(transaction=False)
     qpipe.llen(q.key)
     for attr in RQ_REGISTRIES.values():
         qpipe.zcard(getattr(q, attr).key)
     replies = pipe.execute()
     n = len(registry) + len(deadlines) + 1
-    qreplies = replies[n + len(groups):] if qr is r else qpipe.execute()
+    qreplies = replies[n + len(counter_keys):] if qr is r else qpipe.execute()
     stations = sum(int(x) for x in replies[:len(registry)])
     due = sum(int(x) for x in replies[len(registry):n - 1])
     dlq_entries = int(replies[n - 1])
     queued, regs = int(qreplies[0]), qreplies[1:]
-    counters = {g: {_s(f): int(v) for f, v in h.items()}
-                for g, h in zip(groups, replies[n:n + len(groups)], strict=True)}
+    counters: dict[str, dict[str, int]] = {}
+    for key, h in zip(counter_keys, replies[n:n + len(counter_keys)], strict=True):
+        group = counters.setdefault(k.counter_group(key), {})
+        for f, v in h.items():
+            group[_s(f)] = group.get(_s(f), 0) + int(v)
+    counters = dict(sorted(counters.items()))
     depth = {"queued": queued, **{name: int(n) for name, n in zip(RQ_REGISTRIES, regs, strict=True)}}
     snap = Snapshot(taken_ms=now_ms(), stations=stations, counters=counters, dlq_entries=dlq_entries,
                     dlq_counts=dict(counters.get("dlq", {})), queues={queue: depth}, batches_open=due)

@@ -10,7 +10,7 @@ from typing import Any
 
 import redis
 
-from store.keys import Keys
+from store.keys import Keys, keys_for
 from store.scripts import LuaScript, ScriptPipeline
 
 #: several HINCRBYs on one hash as one command (one key: Redis-Cluster safe); a station job
@@ -39,7 +39,7 @@ def queue_incr_many(pipe: ScriptPipeline, key: str, counts: Mapping[str, int]) -
 class Counters:
     def __init__(self, r: redis.Redis, prefix: str = "sf") -> None:
         self.r = r
-        self.keys = Keys(prefix)
+        self.keys = keys_for(r, prefix)
 
     def incr(self, pipe: Any, name: str, field: str, n: int = 1) -> None:
         """Queue one increment on `pipe` (a pipeline); zero increments are not sent."""
@@ -51,12 +51,12 @@ class Counters:
             self.incr(pipe, name, field, n)
 
     def get(self, name: str) -> dict[str, int]:
-        raw = self.r.hgetall(self.keys.counters(name))
-        return {_s(k): int(v) for k, v in raw.items()}
+        """The counters of group `name`, summed over its buckets (one hash on one Redis)."""
+        return read_groups(self.r, self.keys, [name]).get(name, {})
 
     def groups(self) -> list[str]:
         """Names of every counter group (SCAN, for `stationflow status`)."""
-        pat = self.keys.counters("*")
+        pat = f"{self.keys.prefix}:counters:*"
         return sorted({self.keys.counter_group(_s(k)) for k in self.r.scan_iter(match=pat, count=500)})
 
 
@@ -91,3 +91,21 @@ class Tally:
 
 def _s(v: bytes | str) -> str:
     return v.decode() if isinstance(v, bytes) else v
+
+
+def read_groups(r: Any, keys: Keys, groups: list[str] | None = None) -> dict[str, dict[str, int]]:
+    """group -> field -> count, every bucket of a group summed (SCAN of the counter hashes and
+    one pipeline); `groups` limits which are read."""
+    found = [_s(k) for k in r.scan_iter(match=f"{keys.prefix}:counters:*", count=500)]
+    found = [k for k in found if groups is None or keys.counter_group(k) in groups]
+    if not found:
+        return {}
+    pipe = r.pipeline(transaction=False)
+    for k in found:
+        pipe.hgetall(k)
+    out: dict[str, dict[str, int]] = {}
+    for k, h in zip(found, pipe.execute(), strict=True):
+        g = out.setdefault(keys.counter_group(k), {})
+        for f, v in h.items():
+            g[_s(f)] = g.get(_s(f), 0) + int(v)
+    return out

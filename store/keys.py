@@ -9,11 +9,15 @@ key string by hand: ask `Keys`.
 from __future__ import annotations
 
 import functools
+import random
 import zlib
 from dataclasses import dataclass
 from typing import Any
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+
+#: the counter bucket of this process (store.keys.Keys.counters), drawn once
+PROCESS_DRAW = random.SystemRandom().randrange(1 << 30)
 
 #: index buckets on Redis Cluster unless `redis.index_buckets` says otherwise: enough that
 #: each master of a cluster of up to ~16 gets several, so none carries much more than the mean
@@ -169,15 +173,20 @@ class Keys:
         return f"{self.prefix}:{{dlq}}:seen"
 
     def counters(self, group: str) -> str:
-        """Counter hash of `group`; the dead-letter group carries the {dlq} tag, so the script
-        that adds dead letters counts them in the same slot (Redis Cluster)."""
+        """The counter hash this process writes for `group`. The dead-letter group carries the
+        {dlq} tag, so the script that adds dead letters counts them in its slot; with several
+        buckets every other group is split, each process writing the bucket it drew at start
+        (so no hash takes every job's or poll's write) and readers summing them all."""
         if group == "dlq":
             return f"{self.prefix}:counters:{{dlq}}"
-        return f"{self.prefix}:counters:{group}"
+        if self.buckets == 1 or group.startswith("dlq"):
+            return f"{self.prefix}:counters:{group}"
+        return self._bucketed(f"{self.prefix}:counters:{group}", PROCESS_DRAW % self.buckets)
 
     def counter_group(self, key: str) -> str:
-        """The group of counter hash `key` (the inverse of `counters`)."""
-        return key[len(self.prefix) + len(":counters:"):].replace("{dlq}", "dlq")
+        """The group of counter hash `key` (the inverse of `counters`, any bucket)."""
+        g = key[len(self.prefix) + len(":counters:"):].replace("{dlq}", "dlq")
+        return g.rsplit(":{b", 1)[0] if g.endswith("}") else g
 
     def topic_counters(self, topic: str) -> str:
         return self.counters(f"topic:{topic}")
@@ -259,7 +268,9 @@ class Keys:
              "element_index, raw, raw_len, dead_at", f"XREVRANGE '{p}:{{dlq}}' + - COUNT 5"),
             (f"{p}:{{dlq}}:seen", "zset", "dead-letter idents topic:partition:offset:element scored by the ms "
              "of their stream id", f"ZCARD '{p}:{{dlq}}:seen'"),
-            (f"{p}:counters:<group>", "hash", "plain-text counters (topic:<topic>, ingest, runs, ...; the dlq group is counters:{dlq})",
+            (f"{p}:counters:<group>" + ("" if self.buckets == 1 else ":{<bucket>}"), "hash",
+             "plain-text counters (topic:<topic>, ingest, runs, ...; the dlq group is counters:{dlq})"
+             + ("" if self.buckets == 1 else "; one bucket per writing process, status sums them"),
              f"HGETALL {p}:counters:ingest"),
             (f"{p}:batch:<id>", "hash", "batch tracker state (workers)", f"HGETALL '{p}:batch:<id>'"),
             (self._pattern("batches:due"), "zset", "batch id scored by deadline (workers)" + self._split_note(),

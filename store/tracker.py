@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 import redis
 
-from store.counters import Tally, queue_incr_many
+from store.counters import Tally, queue_incr_many, read_groups
 from store.keys import keys_for
 from store.scripts import LuaScript, ScriptPipeline
 
@@ -280,7 +280,7 @@ class BatchTracker:
         return {_text(k): _text(v) for k, v in self.r.hgetall(self.keys.batch(batch_id)).items()}
 
     def counters(self) -> dict[str, int]:
-        return {_text(k): int(v) for k, v in self.r.hgetall(self.keys.counters(COUNTER_GROUP)).items()}
+        return read_groups(self.r, self.keys, [COUNTER_GROUP]).get(COUNTER_GROUP, {})
 
     def due_count(self) -> int:
         pipe = self.r.pipeline(transaction=False)

@@ -134,8 +134,11 @@ def decoded_state(r: Any, prefix: str) -> dict[str, Any]:
             out[key] = [{**item, "ts": None} for item in map(decode_item, r.lrange(raw, 0, -1))]
         elif kind == "list":
             out[key] = [decode_item(x) for x in r.lrange(raw, 0, -1)]
-        elif kind == "hash" and ":counters:" in key:  # run durations (<module>:us) are clock readings
-            out[key] = {f: v for f, v in r.hgetall(raw).items() if not f.endswith(b":us")}
+        elif kind == "hash" and ":counters:" in key:  # buckets summed; run durations (<module>:us) are clock readings
+            group = out.setdefault(f"{prefix}:counters:{k.counter_group(key)}", {})
+            for f, v in r.hgetall(raw).items():
+                if not f.endswith(b":us"):
+                    group[f] = group.get(f, 0) + int(v)
         elif kind == "hash":
             out[key] = {f.decode(): (v if key.endswith((":ts", ":st")) else decode_item(v))
                         for f, v in r.hgetall(raw).items()}

@@ -81,3 +81,24 @@ def test_too_few_buckets_would_make_a_hot_master():
     """Why the default is not small: 4 buckets over 3 masters put two on one of them."""
     load = _load(3, 4, _stations(10_000))
     assert max(load) > 1.15 * (sum(load) / 3), load
+
+
+def test_counter_groups_are_split_per_process_and_read_back_summed():
+    """Each process writes its own bucket of a counter group (none takes every job's write);
+    readers sum the buckets. The dead-letter groups stay single keys ({dlq} slot, replays)."""
+    from store.counters import Counters, read_groups
+
+    r = fakeredis.FakeRedis()
+    r.stationflow_index_buckets = 8
+    k = keys_for(r)
+    mine = k.counters("runs")
+    assert mine.startswith("sf:counters:runs:{b") and k.counter_group(mine) == "runs"
+    assert k.counters("dlq") == "sf:counters:{dlq}" and k.counters("dlq_replayed") == "sf:counters:dlq_replayed"
+    other = next(n for n in (k._bucketed("sf:counters:runs", i) for i in range(8)) if n != mine)
+    r.hincrby(mine, "m:ok", 2)
+    r.hincrby(other, "m:ok", 3)  # another process's bucket
+    r.hincrby(k.counters("topic:T-1"), "records", 5)
+    r.hincrby(k.counters("dlq"), "T:bad_json", 1)
+    assert Counters(r).get("runs") == {"m:ok": 5}
+    assert read_groups(r, k) == {"runs": {"m:ok": 5}, "topic:T-1": {"records": 5}, "dlq": {"T:bad_json": 1}}
+    assert Counters(r).groups() == ["dlq", "runs", "topic:T-1"]
