@@ -558,8 +558,8 @@ def run_demo(opts: DemoOptions, echo: Callable[[str], None] = print) -> int:
             "modules": table,
             "samples": samples(r, settings, opts.samples),
             "log_dir": str(run.log_dir),
-            "env": {k: env[k] for k in ("STATIONFLOW_REDIS_URL", "STATIONFLOW_KAFKA", "STATIONFLOW_GROUP_ID",
-                                        "STATIONFLOW_CONFIG")},
+            "env": {k: env[k] for k in ("STATIONFLOW_REDIS_URL", "STATIONFLOW_QUEUE_REDIS_URL", "STATIONFLOW_KAFKA",
+                                        "STATIONFLOW_GROUP_ID", "STATIONFLOW_CONFIG") if k in env},
         }
         summary["errors"] = unexpected(table, snap, run)
         if opts.keep:

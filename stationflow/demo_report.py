@@ -22,7 +22,8 @@ def export_lines(env: dict[str, str]) -> list[str]:
     """`export` lines for the demo's Redis, broker, consumer group and configuration file: with
     them every README command, the examples and `rq worker --url "$STATIONFLOW_REDIS_URL"` talk
     to the demo (and `status` reads the lag of the demo's own group)."""
-    names = ("STATIONFLOW_REDIS_URL", "STATIONFLOW_KAFKA", "STATIONFLOW_GROUP_ID", "STATIONFLOW_CONFIG")
+    names = ("STATIONFLOW_REDIS_URL", "STATIONFLOW_QUEUE_REDIS_URL", "STATIONFLOW_KAFKA", "STATIONFLOW_GROUP_ID",
+             "STATIONFLOW_CONFIG")
     return [f"export {n}={shlex.quote(env[n])}" for n in names if env.get(n)]
 
 
