@@ -106,4 +106,4 @@ def test_counters_helpers(r):
     pipe.execute()
     assert c.get("runs") == {"ok": 3, "failed:timeout": 1}
     assert c.groups() == ["dlq", "runs"]
-    assert r.hget("sf:counters:runs", "ok") == b"3"  # plain text for redis-cli
+    assert r.hget(c.keys.counters("runs"), "ok") == b"3"  # plain text for redis-cli (this process's bucket)
