@@ -118,9 +118,9 @@ def decoded_state(r: Any, prefix: str) -> dict[str, Any]:
     for raw in r.scan_iter(match=f"{prefix}:*", count=1000):
         key = raw.decode()
         kind = r.type(raw).decode()
-        if key.endswith(("meta", "pending")) or ":running:" in key or key.startswith(
+        if key.endswith(("meta", "pending", ":rate")) or ":running:" in key or key.startswith(
                 (f"{prefix}:batch", f"{prefix}:counters:ingest", f"{prefix}:counters:batches",
-                 f"{prefix}:heartbeat", f"{prefix}:due:", f"{prefix}:sync:")):
+                 f"{prefix}:heartbeat", f"{prefix}:due:", f"{prefix}:sync:", f"{prefix}:deferred")):
             continue
         if key in registry:  # one key on one Redis, buckets on the cluster: compared merged
             out.setdefault("<registry>", []).extend(m.decode() for m in r.zrange(raw, 0, -1))
