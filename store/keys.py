@@ -125,6 +125,11 @@ class Keys:
     def orders_state(self, station: str, alias: str) -> str:
         return f"{self.station_base(station)}o:{alias}:st"
 
+    def orders_closers(self, station: str, alias: str) -> str:
+        """Closing message coords -> first sequence number it closed; close_orders.lua gets it
+        in KEYS (every key a script touches is declared: Redis Cluster)."""
+        return f"{self.station_base(station)}o:{alias}:cb"
+
     def output(self, station: str, module: str) -> str:
         return f"{self.station_base(station)}out:{module}"
 

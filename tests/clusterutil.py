@@ -15,7 +15,7 @@ from samplefiles import SAMPLES
 
 from ingest.service import build
 from parsers.catalogue import Catalogue
-from stationflow.commands.ingest_cmd import queue_depth, scheduler
+from stationflow.runtime import queue_depth, scheduler
 from stationflow.settings import Settings
 from store.codec import decode_item
 from store.keys import keys_for

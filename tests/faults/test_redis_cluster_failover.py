@@ -30,9 +30,9 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 from ingest.service import build
-from stationflow.commands.ingest_cmd import queue_depth, scheduler
 from stationflow.local import wait_for
 from stationflow.local_cluster import start_cluster
+from stationflow.runtime import queue_depth, scheduler
 from workers import context as wctx
 from workers.context import WorkerContext
 from workers.rqworker import StationWorker

@@ -29,7 +29,7 @@ from workers import context as wctx
 from workers import jobs, reference
 from workers.context import WorkerContext
 from workers.rqworker import StationWorker
-from workers.scheduling import schedule
+from workers.scheduling import ScheduleOptions, schedule
 from workers.sweeper import sweep
 
 HOUR = "2025-11-19 {:02d}:00:00"
@@ -64,7 +64,7 @@ class Pipeline:
 
     def schedule(self, triggers: list):
         plan = plan_runs(triggers, self.cat, self.ctx.store.present, self.ctx.store.stations)
-        return plan, schedule(self.r, self.cat, plan.runs, queue_r=self.qr)
+        return plan, schedule(self.r, self.cat, plan.runs, ScheduleOptions(queue_r=self.qr))
 
     def work(self) -> None:
         q = Queue("stationflow", connection=self.qr, serializer=JSONSerializer)
