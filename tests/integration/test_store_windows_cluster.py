@@ -18,17 +18,18 @@ def test_calls_grouping_stations_equal_one_call_per_station(r, monkeypatch):  # 
     `call_records` says: a call never spans two slots. (The single-Redis grouping is compared
     with per-station calls in the unit case of the same name.)"""
     from parsers.catalogue import Catalogue
+    from store.poll_write import PollWrite
     from store.windows import WindowStore
 
     groups = []
-    group = WindowStore._group
+    group = PollWrite.group
 
     def spy(self, *args):
         out = list(group(self, *args))
         groups.extend(len(units) for units, _ in out)
         return iter(out)
 
-    monkeypatch.setattr(WindowStore, "_group", spy)
+    monkeypatch.setattr(PollWrite, "group", spy)
     ws = WindowStore(r, Catalogue.build(), call_records=200)
     assert ws.cluster
     msgs = [dev(f"st{i}", "H1", i, T0 + i) for i in range(40)]  # noqa: F405
