@@ -8,9 +8,11 @@ as the runs it scheduled since the last read could have carried the queue past h
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
+import unit.test_ingest_loop as loop_helpers
 from unit.test_ingest_loop import ACDC, acdc, make, record, seed
 
 from ingest.backpressure import QueueGate
@@ -21,6 +23,9 @@ HIGH, LOW = 5, 2
 
 
 def test_gate_closes_before_the_queue_runs_far_past_high_water(fake_redis: Any) -> None:
+    # records near this test's wall clock, not the collection's: in a long session the import-time
+    # clock is minutes old and the device window (TTL 60 s) would take them as stale on arrival
+    loop_helpers.NOW_MS = int(time.time() * 1000)
     stations = [f"S{i}" for i in range(30)]
     polls = [[record(ACDC, 0, i, acdc(s))] for i, s in enumerate(stations)]
     holder: dict[str, Any] = {}
