@@ -10,6 +10,10 @@ customer_mining has no inputs, so only a heartbeat runs it (spec §6.5). The dem
 `heartbeat_s` for it; the workers' sweepers tick it (workers/heartbeat.py): every
 `heartbeat_s` one run per known station in the batch
 `customer_mining:heartbeat:0:<tick epoch seconds>`.
+
+This module is the run's sequence; its parts are demo_children (servers and child
+processes), demo_kafka (topics, the producer thread, uploads read back), demo_snapshots
+(progress and drain) and demo_report (the printed summary).
 """
 
 from __future__ import annotations
