@@ -49,7 +49,8 @@ def demo(ctx: click.Context, stations: int, duration: float, ingesters: int, wor
     import os
 
     from stationflow.cli import get_settings
-    from stationflow.demo import DemoOptions, run_demo
+    from stationflow.demo import run_demo
+    from stationflow.demo_children import DemoOptions
 
     if redis_url and redis_cluster:
         raise click.UsageError("--redis-url and --redis-cluster exclude each other")

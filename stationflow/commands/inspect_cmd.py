@@ -35,7 +35,8 @@ def inspect(ctx: click.Context, station: str | None, alias: str | None, show_key
     """
     from stationflow.cli import get_settings
     from stationflow.commands.common import source, source_line
-    from stationflow.status import now_ms, read_station, render_station, station_view
+    from stationflow.inspection import read_station, render_station, station_view
+    from stationflow.status import now_ms
 
     settings = get_settings(ctx)
     if show_keys:
@@ -65,7 +66,7 @@ def _keys(settings: Any, as_json: bool) -> None:
     schema's own example id when it holds none) and the full `redis-cli -u URL` (with -c on a
     Redis Cluster: it follows MOVED to the master of each key's slot)."""
     from stationflow.commands.common import source, source_line
-    from stationflow.status import render_keys
+    from stationflow.inspection import render_keys
     from store.connection import redact
     from store.keys import describe_keys, keys_for
 

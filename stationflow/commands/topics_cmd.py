@@ -9,7 +9,7 @@ import click
 
 from parsers.catalogue import Catalogue
 from stationflow.cli import get_settings
-from stationflow.status import human_duration
+from stationflow.inspection import human_duration
 
 
 def catalogue_rows(cat: Catalogue) -> list[dict[str, Any]]:

@@ -1,6 +1,6 @@
 """Chart series for the station page, drawn the way a person would draw each window.
 
-Pure: windows and outputs (as `status.read_station` returns them) in, plain JSON-able series
+Pure: windows and outputs (as `inspection.read_station` returns them) in, plain JSON-able series
 out. Every chart is `{"id", "title", "x": [...], "series": [{"label", "values", "unit"}], "kind"}`
 where `kind` tells the page how to draw it ("time": x is unix seconds; "slots": x is an hour
 of day, possibly fractional; "bars": x is a category index with `labels`). `None` is a gap.

@@ -11,6 +11,7 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping
 from typing import Any
 
+from stationflow import inspection
 from stationflow import status as st
 from stationflow.console import reads
 from stationflow.console.charts import station_charts
@@ -143,9 +144,9 @@ def station(r: Any, settings: Any, station_id: str, now: int) -> dict[str, Any]:
     """One station: windows summarised (inspect's view), drawn (charts), devices as tables,
     every module's latest output, data quality, its dead letters and batches."""
     cat = settings.catalogue
-    raw = st.read_station(r, cat, station_id, prefix=settings.prefix, outputs=OUTPUTS_KEPT,
-                          store=window_store(r, settings))
-    view = st.station_view(cat, raw, now)
+    raw = inspection.read_station(r, cat, station_id, prefix=settings.prefix, outputs=OUTPUTS_KEPT,
+                                    store=window_store(r, settings))
+    view = inspection.station_view(cat, raw, now)
     windows = raw["windows"]
     devices = {a: [{"key": k, "age_s": _age(item["ts"], now), "payload": item.get("payload")}
                    for k, item in sorted((windows.get(a) or {}).items())] for a in DEVICE_ALIASES}

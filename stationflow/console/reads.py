@@ -4,7 +4,7 @@ Every function here only reads (GET, HGETALL, HMGET, LRANGE, ZRANGE, XREVRANGE, 
 read-only `read_orders.lua` through the window store), and batches its commands in pipelines
 so that a page costs a fixed number of round trips whatever the number of stations or
 windows: the stations page is one pipeline over every station's meta hash, a station page is
-the two round trips of `status.read_station` plus one for its dead letters and batches.
+the two round trips of `inspection.read_station` plus one for its dead letters and batches.
 Batches are found with SCAN (there is no index of finished batches); that walk is capped at
 `BATCH_SCAN_LIMIT` keys so its cost is bounded too.
 """

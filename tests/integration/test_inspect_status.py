@@ -19,7 +19,8 @@ from parsers.catalogue import default_catalogue
 from parsers.envelopes import parse_message
 from parsers.records import Source
 from stationflow.cli import main
-from stationflow.status import consumer_lag, gather, rates, read_station, station_view
+from stationflow.inspection import read_station, station_view
+from stationflow.status import consumer_lag, gather, rates
 from stationflow.traffic import Traffic
 from store.codec import decode_item
 from store.dlq import DeadLetter, DeadLetters
@@ -284,7 +285,8 @@ def test_status_reports_an_unreachable_kafka_and_keeps_the_redis_side(filled, re
 # ---- pure summaries (no servers) ----------------------------------------------------------------
 
 def test_pure_summaries():
-    from stationflow.status import dead_letters_by, key_figures, lag_table, price_figures, runs_by_module
+    from stationflow.inspection import key_figures, price_figures
+    from stationflow.status import dead_letters_by, lag_table, runs_by_module
 
     tp0, tp1 = TopicPartition("T", 0), TopicPartition("T", 1)
     assert lag_table([tp1, tp0], {tp0: 10, tp1: 4}, {tp0: 7, tp1: -1}) == {

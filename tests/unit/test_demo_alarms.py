@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stationflow.demo import alarm_lines
+from stationflow.demo_children import alarm_lines
 
 CLOSE_RACE = """\
 2026-11-24 02:24:01,814 INFO kafka.net.connection: <KafkaConnection node_id=coordinator-111 (disconnected)>: Connection closed
