@@ -18,7 +18,7 @@ from typing import Any
 
 from ingest.backpressure import QueueGate
 from ingest.consumer import start_from_earliest_if_uncommitted
-from ingest.offsets import TP, OffsetBook
+from ingest.offsets import TP, OffsetBook, consumer_lag
 from ingest.options import LoopOptions
 from ingest.process import InFlight, Processor
 from ingest.rebalance import tps_text
@@ -399,18 +399,7 @@ class Ingester:
 
     def lag(self) -> dict[TP, int]:
         """High watermark minus position per owned partition (from fetch metadata; no I/O)."""
-        out: dict[TP, int] = {}
-        for tp in self.consumer.assignment():
-            hw = self.consumer.highwater(tp)
-            if hw is None:
-                continue
-            try:
-                pos = self.consumer.position(tp, timeout_ms=0)
-            except Exception:
-                continue
-            if pos is not None:
-                out[TP(tp.topic, tp.partition)] = max(0, hw - pos)
-        return out
+        return consumer_lag(self.consumer)
 
     def _summary(self, now: float) -> None:
         elapsed = max(now - self._last_summary, 1e-9)

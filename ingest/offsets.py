@@ -74,3 +74,20 @@ class OffsetBook:
 
     def __bool__(self) -> bool:
         return bool(self._done)
+
+
+def consumer_lag(consumer: Any) -> dict[TP, int]:
+    """High watermark minus position per partition `consumer` owns, from its fetch metadata
+    (no I/O); a partition without a known high watermark or position is left out."""
+    out: dict[TP, int] = {}
+    for tp in consumer.assignment():
+        hw = consumer.highwater(tp)
+        if hw is None:
+            continue
+        try:
+            pos = consumer.position(tp, timeout_ms=0)
+        except Exception:  # noqa: BLE001 - no position yet (just assigned): no lag figure
+            continue
+        if pos is not None:
+            out[TP(tp.topic, tp.partition)] = max(0, hw - pos)
+    return out
