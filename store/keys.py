@@ -59,7 +59,7 @@ def keys_for(r: Any, prefix: str = "sf") -> Keys:
 @dataclass(frozen=True, slots=True)
 class Keys:
     """Key names; `buckets` > 1 splits each global index (station registry, order and batch
-    deadlines) into that many keys in different slots (readers merge them). With 1 the
+    deadlines, deferred runs) into that many keys in different slots (readers merge them). With 1 the
     names are the plain ones below."""
 
     prefix: str = "sf"
@@ -92,6 +92,13 @@ class Keys:
 
     def batches_due_all(self) -> list[str]:
         return [self._bucketed(f"{self.prefix}:batches:due", i) for i in range(self.buckets)]
+
+    def deferred_of(self, station: str) -> str:
+        """The deferred-index bucket of `station` (rate control, store.pending)."""
+        return self._bucketed(f"{self.prefix}:deferred", self.bucket(station))
+
+    def deferred_all(self) -> list[str]:
+        return [self._bucketed(f"{self.prefix}:deferred", i) for i in range(self.buckets)]
 
     # ---- per station ------------------------------------------------------------------
     def station_base(self, station: str) -> str:
@@ -165,8 +172,9 @@ class Keys:
 
     @property
     def deferred_index(self) -> str:
-        """Stations with deferred runs (rate control), scored by the earliest not-before ms."""
-        return f"{self.prefix}:deferred"
+        """Stations with deferred runs (rate control), scored by the earliest not-before ms; one
+        key (buckets == 1), else `deferred_of`/`deferred_all`."""
+        return self._single(f"{self.prefix}:deferred")
 
     @property
     def dlq(self) -> str:
@@ -267,8 +275,9 @@ class Keys:
              + self._split_note(), f"ZREVRANGE '{self.stations_all()[0]}' 0 9 WITHSCORES"),
             (self._pattern("due:<alias>"), "zset", "stations with an open order second, scored by close deadline ms"
              + self._split_note(), f"ZRANGE '{self.orders_due_all('car_order')[0]}' 0 -1 WITHSCORES"),
-            (f"{p}:deferred", "zset", "stations with deferred runs (rate control), scored by the earliest "
-             "not-before ms", f"ZRANGE {p}:deferred 0 -1 WITHSCORES"),
+            (self._pattern("deferred"), "zset", "stations with deferred runs (rate control), scored by the "
+             "earliest not-before ms" + self._split_note(),
+             f"ZRANGE '{self.deferred_all()[0]}' 0 -1 WITHSCORES"),
             (f"{p}:{{dlq}}", "stream", "dead letters (capped): topic, partition, offset, ts, reason, detail, "
              "element_index, raw, raw_len, dead_at", f"XREVRANGE '{p}:{{dlq}}' + - COUNT 5"),
             (f"{p}:{{dlq}}:seen", "zset", "dead-letter idents topic:partition:offset:element scored by the ms "

@@ -38,7 +38,8 @@ from typing import Any
 
 import redis
 
-from store.keys import Keys
+from store.connection import is_cluster
+from store.keys import keys_for
 from store.scripts import LuaScript, ScriptPipeline
 
 #: pending markers of a station whose job vanished are not kept for ever
@@ -300,7 +301,7 @@ def _text(v: Any) -> str:  # a Redis reply: bytes, or str on a decoding client
 class PendingRuns:
     def __init__(self, r: redis.Redis, prefix: str = "sf") -> None:
         self.r = r
-        self.keys = Keys(prefix)
+        self.keys = keys_for(r, prefix)
         self.running_index = f"{prefix}:running"
         self._mark = _SCRIPTS["mark"]
         self._take = _SCRIPTS["take"]
@@ -344,39 +345,65 @@ class PendingRuns:
         return out
 
     def deferred_due(self, now_ms: int, limit: int = 500) -> list[str]:
-        """Stations whose earliest deferred run may start by `now_ms` (the deferred index)."""
-        return [_text(m) for m in self.r.zrangebyscore(self.keys.deferred_index, "-inf", now_ms, start=0, num=limit)]
+        """Stations whose earliest deferred run may start by `now_ms`, earliest first, at most
+        `limit` in all: the first page of every index bucket in one round trip, merged."""
+        pipe = self.r.pipeline(transaction=False)
+        for key in self.keys.deferred_all():
+            pipe.zrangebyscore(key, "-inf", now_ms, start=0, num=limit, withscores=True)
+        due = sorted((score, _text(m)) for page in pipe.execute() for m, score in page)
+        return [s for _, s in due[:limit]]
 
     def next_deferred(self) -> int | None:
-        """The earliest not-before (ms) of any deferred run, None when none waits."""
-        first = self.r.zrange(self.keys.deferred_index, 0, 0, withscores=True)
-        return int(first[0][1]) if first else None
+        """The earliest not-before (ms) of any deferred run (every bucket), None when none waits."""
+        pipe = self.r.pipeline(transaction=False)
+        for key in self.keys.deferred_all():
+            pipe.zrange(key, 0, 0, withscores=True)
+        firsts = [int(page[0][1]) for page in pipe.execute() if page]
+        return min(firsts) if firsts else None
 
     def queue_index_deferred(self, pipe: Any, due: Mapping[str, int]) -> None:
-        """Queue index entries for stations with deferred runs (earliest not-before kept)."""
-        if due:
-            pipe.zadd(self.keys.deferred_index, dict(due), lt=True)
+        """Queue index entries for stations with deferred runs (earliest not-before kept), one
+        ZADD per bucket."""
+        for key, entries in self._by_bucket(due).items():
+            pipe.zadd(key, entries, lt=True)
+
+    def _by_bucket(self, due: Mapping[str, int]) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for station, ms in due.items():
+            out.setdefault(self.keys.deferred_of(station), {})[station] = ms
+        return out
 
     def release_deferred(self, stations: Sequence[str], job_ids: Mapping[str, str], now_ms: int) -> list[Released]:
         """Move the due deferred runs of `stations` into their pending hashes, one round trip
         plus one to re-index stations that still have deferred runs. Each station's index
-        entry is removed *before* its script runs (same pipeline), and re-added from the
-        script's answer, so a deferral marked concurrently is never lost from the index."""
+        entry is removed *before* its script runs, and re-added from the script's answer, so a
+        deferral marked concurrently is never lost from the index. On one Redis the removal
+        and the script share a pipeline (one connection keeps their order); on Redis Cluster
+        the index bucket and the station may live on different masters, whose parts of a
+        pipeline run in no set order, so the removals take a round trip of their own first."""
         if not stations:
             return []
         pipe = ScriptPipeline(self.r)
+        first = pipe.pipe if not is_cluster(self.r) else self.r.pipeline(transaction=False)
         for s in stations:
-            pipe.pipe.zrem(self.keys.deferred_index, s)
-            pipe.call(self._release, [self.keys.pending(s), self.keys.rate(s)], [job_ids[s], PENDING_EXPIRE_MS, now_ms])
+            first.zrem(self.keys.deferred_of(s), s)
+        if first is not pipe.pipe:
+            first.execute()
+        at = []
+        for s in stations:
+            at.append(pipe.call(self._release, [self.keys.pending(s), self.keys.rate(s)],
+                                [job_ids[s], PENDING_EXPIRE_MS, now_ms]))
         replies = pipe.execute()
         out = []
-        for i, s in enumerate(stations):
-            reply = replies[2 * i + 1]
+        for s, i in zip(stations, at, strict=True):
+            reply = replies[i]
             runs = {_text(reply[j]): _text(reply[j + 1]).split() for j in range(3, len(reply), 2)}
             out.append(Released(s, _text(reply[0]), int(reply[1]) == 1, runs, int(reply[2])))
         again = {x.station: x.next_due for x in out if x.next_due >= 0}
         if again:
-            self.r.zadd(self.keys.deferred_index, again, lt=True)
+            post = self.r.pipeline(transaction=False)
+            self.queue_index_deferred(post, again)
+            post.execute()
         return out
 
     def queue_commit(self, pipe: ScriptPipeline, station: str, runs: Sequence[tuple[str, str]]) -> None:

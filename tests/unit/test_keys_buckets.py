@@ -31,6 +31,7 @@ def test_one_bucket_keeps_the_plain_names():
                                                                        "sf:batches:due")
     assert k.stations_all() == ["sf:stations"] and k.stations_of("123") == "sf:stations"
     assert k.batches_due_of("m:t:0:1") == "sf:batches:due"
+    assert k.deferred_index == "sf:deferred" and k.deferred_all() == ["sf:deferred"] == [k.deferred_of("1")]
     assert keys_for(fakeredis.FakeRedis()).buckets == 1
 
 
@@ -42,6 +43,9 @@ def test_many_buckets_refuse_the_single_name_and_tag_each_bucket():
     assert len(set(names)) == 8 and all(n.startswith("sf:stations:{b") for n in names)
     assert k.stations_of("1053405539402387456") in names
     assert k.orders_due_of("car_order", "x") == k.orders_due_all("car_order")[k.bucket("x")]
+    with pytest.raises(ValueError, match="buckets"):
+        _ = k.deferred_index
+    assert k.deferred_of("x") == k.deferred_all()[k.bucket("x")] and len(set(k.deferred_all())) == 8
 
 
 def test_bucket_tags_fall_in_their_own_slot_range():
@@ -61,12 +65,13 @@ def test_client_setting_wins_over_the_default():
 
 def _load(masters: int, buckets: int, stations: list[str]) -> list[int]:
     """Writes per master when every station sends one record: its own window keys (its slot)
-    plus one member of each bucketed index (registry, order deadlines, batch deadlines)."""
+    plus one member of each bucketed index (registry, order and batch deadlines, deferred runs)."""
     k = Keys("sf", buckets)
     load = Counter()
     for s in stations:
         load[_master_of(key_slot(k.meta(s).encode()), masters)] += 1
-        for key in (k.stations_of(s), k.orders_due_of("car_order", s), k.batches_due_of(f"m:t:0:{s}")):
+        for key in (k.stations_of(s), k.orders_due_of("car_order", s), k.batches_due_of(f"m:t:0:{s}"),
+                    k.deferred_of(s)):
             load[_master_of(key_slot(key.encode()), masters)] += 1
     return [load[m] for m in range(masters)]
 

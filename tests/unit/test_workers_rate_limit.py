@@ -180,3 +180,27 @@ def test_min_interval_s_from_toml_and_environment(tmp_path):
     from stationflow.settings.model import module_to_dict  # what `config check --full` prints
 
     assert module_to_dict(Settings.from_dict({}).catalogue.module(MOD))["min_interval_s"] == 5.0
+
+
+def test_deferred_index_buckets_are_merged_earliest_first(fake_redis):
+    """With index buckets (Redis Cluster) each station's deferral is indexed in its own
+    bucket; the readers merge every bucket: the earliest not-before first, `limit` in all."""
+    r = fake_redis
+    r.stationflow_index_buckets = 8
+    p = PendingRuns(r)
+    stations = [f"S{i}" for i in range(40)]
+    for i, s in enumerate(stations):
+        first = schedule(r, CAT, [_run(1, s)], now_ms=NOW + i)  # S<i> may run again at NOW + 10 s + i
+        _took(r, s, first.enqueued[0], NOW + i + 1)
+        assert schedule(r, CAT, [_run(2, s)], now_ms=NOW + 1000 + i).deferred == {MOD: 1}
+    used = {p.keys.deferred_of(s) for s in stations}
+    assert len(used) > 4 and all(k.startswith("sf:deferred:{b") for k in used)
+    assert not r.exists("sf:deferred")
+    assert p.next_deferred() == NOW + 10_000
+    assert p.deferred_due(NOW + 10_004, limit=3) == ["S0", "S1", "S2"]
+    assert sorted(p.deferred_due(NOW + 20_000)) == sorted(stations)
+    rel = release_deferred(r, CAT, now_ms=NOW + 10_020, limit=25)
+    assert rel.released == {MOD: 21} and len(rel.enqueued) == 21  # S0..S20 were due
+    assert sorted(p.deferred_due(NOW + 20_000)) == sorted(stations[21:])
+    assert release_deferred(r, CAT, now_ms=NOW + 20_000).released == {MOD: 19}
+    assert p.next_deferred() is None and not any(r.exists(k) for k in used)
