@@ -124,6 +124,22 @@ class DeadLetters:
         return out
 
 
+def old_dlq_warning(r: Any, prefix: str = "sf") -> str | None:
+    """One line for the operator commands when dead-letter keys of a version before the {dlq}
+    hash tag still exist (their entries and counts are invisible to this version until they
+    are renamed); None when there are none. One EXISTS per name, so it also runs on a cluster."""
+    renamed = Keys(prefix).dlq_renamed()
+    pipe = r.pipeline(transaction=False)
+    for old, _ in renamed:
+        pipe.exists(old)
+    found = [(old, new) for (old, new), n in zip(renamed, pipe.execute(), strict=True) if n]
+    if not found:
+        return None
+    return ("warning: dead letters of an earlier version are still under "
+            + ", ".join(f"{old} (now {new})" for old, new in found)
+            + "; stop the ingesters and rename them (docs/operations.md, Upgrading)")
+
+
 def _decode(entry_id: Any, fields: Any) -> dict[str, Any]:  # one XRANGE entry
     f = {(k.decode() if isinstance(k, bytes) else k): v for k, v in fields.items()}
 

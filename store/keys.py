@@ -185,6 +185,12 @@ class Keys:
     def dlq_seen(self) -> str:
         return f"{self.prefix}:{{dlq}}:seen"
 
+    def dlq_renamed(self) -> list[tuple[str, str]]:
+        """(old name, current name) of the dead-letter keys named before the {dlq} hash tag:
+        an upgraded deployment renames them (docs/operations.md "Upgrading")."""
+        p = self.prefix
+        return [(f"{p}:dlq", self.dlq), (f"{p}:dlq:seen", self.dlq_seen), (f"{p}:counters:dlq", self.counters("dlq"))]
+
     def counters(self, group: str) -> str:
         """The counter hash this process writes for `group`. The dead-letter group carries the
         {dlq} tag, so the script that adds dead letters counts them in its slot; with several

@@ -37,10 +37,12 @@ def _context(ctx: click.Context, as_json: bool = False) -> tuple[Any, Any, Any]:
     """Settings, client and dead-letter stream; the text output starts with the source line."""
     from stationflow.cli import get_settings
     from stationflow.commands.common import source_line
-    from store.dlq import DeadLetters
+    from store.dlq import DeadLetters, old_dlq_warning
 
     settings = get_settings(ctx)
     r = settings.redis.connect(retries=1)
+    if warning := old_dlq_warning(r, settings.prefix):
+        click.echo(warning, err=True)
     if not as_json:
         click.echo(source_line(settings))
     return settings, r, DeadLetters(r, settings.prefix, settings.dlq_maxlen, settings.dlq_raw_max_bytes)

@@ -38,10 +38,13 @@ def status(ctx: click.Context, watch: float | None, as_json: bool, no_lag: bool)
     from stationflow.cli import get_settings
     from stationflow.commands.common import source, source_line
     from stationflow.status import rates, render
+    from store.dlq import old_dlq_warning
 
     settings = get_settings(ctx)
     r = settings.redis.connect(retries=1)
     queue_r = settings.connect_queue(retries=1) if settings.queue.redis_url is not None else None
+    if warning := old_dlq_warning(r, settings.prefix):
+        click.echo(warning, err=True)
     prev = None
     try:
         while True:
