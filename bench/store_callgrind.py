@@ -25,6 +25,7 @@ from typing import Any
 
 import redis
 
+import store.poll_write as pw
 import store.windows as sw
 from bench.store_bench import HOT_TOPICS, build_polls
 from parsers.catalogue import default_catalogue
@@ -36,7 +37,7 @@ from store.keys import Keys
 def _capture_apply(polls: list) -> tuple[str, list[list[tuple[Any, ...]]]]:
     """Run store.apply once on a private server, keeping each poll's EVALSHA commands."""
     captured: list[list[tuple[Any, ...]]] = []
-    real = sw.run_streamed
+    real = pw.run_streamed  # what PollWrite.run sends a poll with on one Redis
 
     def keep(r: Any, cmds: Iterable[tuple[Any, ...]], *args: Any) -> list[Any]:
         cmds = list(cmds)
@@ -44,14 +45,14 @@ def _capture_apply(polls: list) -> tuple[str, list[list[tuple[Any, ...]]]]:
         return real(r, iter(cmds), *args)
 
     server = start_redis()
-    sw.run_streamed = keep  # type: ignore[assignment]
+    pw.run_streamed = keep  # type: ignore[assignment]
     try:
         ws = sw.WindowStore(server.client(), default_catalogue())
         for poll in polls:
             ws.apply(poll, poll[-1][0].timestamp_ms)
         return ws.scripts["apply.lua"].body, captured
     finally:
-        sw.run_streamed = real  # type: ignore[assignment]
+        pw.run_streamed = real  # type: ignore[assignment]
         server.close()
 
 

@@ -154,6 +154,27 @@ class Keys:
     def global_meta(self, alias: str) -> str:
         return f"{self.global_window(alias)}:meta"
 
+    def global_ts(self, alias: str) -> str:
+        return f"{self.global_window(alias)}:ts"
+
+    def window_keys(self, kind: str, alias: str, station: str | None) -> tuple[str, ...]:
+        """Every key apply.lua touches for `alias` in one unit (a station, or None: the global
+        alias), in the order the script takes them from KEYS: the window, then the hourly,
+        devices and global windows' `:ts` index, or an order alias's state and closers. The
+        script builds no key name itself (Redis Cluster: every key of a call is declared)."""
+        if kind == "global":
+            return self.global_window(alias), self.global_ts(alias)
+        s = str(station)
+        if kind == "hourly":
+            return self.hourly(s, alias), self.hourly_ts(s, alias)
+        if kind == "devices":
+            return self.devices(s, alias), self.devices_ts(s, alias)
+        if kind == "orders":
+            return self.orders_closed(s, alias), self.orders_state(s, alias), self.orders_closers(s, alias)
+        if kind == "output":
+            return (self.output(s, alias),)
+        return (self.latest(s, alias),)  # latest, append
+
     # ---- registries, indexes, dead letters, counters -----------------------------------
     @property
     def stations(self) -> str:

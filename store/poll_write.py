@@ -58,12 +58,12 @@ class ApplyResult:
 class _Unit:
     """One station's (or one global alias's) records of a poll, as apply.lua takes them."""
 
-    __slots__ = ("station", "meta", "base", "recs")
+    __slots__ = ("station", "meta", "keys", "recs")
 
-    def __init__(self, station: str | None, meta: str, base: str) -> None:
+    def __init__(self, station: str | None, meta: str) -> None:
         self.station = station
         self.meta = meta
-        self.base = base
+        self.keys: list[str] = []  # Keys.window_keys of each alias, in first-appearance order
         self.recs: list[Any] = []  # 5 fields per record: stream offset ts key item
 
     def __len__(self) -> int:  # records
@@ -152,18 +152,22 @@ class PollWrite:
         keys = self.store.keys
         if type(ukey) is tuple:
             sid: str | None = None
-            unit = _Unit(None, keys.global_meta(ukey[1]), keys.global_window(ukey[1]))
+            unit = _Unit(None, keys.global_meta(ukey[1]))
         else:
             sid = ukey
-            unit = _Unit(ukey, keys.meta(ukey), keys.station_base(ukey))
+            unit = _Unit(ukey, keys.meta(ukey))
         recs = unit.recs
         seen: set[tuple[int, str]] = set()
+        with_keys: set[str] = set()
         for i, j, rec in entries:
             src, records = self.messages[i]
             part, coords, ts, off_s, ts_s = self._message(i)
             alias = rec.alias
             si, spec = self._stream(alias, part, src.topic)
             kind = spec.kind
+            if alias not in with_keys:  # apply.lua takes an alias's keys where it first meets it
+                with_keys.add(alias)
+                unit.keys += keys.window_keys(self.store.window_kind(spec), alias, sid)
             key = rec.key if kind == "devices" and rec.key else self.store._record_key(spec, rec, src)
             recs += (si, off_s, ts_s, key, (ts, coords, rec.payload))
             if kind == "orders":
@@ -316,11 +320,14 @@ _STATUS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 
 
 def call_args(group: list[_Unit], now_ms: int, ret: str, head: Head) -> list[Any]:
-    """The arguments of one apply.lua call: its units' meta keys, the alias and stream
-    definitions they use, then each unit's records."""
-    args: list[Any] = [len(group)]
-    args += [u.meta for u in group]
-    args += (now_ms, ret)
+    """The arguments of one apply.lua call: its units' keys (each unit's meta, then the
+    window keys of its aliases), the alias and stream definitions they use, then each unit's
+    records."""
+    keys: list[Any] = []
+    for u in group:
+        keys.append(u.meta)
+        keys += u.keys
+    args: list[Any] = [len(keys), *keys, now_ms, ret]
     used = sorted({si for u in group for si in u.sis()})
     defs = {head[si][0]: head[si][1] for si in used}
     args.append(len(defs))
@@ -334,6 +341,6 @@ def call_args(group: list[_Unit], now_ms: int, ret: str, head: Head) -> list[Any
         recs = u.recs
         if recs and type(recs[4]) is tuple:  # items are encoded here, call by call
             recs[4::5] = [encode_item(*x) for x in recs[4::5]]
-        args += (u.base, len(u))
+        args.append(len(u))
         args += recs
     return args

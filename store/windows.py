@@ -120,33 +120,29 @@ class WindowStore:
 
     # ---- writing -----------------------------------------------------------------------
     def _alias_def(self, spec: TopicSpec) -> list[Any]:
-        """The 7 per-alias fields of apply.lua: alias kind suffix retention cap x1 x2. A unit's
-        window key is its base + suffix (station base + 'd:<alias>'; a global alias's base is
-        its whole window key, suffix '')."""
+        """The 7 per-alias fields of apply.lua: alias kind nkeys retention cap x1 x2; nkeys is
+        how many KEYS the alias takes in each unit that has records of it (Keys.window_keys)."""
         d = self._defs.get(spec.alias)
         if d is not None:
             return d
-        k, s = self.keys, "_"
-        kind = "output" if spec.is_module_output else spec.kind
+        kind = self.window_kind(spec)
         cap, x1, x2 = spec.window_size, "", ""
-        if kind == "global":
-            wkey = ""
-        elif kind in ("latest", "append"):
-            wkey = k.latest(s, spec.alias)
-        elif kind == "output":
-            wkey, cap = k.output(s, spec.alias), self.outputs_keep
-        elif kind == "hourly":
-            wkey = k.hourly(s, spec.alias)
+        if kind == "output":
+            cap = self.outputs_keep
         elif kind == "devices":
-            wkey, x1 = k.devices(s, spec.alias), _ms(spec.ttl_s)
+            x1 = _ms(spec.ttl_s)
         elif kind == "orders":
-            wkey = k.orders_closed(s, spec.alias)
             x1, x2 = str(int(spec.order_close_s * 1000)), self._order_modules.get(spec.alias, "")
-        else:  # pragma: no cover - the catalogue validates kinds
+        elif kind not in ("global", "latest", "append", "hourly"):  # pragma: no cover - the catalogue validates kinds
             raise StoreError(f"unknown window kind {kind!r}")
-        suffix = wkey[len(k.station_base(s)):] if wkey else ""
-        d = self._defs[spec.alias] = [spec.alias, kind, suffix, _ms(spec.retention_s), cap, x1, x2]
+        nkeys = len(self.keys.window_keys(kind, spec.alias, "_"))
+        d = self._defs[spec.alias] = [spec.alias, kind, nkeys, _ms(spec.retention_s), cap, x1, x2]
         return d
+
+    @staticmethod
+    def window_kind(spec: TopicSpec) -> str:
+        """apply.lua's kind of an alias: the catalogue's, or `output` for a module's outputs."""
+        return "output" if spec.is_module_output else spec.kind
 
     @staticmethod
     def _record_key(spec: TopicSpec, rec: Record, src: Source) -> str:

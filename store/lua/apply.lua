@@ -1,18 +1,21 @@
 -- Apply one poll's records of one or more units atomically; a unit is ONE station (or one
 -- global alias). On a single Redis one call carries many stations; under Redis Cluster the
 -- caller sends one unit per call, so a call never touches another station's slot.
--- KEYS[u]  meta hash of unit u: hwm:<topic>:<partition> offset high-water marks, ts:<alias>
+-- KEYS, per unit: its meta hash (hwm:<topic>:<partition> offset high-water marks, ts:<alias>
 --          newest record ms, hn:/hc:<alias> newest stored hour and the oldest hour kept,
 --          x:<alias> when the alias's keys last had their TTL set (refreshed every
---          retention/64, or on creation), xm when the meta hash itself last had it.
+--          retention/64, or on creation), xm when the meta hash itself last had it), then
+--          for each alias in the order its first record comes, its nkeys keys: the window,
+--          then its ':ts' index (hourly, devices, global) or its state and closers (orders).
+--          Every key the script touches is declared; it builds no key name.
 -- ARGV: now_ms, meta_retention_ms ('' = never), n_aliases, then per alias 8 fields
---   (alias_index alias kind suffix retention_ms cap x1 x2), n_streams, then per stream 3
+--   (alias_index alias kind nkeys retention_ms cap x1 x2), n_streams, then per stream 3
 --   fields (stream_index alias_index 'topic:partition') -- only those the call's records use;
 --   indexes are the caller's, shared by every call of a poll --, then per unit (one per
 --   KEYS entry, same order):
---   base, n_records, then per record, in offset order, 5 fields: stream_index offset ts key
+--   n_records, then per record, in offset order, 5 fields: stream_index offset ts key
 --   item (separate arguments: string.match over a packed header cost ~10% of the script).
--- A unit's window key of an alias is base .. suffix. x1/x2: devices x1 = ttl ms; orders
+-- x1/x2: devices x1 = ttl ms; orders
 --   x1 = close ms, x2 = modules csv. Hourly keys are 'hour|oldest hour kept when this hour
 --   is the newest'.
 -- Returns {status, closes, evicted}: status has one char per record of the call, units in
@@ -53,7 +56,7 @@ for _ = 1, na do
   local i = tonumber(ARGV[pos])
   pos = pos + 1
   local alias, kind = ARGV[pos], ARGV[pos + 1]
-  local d = {alias = alias, kind = kind, suffix = ARGV[pos + 2], ret = ARGV[pos + 3],
+  local d = {alias = alias, kind = kind, nk = tonumber(ARGV[pos + 2]), ret = ARGV[pos + 3],
              cap = tonumber(ARGV[pos + 4]), x1 = ARGV[pos + 5], x2 = ARGV[pos + 6], idx = i,
              ts_f = 'ts:' .. alias, x_f = 'x:' .. alias, wkey = '', loaded = false, ts = false, ts_s = false,
              refresh = false, tkey = false, created = false, touched = false, items = false, hn = false,
@@ -113,20 +116,16 @@ local function init(a)
   a.ts = M[a.ts_f] or nil
   a.refresh = a.every ~= nil and due(M[a.x_f], a.thr)
   if k == 'hourly' then
-    a.tkey = a.wkey .. ':ts'
     if call('EXISTS', a.wkey) == 1 then a.hn, a.hc = M[a.hn_f], M[a.hc_f]
     else a.created = true end
   elseif k == 'devices' then
-    a.tkey = a.wkey .. ':ts'
     -- the cap is checked and the TTLs (re)set only when a device is added (see below)
   elseif k == 'global' then
-    a.tkey = a.wkey .. ':ts'
     a.created = true
   elseif k == 'append' or k == 'output' then
     a.items = {}
     a.created = true
   elseif k == 'orders' then
-    a.st, a.cbkey = a.wkey .. ':st', a.wkey .. ':cb'
     local f = call('HMGET', a.st, unpack(a.names))
     a.open, a.deadline, a.last_closed = tonumber(f[1]), tonumber(f[2]), tonumber(f[3])
     a.open_s, a.deadline_s, a.last_closed_s = f[1], f[2], f[3]
@@ -198,7 +197,7 @@ local function apply_order(a, idx, sec_s, item, ts, src)
 end
 
 local function replay_closes(a, idx, src)
-  local s = call('ZSCORE', a.wkey .. ':cb', src)
+  local s = call('ZSCORE', a.cbkey, src)
   if not s then return end
   for _, m in ipairs(call('ZRANGEBYSCORE', a.wkey, s, tonumber(s) + 1)) do
     local seq, sec, late, osrc, ots, cause = string.match(m, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|')
@@ -212,11 +211,12 @@ local ridx = 0
 local A, fseen = {}, {}
 M, hwm, applying, meta_out = {}, {}, {}, {}
 local alist, mnames = {}, {}
-for u = 1, #KEYS do
-  local meta = KEYS[u]
-  local base = ARGV[pos]
-  local first_rec = pos + 2
-  local n = tonumber(ARGV[pos + 1])
+local kp, nkeys = 1, #KEYS
+while kp <= nkeys do
+  local meta = KEYS[kp]
+  kp = kp + 1
+  local first_rec = pos + 1
+  local n = tonumber(ARGV[pos])
   pos = first_rec + n * 5
 
   -- the aliases and partitions of this unit, and every meta field it may need, in one read
@@ -229,8 +229,11 @@ for u = 1, #KEYS do
       -- an alias's state table is reused by every unit of the call (reset here): building a
       -- fresh 30-field table per station and alias cost more than the writes themselves
       local a = D[s.ai]
-      a.wkey = base .. a.suffix
-      a.loaded, a.ts, a.ts_s, a.refresh, a.tkey, a.created, a.touched = false, nil, nil, false, nil, false, false
+      a.loaded, a.ts, a.ts_s, a.refresh, a.created, a.touched = false, nil, nil, false, false, false
+      a.wkey = KEYS[kp]
+      if a.nk == 2 then a.tkey = KEYS[kp + 1]
+      elseif a.nk == 3 then a.st, a.cbkey = KEYS[kp + 1], KEYS[kp + 2] end
+      kp = kp + a.nk
       a.items, a.hn, a.hc, a.hour_moved, a.dirty = nil, nil, nil, false, false
       A[s.ai] = a
       na_u = na_u + 1

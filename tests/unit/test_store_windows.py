@@ -610,6 +610,53 @@ def test_scripts_reload_after_script_flush(ws, r):
     assert ws.read_station(S1, ["station_guidance"]).windows_for("station_guidance")["car_order"] is None
 
 
+#: put in front of apply.lua (with common.lua) whose every `redis.call` becomes `checked`: a
+#: call that refuses any key the script call did not declare in KEYS (Redis Cluster routes and
+#: checks a script by them)
+CHECKED = """local declared = {}
+for _, k in ipairs(KEYS) do declared[k] = true end
+local function checked(cmd, key, ...)
+  if not declared[key] then error('undeclared key ' .. tostring(key) .. ' in ' .. cmd) end
+  return redis.call(cmd, key, ...)
+end
+"""
+
+
+def _checked(body: str) -> str:
+    assert body.count("redis.call") == 2  # apply.lua's `call` and common.lua's evict_seconds
+    return CHECKED + body.replace("redis.call", "checked")
+
+
+def test_apply_script_touches_only_keys_declared_in_KEYS(r):
+    """Every kind, two stations per call, hour and device eviction, order closes, late orders,
+    replays (which re-read the closers) and TTL refreshes: no key outside KEYS."""
+    from store.scripts import LuaScript
+
+    small = WindowStore(r, Catalogue.build(topic_overrides=SMALL), outputs_keep=2)
+    body = small.scripts["apply.lua"].body
+    small.scripts["apply.lua"] = LuaScript("apply.lua", _checked(body))
+    polls = [
+        [msg(P_PARAM, 1, T0, rec(S1, "station_param", {"v": 1}), rec(S2, "station_param", {"v": 2})),
+         msg(P_METER, 1, T0, rec(S1, "device_meter", {"i": 1}, op="append")),
+         cal(1, T0, "2025-11-10", "2025-11-11"),
+         msg(P_LOAD, 1, T0, rec(S2, "load_prediction", {"station_id": S2, "prediction": [1.0]})),
+         order(S1, 1, T0), order(S2, 1, T0, partition=1)],
+        [*(rt(S, hour(i), i, 10 + i, T0 + i) for S in (S1, S2) for i in range(7)),
+         *(dev(S1, f"H{i}", 10 + i, T0 + i) for i in range(5)),
+         order(S1, 2, T0 + 1000), order(S1, 3, T0 + 2000)],
+        [order(S1, 2, T0 + 1000), order(S1, 3, T0 + 2000), order(S1, 4, T0 - 3000)],  # replays, a late order
+        [cal(2, T0 + 86_400_000, "2025-11-12", "2025-11-13", "2025-11-14"),
+         msg(P_PARAM, 2, T0 + 86_400_000, rec(S1, "station_param", {"v": 3}))],  # TTL refresh due
+    ]
+    got = [small.apply(poll, T0 + i * 86_400_000 // 2) for i, poll in enumerate(polls)]
+    assert [(x.applied, x.replays_skipped, x.late_orders) for x in got] == [(8, 0, 0), (21, 0, 0), (1, 2, 1), (4, 0, 0)]
+    assert len(small.read_windows(S1, ["device_host_dcdc"])["device_host_dcdc"]) == 3
+    small.scripts["apply.lua"] = LuaScript("apply.lua", _checked(body).replace(
+        "a.wkey = KEYS[kp]", "a.wkey = KEYS[kp] .. ':x'"))  # a key the script made up is refused
+    with pytest.raises(Exception, match="undeclared key"):
+        small.apply([msg(P_PARAM, 9, T0, rec(S1, "station_param", {"v": 9}))], T0)
+
+
 def test_items_are_msgpack_with_source_coordinates(ws, r):
     ws.apply([msg(P_PARAM, 42, T0, rec(S1, "station_param", {"x": [1, 2]}), partition=3)], T0)
     item = decode_item(r.get(Keys().latest(S1, "station_param")))
