@@ -167,13 +167,6 @@ def start_worker_series(modules: Sequence[str]) -> None:
             RESULT_FIXUPS.inc(0, module=mod, kind=kind)
 
 
-def observe_fixups(module: str, nonfinite: int, mismatch: bool, wrapped: bool) -> None:
-    """Count the corrections `store.tracker.normalise_result` made to one module result."""
-    for kind, n in (("non_finite", nonfinite), ("station_id_mismatch", int(mismatch)), ("wrapped", int(wrapped))):
-        if n:
-            RESULT_FIXUPS.inc(n, module=module, kind=kind)
-
-
 def queue_depth_collector(queue: str, depth: Callable[[], int], on_error: type[Exception] | tuple[type[Exception], ...]
                           ) -> Callable[[], None]:
     """A collector setting QUEUE_DEPTH{queue} from `depth()` at each scrape; while `depth()`

@@ -11,7 +11,9 @@ import urllib.request
 import pytest
 
 from stationflow import metrics as m
+from stationflow import runtime
 from stationflow.metrics import MetricError, Metrics
+from workers import events
 
 pytestmark = pytest.mark.unit
 
@@ -242,7 +244,8 @@ def test_result_fixups_start_at_zero_and_count_each_kind() -> None:
     m.start_worker_series(["mod_fix"])
     assert all(m.RESULT_FIXUPS.value(module="mod_fix", kind=k) == 0 for k in m.FIXUP_KINDS)
     assert 'stationflow_upload_errors_total{module="mod_fix"} 0' in m.REGISTRY.render()
-    m.observe_fixups("mod_fix", 3, True, False)
+    runtime.export_worker_metrics()  # the worker's events reach the registry as in a worker process
+    events.count_fixups("mod_fix", 3, True, False)
     assert m.RESULT_FIXUPS.value(module="mod_fix", kind="non_finite") == 3
     assert m.RESULT_FIXUPS.value(module="mod_fix", kind="station_id_mismatch") == 1
     assert m.RESULT_FIXUPS.value(module="mod_fix", kind="wrapped") == 0
