@@ -15,8 +15,9 @@ pipeline), so a job that starts in between never reports to a batch that is not 
 `_started` (ms). One marker per job, so two jobs of a station running at once (the second
 enqueued after the first took its runs) never see each other's runs. A job that dies
 leaves its marker behind: its RQ retry (same job id) runs those modules again, and the
-sweeper reports them `lost` once they are older than the job timeout. `sf:running` (zset)
-indexes the markers ("<station> <job id>", stations hold no whitespace) by start time.
+sweeper reports them `lost` once they are older than the job timeout. `sf:running` (zset;
+on a cluster split into index buckets by station, `sf:running:{<bucket>}`) indexes the
+markers ("<station> <job id>", stations hold no whitespace) by start time.
 
 `sf:{S}:rate` (hash) — rate control (a module's `min_interval_s`): `_l:<module>` = when the
 module's last run was released (made pending) for the station, and the *deferred* runs:
@@ -26,8 +27,8 @@ becomes the deferred run (its batch expects the station); later ones are absorbe
 `release_deferred` makes it pending once the interval has passed. `sf:deferred` (zset)
 indexes the stations with deferred runs by their earliest not-before.
 
-Every script touches only keys tagged `{S}`, so they are Redis-Cluster safe; the global
-`sf:running` and `sf:deferred` indexes are written in the same pipeline, outside the script.
+Every script touches only keys tagged `{S}` (Redis-Cluster safe); the running and deferred
+indexes are written in the same pipeline, outside the script.
 """
 
 from __future__ import annotations
@@ -302,7 +303,6 @@ class PendingRuns:
     def __init__(self, r: redis.Redis, prefix: str = "sf") -> None:
         self.r = r
         self.keys = keys_for(r, prefix)
-        self.running_index = f"{prefix}:running"
         self._mark = _SCRIPTS["mark"]
         self._take = _SCRIPTS["take"]
         self._commit = _SCRIPTS["commit"]
@@ -426,20 +426,20 @@ class PendingRuns:
         """`take` queued on the caller's pipeline (a job reads more in the same round trip);
         returns where its reply is, for `took`."""
         at = pipe.call(self._take, [self.keys.pending(station), self.running_key(station, job_id)], [now_ms])
-        pipe.pipe.zadd(self.running_index, {self._member(station, job_id): now_ms})
+        pipe.pipe.zadd(self.keys.running_of(station), {self._member(station, job_id): now_ms})
         return at
 
     def took(self, station: str, job_id: str, reply: Any) -> dict[str, list[str]]:
         """The runs of a queued take (module -> batch ids); nothing taken: unindex the job."""
         runs = {_text(reply[i]): _text(reply[i + 1]).split() for i in range(0, len(reply), 2)}
         if not runs:
-            self.r.zrem(self.running_index, self._member(station, job_id))
+            self.r.zrem(self.keys.running_of(station), self._member(station, job_id))
         return runs
 
     def queue_done(self, pipe: Any, station: str, job_id: str) -> None:
         """Queue the removal of the job's running marker (every taken run was reported)."""
         pipe.delete(self.running_key(station, job_id))
-        pipe.zrem(self.running_index, self._member(station, job_id))
+        pipe.zrem(self.keys.running_of(station), self._member(station, job_id))
 
     def queue_forget(self, pipe: Any, station: str, job_id: str, modules: Sequence[str]) -> None:
         """Queue the removal of reported runs from the job's running marker (the job goes on
@@ -464,7 +464,7 @@ class PendingRuns:
     def _reclaim_one(self, station: str, job_id: str, cutoff_ms: int) -> dict[str, list[str]]:
         pipe = ScriptPipeline(self.r)
         pipe.call(self._reclaim, [self.running_key(station, job_id)], [cutoff_ms])
-        pipe.pipe.zrem(self.running_index, self._member(station, job_id))
+        pipe.pipe.zrem(self.keys.running_of(station), self._member(station, job_id))
         reply = pipe.execute()[0]
         if not reply or _text(reply[0]) != "lost":
             return {}
@@ -472,25 +472,28 @@ class PendingRuns:
 
     def reclaim_lost(self, cutoff_ms: int, limit: int = 100) -> dict[tuple[str, str], dict[str, list[str]]]:
         """Take the runs of jobs that started before `cutoff_ms` and never finished:
-        (station, job id) -> module -> batch ids. Safe with many sweepers (the script decides)."""
-        members = [_text(m) for m in self.r.zrangebyscore(self.running_index, "-inf", cutoff_ms, start=0, num=limit)]
-        if not members:
+        (station, job id) -> module -> batch ids, the oldest `limit` jobs of every running-index
+        bucket merged. Safe with many sweepers (the script decides)."""
+        pipe = self.r.pipeline(transaction=False)
+        for key in self.keys.running_all():
+            pipe.zrangebyscore(key, "-inf", cutoff_ms, start=0, num=limit, withscores=True)
+        found = sorted((score, _text(m), key) for key, page in zip(self.keys.running_all(), pipe.execute(),
+                                                                  strict=True) for m, score in page)[:limit]
+        if not found:
             return {}
-        pairs = [tuple(m.rsplit(" ", 1)) for m in members]
-        pipe = ScriptPipeline(self.r)
+        pairs = [tuple(m.rsplit(" ", 1)) for _, m, _ in found]
+        scripts = ScriptPipeline(self.r)
         for station, job_id in pairs:
-            pipe.call(self._reclaim, [self.running_key(station, job_id)], [cutoff_ms])
-        replies = pipe.execute()
+            scripts.call(self._reclaim, [self.running_key(station, job_id)], [cutoff_ms])
+        replies = scripts.execute()
         out: dict[tuple[str, str], dict[str, list[str]]] = {}
         post = self.r.pipeline(transaction=False)
-        for member, (station, job_id), reply in zip(members, pairs, replies, strict=True):
+        for (_, member, key), (station, job_id), reply in zip(found, pairs, replies, strict=True):
             status = _text(reply[0]) if reply else ""
             if status != "live":
-                post.zrem(self.running_index, member)
-            if status == "lost":
-                runs = {_text(reply[i]): _text(reply[i + 1]).split() for i in range(1, len(reply), 2)}
-                if runs:
-                    out[(station, job_id)] = runs
+                post.zrem(key, member)
+            if status == "lost" and len(reply) > 1:  # the runs it held: module, batch ids
+                out[(station, job_id)] = {_text(reply[i]): _text(reply[i + 1]).split() for i in range(1, len(reply), 2)}
         if len(post):
             post.execute()
         return out
