@@ -204,9 +204,9 @@ def _cluster_client(url: str, opts: dict[str, Any], retries: int) -> RedisCluste
     return RedisCluster(startup_nodes=nodes, retry=retry, require_full_coverage=True, **opts)
 
 
-def cluster_report(r: RedisCluster) -> tuple[list[str], int]:
-    """The cluster's masters (host:port, slot count each) and how many of the 16384 slots
-    they cover, from CLUSTER SLOTS of one node (for `config check`)."""
+def cluster_report(r: RedisCluster) -> tuple[dict[str, int], int]:
+    """The cluster's masters (host:port -> slots it serves, sorted by name) and how many of
+    the 16384 slots they cover, from CLUSTER SLOTS of one node (for `config check`)."""
     raw = r.execute_command("CLUSTER SLOTS", target_nodes=RedisCluster.RANDOM)
     if isinstance(raw, dict):  # redis-py parses CLUSTER SLOTS into {(first, last): {...}}
         spans = [(a, b, v["primary"]) for (a, b), v in raw.items()]
@@ -217,7 +217,7 @@ def cluster_report(r: RedisCluster) -> tuple[list[str], int]:
         host = host.decode() if isinstance(host, bytes) else host
         name = f"{host}:{port}"
         per[name] = per.get(name, 0) + int(last) - int(first) + 1
-    return [f"{n} ({k} slots)" for n, k in sorted(per.items())], sum(per.values())
+    return dict(sorted(per.items())), sum(per.values())
 
 
 def wait_replicas(r: Any, prefix: str = "sf", timeout_ms: int = 2000) -> int:

@@ -53,6 +53,16 @@ def test_config_check_lists_masters_and_slot_coverage(tmp_path, redis_cluster, r
     assert "3 masters" in line and "slots covered 16384/16384" in line
     assert "# queue redis: " in res.output
 
+    res = CliRunner().invoke(main, ["config", "check", str(cfg), "--json"])
+    assert res.exit_code == 0, res.output
+    topo = json.loads(res.output)
+    masters = topo["redis_cluster"]["masters"]
+    assert sorted(m["node"] for m in masters) == sorted(f"{n.host}:{n.port}" for n in redis_cluster.masters())
+    assert sum(m["slots"] for m in masters) == topo["redis_cluster"]["slots_covered"] == 16384
+    assert topo["redis_cluster"]["slots_total"] == 16384 and all(m["slots"] > 5000 for m in masters)
+    assert topo["queue_redis"] == {"url": redis_url, "reachable": True}
+    assert topo["settings"]["redis"]["url"] == redis_cluster.url
+
     cfg.write_text(f'[redis]\nurl = "{redis_cluster.url}"\n')
     res = CliRunner().invoke(main, ["config", "check", str(cfg)])
     assert res.exit_code == 2
