@@ -16,7 +16,9 @@ the poll size:
 
 Replays are idempotent: the same message maps to the same batch ids, a run still pending
 with the same batch id counts as the same run, and a job that is still queued is not
-enqueued twice. A pending run whose batch has closed (its job waited past the deadline)
+enqueued twice. With the ingester's replay marks (`store.marks`), step 1 also gates each run
+by the mark of its message and advances the station's marks in the same script; a global
+alias's mark moves after step 3. A pending run whose batch has closed (its job waited past the deadline)
 never absorbs a new trigger: it moves to the new batch (`store.pending`). A station whose job vanished (TTL, flushed queue) while its runs stayed
 pending gets a new job at its next trigger.
 """
