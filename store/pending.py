@@ -27,8 +27,11 @@ becomes the deferred run (its batch expects the station); later ones are absorbe
 `release_deferred` makes it pending once the interval has passed. `sf:deferred` (zset)
 indexes the stations with deferred runs by their earliest not-before.
 
-Every script touches only keys tagged `{S}` (Redis-Cluster safe); the running and deferred
-indexes are written in the same pipeline, outside the script.
+The marking script also reads and advances the station's replay marks in `sf:{S}:meta`
+(`store.marks`): recording a message as scheduled and reserving its runs are one step.
+
+Every script touches only keys tagged `{S}`, declared in KEYS (Redis-Cluster safe); the running
+and deferred indexes are written in the same pipeline, outside the script.
 """
 
 from __future__ import annotations
@@ -45,86 +48,6 @@ from store.scripts import LuaScript, ScriptPipeline
 
 #: pending markers of a station whose job vanished are not kept for ever
 PENDING_EXPIRE_MS = 7 * 86_400_000
-
-_MARK = """
--- KEYS[1] pending hash, KEYS[2] rate hash; ARGV: proposed job id, expire_ms, now_ms, then
--- module, batch_id, deadline_ms, min_interval_ms quadruples.
--- Returns {job_id ('' when no run needs a job now), new (1 = this call claimed the job slot),
--- next deferred run ms (-1: none), then flag, not-before ms per run}. Flags:
--- 1 = now pending, 2 = already pending or deferred with the same batch (a replay),
--- 0 = absorbed by the pending run, 3 = absorbed by the deferred run (rate limit),
--- 4 = deferred: pending from its not-before ms (the last release + the interval).
--- A pending run absorbs a trigger only while its batch is open (`_d:<module>` = that batch's
--- deadline): a run whose batch has closed (expired while the job waited) is moved to the new
--- batch instead, so the new message's batch expects the station and gets its result. A
--- deferred run's deadline already covers its deferral.
--- A new pending run is *reserved* ("?<batch>"): no job takes it before `commit` (called once
--- its batch exists), so a job never reports to a batch that is not there yet.
-local pk, rk = KEYS[1], KEYS[2]
-local now = tonumber(ARGV[3])
-local out = {}
-local needs_job = false
-local deferred = false
-for i = 4, #ARGV, 4 do
-  local m, b, dl, iv = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
-  local cur = redis.call('HGET', pk, m)
-  local dcur = redis.call('HGET', rk, m)
-  local flag, nb = 1, 0
-  if cur == b or cur == '?' .. b then
-    flag = 2
-    needs_job = true
-  elseif dcur == b then
-    flag, nb = 2, tonumber(redis.call('HGET', rk, '_n:' .. m))
-  elseif cur and tonumber(redis.call('HGET', pk, '_d:' .. m) or '0') > now then
-    flag = 0
-    needs_job = true
-  elseif dcur and tonumber(redis.call('HGET', rk, '_d:' .. m) or '0') > now then
-    flag, nb = 3, tonumber(redis.call('HGET', rk, '_n:' .. m))
-  elseif dcur then
-    -- a deferred run whose batch closed (its release came late): it moves to this batch
-    nb = tonumber(redis.call('HGET', rk, '_n:' .. m))
-    flag = 4
-    local ext = dl + math.max(0, nb - now)
-    redis.call('HSET', rk, m, b, '_d:' .. m, ext)
-  else
-    local last = tonumber(redis.call('HGET', rk, '_l:' .. m) or '-1')
-    if not cur and iv > 0 and last >= 0 and last + iv > now then
-      flag, nb = 4, last + iv
-      redis.call('HSET', rk, m, b, '_d:' .. m, dl + (nb - now), '_n:' .. m, nb)
-    else
-      redis.call('HSET', pk, m, '?' .. b, '_d:' .. m, dl)
-      if iv > 0 then redis.call('HSET', rk, '_l:' .. m, now) end
-      needs_job = true
-    end
-  end
-  if flag == 3 or flag == 4 or (flag == 2 and nb > 0) then deferred = true end
-  out[#out + 1] = flag
-  out[#out + 1] = nb
-end
-local job, new = '', 0
-if needs_job then
-  job = redis.call('HGET', pk, '_job')
-  if not job then
-    job = ARGV[1]
-    new = 1
-    redis.call('HSET', pk, '_job', job)
-  end
-  redis.call('PEXPIRE', pk, ARGV[2])
-end
-local next_due = -1
-if deferred then
-  for _, f in ipairs(redis.call('HKEYS', rk)) do
-    if string.sub(f, 1, 3) == '_n:' then
-      local v = tonumber(redis.call('HGET', rk, f))
-      if next_due < 0 or v < next_due then next_due = v end
-    end
-  end
-end
-redis.call('PEXPIRE', rk, ARGV[2])
-local head = {job, new, next_due}
-for _, v in ipairs(out) do head[#head + 1] = v end
-return head
-"""
 
 _RELEASE = """
 -- KEYS[1] pending hash, KEYS[2] rate hash; ARGV: proposed job id, expire_ms, now_ms.
@@ -264,7 +187,7 @@ return out
 """
 
 
-_SCRIPTS = {"mark": LuaScript("mark", _MARK), "commit": LuaScript("commit", _COMMIT), "take": LuaScript("take", _TAKE),
+_SCRIPTS = {"mark": LuaScript.from_file("pending_mark.lua"), "commit": LuaScript("commit", _COMMIT), "take": LuaScript("take", _TAKE),
             "reclaim": LuaScript("reclaim", _RECLAIM), "release": LuaScript("release", _RELEASE)}
 
 
@@ -281,7 +204,7 @@ class Marked:
 
 
 #: what marking did with a run (Marked.flags)
-FLAG_ABSORBED, FLAG_PENDING, FLAG_REPLAY, FLAG_RATE_LIMITED, FLAG_DEFERRED = 0, 1, 2, 3, 4
+FLAG_ABSORBED, FLAG_PENDING, FLAG_REPLAY, FLAG_RATE_LIMITED, FLAG_DEFERRED, FLAG_SCHEDULED = 0, 1, 2, 3, 4, 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,27 +239,36 @@ class PendingRuns:
     def _member(station: str, job_id: str) -> str:
         return f"{station} {job_id}"
 
-    def mark(self, runs: Mapping[str, Sequence[tuple[str, str, int] | tuple[str, str, int, int]]],
-             job_ids: Mapping[str, str], now_ms: int) -> list[Marked]:
+    def mark(self, runs: Mapping[str, Sequence[tuple[Any, ...]]], job_ids: Mapping[str, str], now_ms: int,
+             marks: Mapping[str, Mapping[str, int]] | None = None) -> list[Marked]:
         """Mark runs pending, one script per station, one round trip.
 
-        `runs` maps station -> [(module, batch_id, batch deadline ms[, min interval ms])] (one
-        entry per module); `job_ids` the job id proposed for each station (used when the
-        station has no job waiting). A run already pending absorbs the new one only while its
-        own batch is open (deadline after `now_ms`); otherwise the pending run moves to the new
-        batch. With a min interval, a module released less than the interval ago is deferred
-        (`FLAG_DEFERRED`, its deadline extended by the deferral) or absorbed by the deferred
-        run already waiting (`FLAG_RATE_LIMITED`); `release` makes deferred runs pending."""
-        stations = list(runs)
+        `runs` maps station -> [(module, batch_id, batch deadline ms[, min interval ms[,
+        mark field, offset]])] (one entry per module); `job_ids` the job id proposed for each
+        station (used when the station has no job waiting). A run already pending absorbs the
+        new one only while its own batch is open (deadline after `now_ms`); otherwise the
+        pending run moves to the new batch. With a min interval, a module released less than
+        the interval ago is deferred (`FLAG_DEFERRED`, its deadline extended by the deferral)
+        or absorbed by the deferred run already waiting (`FLAG_RATE_LIMITED`); `release`
+        makes deferred runs pending. With a mark field (`store.marks`), a run whose message
+        is at or below that mark is a replay while the station still holds it, else
+        `FLAG_SCHEDULED`; `marks` (station -> {field: offset}, stations without runs allowed)
+        are advanced in the same script."""
+        marks = marks or {}
+        stations = list(dict.fromkeys([*runs, *marks]))
         if not stations:
             return []
         pipe = ScriptPipeline(self.r)
         for s in stations:
-            args: list[Any] = [job_ids[s], PENDING_EXPIRE_MS, now_ms]
-            for run in runs[s]:
+            adv = marks.get(s, {})
+            args: list[Any] = [job_ids.get(s, ""), PENDING_EXPIRE_MS, now_ms, len(adv)]
+            for fld, off in adv.items():
+                args += [fld, int(off)]
+            for run in runs.get(s, ()):
                 module, batch, deadline = run[0], run[1], run[2]
-                args += [module, batch, deadline, run[3] if len(run) > 3 else 0]
-            pipe.call(self._mark, [self.keys.pending(s), self.keys.rate(s)], args)
+                gate = (run[4], int(run[5])) if len(run) > 5 and run[4] else ("", -1)
+                args += [module, batch, deadline, run[3] if len(run) > 3 else 0, *gate]
+            pipe.call(self._mark, [self.keys.pending(s), self.keys.rate(s), self.keys.meta(s)], args)
         out = []
         for s, reply in zip(stations, pipe.execute(), strict=True):
             rest = reply[3:]
