@@ -14,6 +14,9 @@ import pytest
 from stationflow.local import free_port, start_redis
 from store.dlq import DeadLetter, DeadLetters
 
+pytestmark = [pytest.mark.xdist_group("test_cli_errors")]
+
+
 PREFIX = "sferr"
 ENTRY = [sys.executable, "-c", "import sys; from stationflow.cli import main; sys.exit(main())"]
 

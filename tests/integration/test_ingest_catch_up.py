@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 from kafka import KafkaProducer
 from kafkautil import (
@@ -66,6 +67,7 @@ def _sample(topic: str) -> dict[str, Any]:
     return json.loads((SAMPLES / f"{topic}.json").read_text())
 
 
+@pytest.mark.heavy(12)
 def test_until_idle_leaves_no_order_second_open(kafka_bootstrap: str, redis_client: Any, redis_url: str) -> None:
     cat = unique_catalogue()
     spec = cat.by_alias["car_order"]

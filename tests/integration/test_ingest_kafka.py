@@ -225,6 +225,7 @@ def _produce_all(bootstrap: str, traffic: dict[tuple[str, int], list[bytes]]) ->
         produce(bootstrap, topic, values, partition=partition)
 
 
+@pytest.mark.heavy(16)
 def test_two_ingesters_split_partitions_and_match_a_single_consumer(kafka_bootstrap: str, redis_client: Any,
                                                                     redis_url: str) -> None:
     cat = fresh(kafka_bootstrap)
@@ -271,6 +272,7 @@ sys.exit(runtime.run_ingester(svc))
 """
 
 
+@pytest.mark.heavy(27)
 def test_crash_between_write_and_commit_then_restart_loses_and_duplicates_nothing(
         kafka_bootstrap: str, redis_client: Any, redis_url: str, tmp_path: Path) -> None:
     cat = fresh(kafka_bootstrap)

@@ -8,6 +8,7 @@ import json
 import logging
 from typing import Any
 
+import pytest
 from kafkautil import CONSUMER_GROUP_TEST_SETTINGS, create_topics, produce, unique_catalogue
 from samplefiles import SAMPLES
 
@@ -54,6 +55,7 @@ def _produce_all(cat: Catalogue, bootstrap: str, station: str = S) -> None:
         produce(bootstrap, cat.by_alias[alias].topic, values, partition=0)
 
 
+@pytest.mark.heavy(12)
 def test_a_new_group_replaying_everything_creates_nothing(kafka_bootstrap: str, redis_client: Any,
                                                          redis_url: str) -> None:
     cat = unique_catalogue()

@@ -16,6 +16,7 @@ from stationflow.cli import main
 from store.connection import is_cluster
 
 
+@pytest.mark.heavy(14)
 def test_single_redis_and_cluster_store_and_upload_the_same(kafka_bootstrap, redis_client, redis_url,
                                                             cluster_client, redis_cluster):
     cat = unique_catalogue()
