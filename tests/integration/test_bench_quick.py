@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.heavy(120), pytest.mark.xdist_group("bench_smoke")]
+pytestmark = [pytest.mark.heavy(120)]
 
 
 ROOT = Path(__file__).resolve().parents[2]

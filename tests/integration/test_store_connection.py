@@ -13,8 +13,6 @@ import redis
 from stationflow.local import find_redis_server, free_port, start_redis, wait_for
 from store.connection import StoreAuthError, StoreUnavailable, connect, redact
 
-pytestmark = [pytest.mark.xdist_group("test_store_connection")]
-
 
 @pytest.fixture(scope="module")
 def secured():
