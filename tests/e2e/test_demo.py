@@ -16,6 +16,9 @@ import pytest
 from parsers.catalogue import default_catalogue
 from stationflow.local import LocalServerError, find_redis_server, find_tansu
 
+pytestmark = [pytest.mark.heavy(48)]
+
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -69,7 +72,6 @@ def _no_process_left(summary: dict) -> None:
     assert [m for p in pids for m in _group_members(p)] == []
 
 
-@pytest.mark.heavy(33)
 def test_demo_runs_every_module_uploads_batches_and_leaves_nothing_behind(tmp_path):
     out = tmp_path / "summary.json"
     proc = subprocess.run(_cmd("--stations", "20", "--duration", "15", "--json-summary", str(out),

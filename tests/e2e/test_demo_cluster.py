@@ -9,8 +9,9 @@ import subprocess
 import pytest
 from e2e.test_demo import ROOT, _cmd, _env, _no_process_left, _servers_available  # noqa: F401  (autouse skip)
 
+pytestmark = [pytest.mark.heavy(35)]
 
-@pytest.mark.heavy(27)
+
 def test_demo_on_a_redis_cluster_drains_and_uploads_every_module(tmp_path):
     out = tmp_path / "summary.json"
     proc = subprocess.run(_cmd("--redis-cluster", "3", "--stations", "10", "--duration", "10",

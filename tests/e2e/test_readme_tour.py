@@ -22,7 +22,7 @@ import pytest
 
 from stationflow.local import LocalServerError, find_redis_server, find_tansu
 
-pytestmark = [pytest.mark.heavy(60)]
+pytestmark = [pytest.mark.heavy(65)]
 
 
 ROOT = Path(__file__).resolve().parents[2]

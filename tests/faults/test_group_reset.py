@@ -40,7 +40,7 @@ from stationflow.local import wait_for
 from stationflow.traffic import Traffic
 from store.windows import WindowStore
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.heavy(52)]
 
 
 def _uploads(bootstrap: str, cat: Any) -> int:
@@ -48,7 +48,6 @@ def _uploads(bootstrap: str, cat: Any) -> int:
     return sum(end_offsets(bootstrap, [cat.module(m).output_topic for m in cat.local_modules()]).values())
 
 
-@pytest.mark.heavy(21)
 def test_a_new_group_replaying_everything_creates_nothing(kafka_bootstrap: str, private_redis: Any,
                                                           tmp_path: Path) -> None:
     sc = scenario(kafka_bootstrap, private_redis.url, tmp_path, prefix="gr", group="g-first",
@@ -112,7 +111,6 @@ def _expected_modules(cat: Any, store: WindowStore, station: str, topic: str) ->
     return set(readiness_plan(cat, (cat.topic(topic).alias,), have).runs) & set(cat.local_modules())
 
 
-@pytest.mark.heavy(39)
 def test_sigkill_between_window_write_and_scheduling_schedules_once(kafka_bootstrap: str, private_redis: Any,
                                                                     tmp_path: Path) -> None:
     """The crashed part is one triggering message per station, sent once every earlier batch

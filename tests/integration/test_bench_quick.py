@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.heavy(120)]
+pytestmark = [pytest.mark.heavy(125)]
 
 
 ROOT = Path(__file__).resolve().parents[2]

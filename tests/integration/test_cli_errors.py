@@ -14,7 +14,7 @@ import pytest
 from stationflow.local import free_port, start_redis
 from store.dlq import DeadLetter, DeadLetters
 
-pytestmark = [pytest.mark.heavy(60)]  # ~50 command x failure cases as real processes
+pytestmark = [pytest.mark.heavy(78)]  # ~50 command x failure cases as real processes
 
 PREFIX = "sferr"
 ENTRY = [sys.executable, "-c", "import sys; from stationflow.cli import main; sys.exit(main())"]

@@ -32,6 +32,9 @@ from stationflow.status import gather, render
 from store.keys import Keys
 from store.windows import WindowStore
 
+pytestmark = [pytest.mark.heavy(12)]
+
+
 PREFIX = "cu"
 
 
@@ -67,7 +70,6 @@ def _sample(topic: str) -> dict[str, Any]:
     return json.loads((SAMPLES / f"{topic}.json").read_text())
 
 
-@pytest.mark.heavy(12)
 def test_until_idle_leaves_no_order_second_open(kafka_bootstrap: str, redis_client: Any, redis_url: str) -> None:
     cat = unique_catalogue()
     spec = cat.by_alias["car_order"]

@@ -25,6 +25,9 @@ from store.dlq import DeadLetters
 from store.windows import WindowStore
 from workers.scheduling import station_queue
 
+pytestmark = [pytest.mark.heavy(66)]
+
+
 ROOT = Path(__file__).resolve().parents[2]
 BAD = SAMPLES / "bad"
 
@@ -225,7 +228,6 @@ def _produce_all(bootstrap: str, traffic: dict[tuple[str, int], list[bytes]]) ->
         produce(bootstrap, topic, values, partition=partition)
 
 
-@pytest.mark.heavy(16)
 def test_two_ingesters_split_partitions_and_match_a_single_consumer(kafka_bootstrap: str, redis_client: Any,
                                                                     redis_url: str) -> None:
     cat = fresh(kafka_bootstrap)
@@ -272,7 +274,6 @@ sys.exit(runtime.run_ingester(svc))
 """
 
 
-@pytest.mark.heavy(27)
 def test_crash_between_write_and_commit_then_restart_loses_and_duplicates_nothing(
         kafka_bootstrap: str, redis_client: Any, redis_url: str, tmp_path: Path) -> None:
     cat = fresh(kafka_bootstrap)

@@ -19,6 +19,9 @@ from store.tracker import BatchTracker
 from store.windows import WindowStore
 from workers.scheduling import station_queue
 
+pytestmark = [pytest.mark.heavy(19)]
+
+
 S = "4100000000000000001"
 
 
@@ -55,7 +58,6 @@ def _produce_all(cat: Catalogue, bootstrap: str, station: str = S) -> None:
         produce(bootstrap, cat.by_alias[alias].topic, values, partition=0)
 
 
-@pytest.mark.heavy(12)
 def test_a_new_group_replaying_everything_creates_nothing(kafka_bootstrap: str, redis_client: Any,
                                                          redis_url: str) -> None:
     cat = unique_catalogue()

@@ -14,7 +14,6 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import pytest
 from documented_metrics import documented_metrics
 from kafkautil import create_topics, produce, unique_catalogue
 from samplefiles import SAMPLES
@@ -90,7 +89,6 @@ def _every_documented_series_is_there(scrapes: dict[str, str]) -> None:
     assert not missing, f"documented but never written: {missing}"
 
 
-@pytest.mark.heavy(12)
 def test_ingest_and_worker_metrics_show_the_traffic(kafka_bootstrap: str, redis_url: str, redis_client: Any,
                                                     tmp_path: Path) -> None:
     cat = unique_catalogue()

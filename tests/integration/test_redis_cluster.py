@@ -15,8 +15,9 @@ from kafkautil import create_topics, unique_catalogue
 from stationflow.cli import main
 from store.connection import is_cluster
 
+pytestmark = [pytest.mark.heavy(31)]
 
-@pytest.mark.heavy(14)
+
 def test_single_redis_and_cluster_store_and_upload_the_same(kafka_bootstrap, redis_client, redis_url,
                                                             cluster_client, redis_cluster):
     cat = unique_catalogue()

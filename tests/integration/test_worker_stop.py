@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = [pytest.mark.heavy(10)]
+
+
 ROOT = Path(__file__).resolve().parents[2]
 STOP_LIMIT_S = 5.0
 
@@ -49,7 +52,6 @@ print(json.dumps(stops))
 """
 
 
-@pytest.mark.heavy(9)
 def test_thirty_workers_stop_within_five_seconds_of_sigterm(redis_url: str) -> None:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.run([sys.executable, "-c", _CHILD, redis_url], env=env, capture_output=True, text=True,

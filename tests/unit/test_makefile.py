@@ -3,6 +3,8 @@ runs it in one process (tests/README.md). Checked on `make -n` (prints the comma
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -17,7 +19,10 @@ ROOT = Path(__file__).resolve().parents[2]
 def _pytest_line(*args: str) -> str:
     if shutil.which("make") is None:
         pytest.skip("no make on PATH")
-    out = subprocess.run(["make", "-n", "test", *args], cwd=ROOT, capture_output=True, text=True,
+    # a `make test` running this suite passes its variables down through MAKEFLAGS: drop them
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "PYTEST_ARGS", "PYTEST_WORKERS")}
+    out = subprocess.run(["make", "-n", "test", *args], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=60, check=True).stdout
     lines = [ln for ln in out.splitlines() if "/pytest " in ln]
     assert len(lines) == 1, out
@@ -37,7 +42,11 @@ def test_pytest_workers_zero_runs_one_process() -> None:
 
 
 def test_heavy_tests_are_collected_first_longest_first() -> None:
-    import conftest
+    # by path: under pytest-xdist the name `conftest` may be another folder's conftest
+    spec = importlib.util.spec_from_file_location("suite_conftest", ROOT / "tests" / "conftest.py")
+    assert spec is not None and spec.loader is not None
+    conftest = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conftest)
 
     class Item:
         path = Path(conftest.TESTS) / "test_x.py"
