@@ -163,7 +163,7 @@ class ScheduleOptions:
         q = settings.queue
         queue_r = settings.connect_queue() if connect and getattr(q, "redis_url", None) is not None else None
         return cls(prefix=settings.prefix, queue=q.name, job_ttl_s=q.job_ttl_s, result_ttl_s=q.result_ttl_s,
-                   failure_ttl_s=q.failure_ttl_s, retries=q.retries, queue_r=queue_r)
+                   failure_ttl_s=q.failure_ttl_s, retries=q.retries, group_size=q.group_size, queue_r=queue_r)
 
 
 def schedule(
