@@ -201,6 +201,11 @@ class Phases:
 def main_real(args: argparse.Namespace) -> None:
     import redis
 
+    from workers import group
+
+    if args.linger_ms is not None:
+        group.WRITE_LINGER_S = args.linger_ms / 1000
+
     server = start_redis()
     broker = None
     try:
@@ -238,7 +243,8 @@ def main_real(args: argparse.Namespace) -> None:
         kind = ("no-op" if args.noop else "reference") + (", hourly memo off" if args.no_memo else "")
         per_job = sum(len(v) for v in planned.values()) / len(stations)
         print(f"real station jobs: {len(stations)} traffic stations x {per_job:.1f} ready modules of {len(modules)}, "
-              f"{kind} algorithms, {args.group_size} stations per RQ job, "
+              f"{kind} algorithms, {args.group_size} stations per RQ job, write linger "
+              f"{group.WRITE_LINGER_S * 1000:g} ms, "
               f"uploads {('to a broker, ' + ('in the job' if args.sync_upload else 'upload thread')) if args.upload else 'off'}, SimpleWorker, {args.repeat} runs")
         print(f"  {statistics.median(rates):8.1f} jobs/s median (min {min(rates):.1f}, max {max(rates):.1f}); "
               f"worker CPU {statistics.median(cpu):.2f} ms/job (min {min(cpu):.2f}, max {max(cpu):.2f})")
@@ -357,6 +363,8 @@ def main() -> None:
     ap.add_argument("--no-memo", action="store_true", help="with --real: without the hourly memo (store.memo)")
     ap.add_argument("--group-size", type=int, default=DEFAULT_GROUP_SIZE,
                     help="with --real: stations per RQ job (scheduling's group_size; 1: a job per station)")
+    ap.add_argument("--linger-ms", type=float, default=None,
+                    help="with --real: how long an ended run waits to share its write (workers.group.WRITE_LINGER_S)")
     ap.add_argument("--profile", help="with --real: cProfile of the last run (steady state) to this file")
     args = ap.parse_args()
     if args.real:

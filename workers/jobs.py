@@ -36,7 +36,8 @@ from typing import Any
 from store.tracker import Report
 from workers import context as wctx
 from workers import events
-from workers.group import WRITE_LINGER_S, GroupRun, take_group
+from workers import group as wgroup
+from workers.group import GroupRun, take_group
 from workers.lanes import AlgorithmTimeout, call_with_timeout
 from workers.scheduling import BATCHES_META
 from workers.upload import observe_batch
@@ -104,10 +105,11 @@ def execute(ctx: wctx.WorkerContext, station: str, job_id: str, now_ms: int | No
 
 def execute_group(ctx: wctx.WorkerContext, stations: Sequence[str], job_id: str, now_ms: int | None = None,
                   batch_hints: Mapping[str, Sequence[str]] | None = None,
-                  linger_s: float = WRITE_LINGER_S) -> dict[str, JobSummary]:
+                  linger_s: float | None = None) -> dict[str, JobSummary]:
     """Run the pending runs of `stations`. `batch_hints`: per station, the batches the job
     probably takes (those it was enqueued for); their replay check goes in the take's round
-    trip, and only runs that joined the job later need a round trip of their own for it."""
+    trip, and only runs that joined the job later need a round trip of their own for it.
+    `linger_s`: how long an ended run may wait to share its write (default `group.WRITE_LINGER_S`)."""
     t0 = time.perf_counter()
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     stations = list(dict.fromkeys(stations))
@@ -127,7 +129,7 @@ def execute_group(ctx: wctx.WorkerContext, stations: Sequence[str], job_id: str,
     wanted = {s: cat.sort_modules(m for m in mods if m in cat.by_module and cat.by_module[m].runs == "local")
               for s, mods in todo.items()}
     windows = ctx.store.read_stations({s: mods for s, mods in wanted.items() if mods}, memo=ctx.hourly_memo)
-    group = GroupRun(ctx, job_id, todo, windows, now_ms, t0, linger_s)
+    group = GroupRun(ctx, job_id, todo, windows, now_ms, t0, wgroup.WRITE_LINGER_S if linger_s is None else linger_s)
     group.run()
     for o in group.outcomes:
         summaries[o.station].runs.append(RunOutcome(o.module, o.outcome, o.reason, o.seconds, o.batches))
