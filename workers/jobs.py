@@ -151,7 +151,8 @@ def on_job_failure(job: Any, connection: Any, *exc_info: Any) -> None:
     arg = job.args[0]
     ctx = wctx.current()
     reports = []
-    for station in [arg] if isinstance(arg, str) else arg:
+    stations = [arg] if isinstance(arg, str) else list(arg)
+    for station in stations:
         runs = ctx.pending.release(station, job.id)
         reports += [Report(b, station, "failed", None, "exception") for mod, bs in runs.items() for b in bs]
         for mod in runs:
@@ -162,7 +163,7 @@ def on_job_failure(job: Any, connection: Any, *exc_info: Any) -> None:
             ctx.uploader.submit(rep.claimed)
         else:
             ctx.uploader.upload(rep.claimed)
-    events.count("jobs", outcome="failed")
+    events.count("jobs", len(stations), outcome="failed")
 
 
 __all__ = ["run_stations", "run_station", "execute", "execute_group", "on_job_failure", "call_with_timeout", "AlgorithmTimeout", "observe_batch"]

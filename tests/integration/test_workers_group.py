@@ -23,7 +23,7 @@ from parsers.envelopes import parse_message
 from parsers.records import Source
 from store.tracker import BatchTracker
 from workers import context as wctx
-from workers import jobs
+from workers import events, jobs
 from workers.context import WorkerContext
 from workers.rqworker import StationWorker
 from workers.scheduling import ScheduleOptions, schedule
@@ -179,11 +179,20 @@ def test_failure_callback_of_a_group_job_reports_every_station_s_held_runs(redis
     jid = res.enqueued[0]
     for s in group:  # the job took them, then failed for good
         assert set(ctx.pending.take(s, jid, int(time.time() * 1000))) == set(MODULES)
+    counted: Counter[str] = Counter()
+
+    def observe(name: str, n: int, labels: dict) -> None:
+        if name == "jobs":
+            counted[labels["outcome"]] += n
+
     wctx.install(ctx)
+    events.EVENTS.counters.append(observe)
     try:
         jobs.on_job_failure(SimpleNamespace(args=[group], id=jid, retries_left=0), redis_client)
     finally:
+        events.EVENTS.counters.remove(observe)
         wctx.install(None)
+    assert counted == {"failed": 2}  # one failed station job per station of the group
     tracker = BatchTracker(redis_client)
     for m in MODULES:
         b = tracker.get(f"{m}:T:0:1")
