@@ -282,18 +282,31 @@ class WindowStore:
     def read_stations(self, wanted: Mapping[str, Sequence[str]], memo: HourlyMemo | None = None
                       ) -> dict[str, StationWindows]:
         """`read_station` of several stations (station -> module names) in one round trip
-        (on Redis Cluster one pipeline, each station's keys in its own slot)."""
+        (on Redis Cluster one pipeline, each station's keys in its own slot). A global window
+        (the calendar) is read and decoded once, for the first station that needs it, and the
+        same window handed to the others (its views are copied per module, parsers.inputs)."""
         sp = ScriptPipeline(self.r)
         plans = {}
+        first_of: dict[str, str] = {}  # global window -> the station that reads it
         for station, module_names in wanted.items():
             modules = [self.catalogue.module(m) for m in module_names]
             names = list(dict.fromkeys(n for m in modules for n in m.all_inputs))
             users = {n: [m.name for m in modules if n in m.inputs] for n in names}
-            plans[station] = (len(sp), self._queue_fetch(sp, station, names, users))
+            shared = [n for n in names if n in first_of]
+            at = len(sp)
+            plans[station] = (at, self._queue_fetch(sp, station, [n for n in names if n not in first_of], users),
+                              shared)
+            for n in names:
+                spec = self._spec_of(n)
+                if n not in first_of and spec.kind == "global" and not spec.is_module_output:
+                    first_of[n] = station
         replies = self._fetch_replies(sp)
-        return {station: StationWindows(self.catalogue, station,
-                                        self._decode(station, plan, replies[at:at + len(plan)], memo))
-                for station, (at, plan) in plans.items()}
+        data: dict[str, dict[Any, Any]] = {}
+        for station, (at, plan, shared) in plans.items():
+            data[station] = self._decode(station, plan, replies[at:at + len(plan)], memo)
+            for n in shared:
+                data[station][n] = data[first_of[n]][n]
+        return {station: StationWindows(self.catalogue, station, d) for station, d in data.items()}
 
     def read_windows(self, station: str, names: Iterable[str]) -> dict[Any, Any]:
         """Windows by alias or module name (for `inspect`); orders come back as every stored

@@ -197,3 +197,19 @@ def test_failure_callback_of_a_group_job_reports_every_station_s_held_runs(redis
     for m in MODULES:
         b = tracker.get(f"{m}:T:0:1")
         assert b["failed"] == "2" and b["f:exception"] == "2" and b["state"] == "skipped"
+
+
+def test_a_group_read_equals_each_station_s_own_read(redis_client):
+    """One read round trip for the group (the calendar read once and shared) gives every
+    station what its own read gives, with and without the window memo."""
+    ctx = _ctx(redis_client)
+    group = STATIONS[:3]
+    _ready(ctx, group)
+    wanted = {s: list(MODULES) for s in group}
+    for memo in (None, ctx.hourly_memo):
+        together = ctx.store.read_stations(wanted, memo=memo)
+        for s in group:
+            alone = ctx.store.read_station(s, MODULES)
+            assert dict(together[s]) == dict(alone) and together[s].station == s
+    assert together[group[0]]["environment_calendar"] is together[group[2]]["environment_calendar"]
+    assert together[group[0]]["station_realtime_data"] != together[group[1]]["station_realtime_data"]
