@@ -7,6 +7,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?= -q --durations=15
+# most of the suite waits on real processes (faults, e2e, demo runs) rather than computing: four
+# pytest workers (pytest-xdist) overlap those waits on two cores. PYTEST_WORKERS=0 runs serially.
+PYTEST_WORKERS ?= 4
+PYTEST_PARALLEL = $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadscope --no-loadscope-reorder)
 # the fault suite at a fifth of its full size (every fault still exercised; each count has a
 # floor): what `make test` and CI run. Full size: make test STATIONFLOW_FAULTS_SCALE=1
 STATIONFLOW_FAULTS_SCALE ?= 0.2
@@ -71,7 +75,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports --no-cache
 
 test: setup lint
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 test-unit: setup
 	$(BIN)/pytest $(PYTEST_ARGS) -m unit

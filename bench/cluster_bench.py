@@ -9,8 +9,9 @@ Same parsed polls (bench.store_bench: Traffic of the hot topics), written with `
 private cluster (no replicas: replication is its own cost and the same per record on both).
 Redis CPU is `used_cpu_user + used_cpu_sys` of each server before and after (INFO CPU), per
 record applied; the cluster's is given per master. The balance run registers `--balance`
-stations (car orders and DCDC readings, about four messages each) and reports keys and
-Redis CPU per master: busiest over mean. On a machine with fewer cores than masters + client the cluster cannot be faster:
+stations (car orders and DCDC readings, about four messages each), adds one dead letter and
+one running station job per station (the dead-letter and running-index buckets) and
+reports keys and Redis CPU per master: busiest over mean. On a machine with fewer cores than masters + client the cluster cannot be faster:
 the per-core figures are the ones that carry to a real deployment (one master per core).
 """
 
@@ -76,6 +77,65 @@ def _balance_polls(stations: int) -> list:
     return build_polls(stations, 4 * stations, 500, topics=("car_order", "device_host_dcdc"))
 
 
+def _index_writes(rc: Any, stations: list[str], chunk: int = 500) -> None:
+    """What the global indexes take besides the windows, per station: one dead letter (its
+    bucket by origin, over 16 partitions) and one station job indexed as running, then done."""
+    from store.dlq import DeadLetter, DeadLetters
+    from store.pending import PendingRuns
+    from store.scripts import ScriptPipeline
+
+    dl, runs = DeadLetters(rc), PendingRuns(rc)
+    now = int(time.time() * 1000)
+    for i in range(0, len(stations), chunk):
+        part = stations[i:i + chunk]
+        dl.add([DeadLetter("SCHEDULE-DEVICE-METER", n % 16, n, now, "bad_json", "bench", b"{")
+                for n in range(i, i + len(part))])
+        take = ScriptPipeline(rc)
+        for s in part:
+            runs.queue_take(take, s, f"job-{s}", now)
+        take.execute()
+        done = rc.pipeline(transaction=False)
+        for s in part:
+            runs.queue_done(done, s, f"job-{s}")
+        done.execute()
+
+
+def _index_keys_per_master(rc: Any, masters: list[Any]) -> list[int]:
+    """Bucket keys of the dead-letter and running indexes each master serves."""
+    from store.keys import keys_for
+
+    k = keys_for(rc)
+    ports = [m.port for m in masters]
+    owner = {slot: nodes[0].port for slot, nodes in rc.nodes_manager.slots_cache.items()}
+    keys = [key for i in range(k.buckets) for key in k.dlq_bucket_keys(i)] + k.running_all()[1:]
+    out = [0] * len(masters)
+    for key in keys:
+        out[ports.index(owner[rc.keyslot(key)])] += 1
+    return out
+
+
+def _balance(rc: Any, cluster: Any, stations: int) -> dict[str, Any]:
+    """Keys and Redis CPU per master after the balance traffic and the index writes."""
+    masters = cluster.masters()
+    clients = [m.client() for m in masters]
+    before = [_cpu(c) for c in clients]
+    polls = _balance_polls(stations)
+    ws = WindowStore(rc, default_catalogue())
+    for poll in polls:
+        ws.apply(poll, poll[-1][0].timestamp_ms)
+    ws.flush_counters()
+    ids = sorted({rec.station_id for p in polls for _, recs in p for rec in recs if rec.station_id is not None})
+    _index_writes(rc, ids)
+    cpu = [_cpu(c) - b for c, b in zip(clients, before, strict=True)]
+    keys = [int(c.dbsize()) for c in clients]
+    for c in clients:
+        c.close()
+    mean_keys, mean_cpu = sum(keys) / len(masters), sum(cpu) / len(masters)
+    return {"stations": stations, "keys_per_master": keys, "busiest_over_mean_keys": max(keys) / mean_keys,
+            "cpu_s_per_master": cpu, "busiest_over_mean_cpu": max(cpu) / mean_cpu if mean_cpu else None,
+            "index_bucket_keys_per_master": _index_keys_per_master(rc, masters)}
+
+
 def run(masters: int = 3, stations: int = 200, messages: int = 12_000, poll: int = 500, repeat: int = 3,
         balance_stations: int = 10_000, log: Any = print) -> dict[str, Any]:
     polls = build_polls(stations, messages, poll)
@@ -110,13 +170,7 @@ def run(masters: int = 3, stations: int = 200, messages: int = 12_000, poll: int
             }
         log(f"cluster bench: balance at {balance_stations} stations")
         cluster.flushall()
-        bal = _write(rc, _balance_polls(balance_stations), cluster.masters())
-        mean_keys = sum(bal["keys"]) / masters
-        mean_cpu = sum(bal["cpu_s"]) / masters
-        out["balance"] = {"stations": balance_stations, "keys_per_master": bal["keys"],
-                          "busiest_over_mean_keys": max(bal["keys"]) / mean_keys,
-                          "cpu_s_per_master": bal["cpu_s"],
-                          "busiest_over_mean_cpu": max(bal["cpu_s"]) / mean_cpu if mean_cpu else None}
+        out["balance"] = _balance(rc, cluster, balance_stations)
         # one core of Redis per server, kept at most 70 % busy; a station sends STATION_RATE
         # messages (about one record each) per second
         out["capacity"] = {
@@ -152,7 +206,9 @@ def render(rep: dict[str, Any]) -> str:
         f"Balance at {b['stations']:,} stations: keys per master {b['keys_per_master']} "
         f"(busiest / mean {b['busiest_over_mean_keys']:.3f}); Redis CPU s per master "
         + ", ".join(f"{x:.2f}" for x in b["cpu_s_per_master"])
-        + (f" (busiest / mean {b['busiest_over_mean_cpu']:.3f})" if b["busiest_over_mean_cpu"] else "") + ".",
+        + (f" (busiest / mean {b['busiest_over_mean_cpu']:.3f})" if b["busiest_over_mean_cpu"] else "")
+        + f"; with a dead letter and a running job per station, their bucket keys per master "
+        f"{b['index_bucket_keys_per_master']}.",
         "",
         f"Capacity at {rep['capacity']['station_rate_per_s']} messages/s per station, one Redis core 70 % busy: "
         f"one Redis ~{rep['capacity']['stations_per_single_redis_at_70pct']:,} stations "

@@ -17,7 +17,8 @@ serializer:
   modules but heartbeat ones, those whose required inputs are stored: `ready_modules`), the reference algorithms, and with `--upload` a private broker receiving
   the batches (acks=all). With no-op algorithms too (`--real --noop`). `--profile FILE`
   writes a cProfile of the last drained run (the first delivers every stored closed order
-  second; later runs see what a station job sees in steady state).
+  second; later runs see what a station job sees in steady state). `--redis-cluster N`: the
+  same with the state on a private N-master Redis Cluster and the queue on the plain Redis.
 - latency: a feeder thread schedules one batch of `--batch` stations every `--interval-ms`
   while the worker serves them; batch completion latency = completed - created (ms), p50/p99.
 """
@@ -131,9 +132,11 @@ def bench_real(ctx: wctx.WorkerContext, stations: list[str], batch: int, seq: in
                cpu_ms: list[float], profile: str | None = None, group_size: int = DEFAULT_GROUP_SIZE) -> float:
     """Jobs/s of one drained run; appends the worker process's CPU ms per job (every thread)."""
     runs = [PlannedRun(s, m, f"{m}:REAL:{seq}:{i // batch}") for i, s in enumerate(stations) for m in modules[s]]
-    schedule(ctx.r, ctx.catalogue, runs, ScheduleOptions(queue="real", job_ttl_s=JOB_TTL_S, group_size=group_size))
-    q = Queue("real", connection=ctx.r, serializer=JSONSerializer)
-    w = StationWorker([q], connection=ctx.r, serializer=JSONSerializer)
+    qr = ctx.queue_r if ctx.queue_r is not None else ctx.r
+    schedule(ctx.r, ctx.catalogue, runs, ScheduleOptions(queue="real", job_ttl_s=JOB_TTL_S, queue_r=ctx.queue_r,
+                                                         group_size=group_size))
+    q = Queue("real", connection=qr, serializer=JSONSerializer)
+    w = StationWorker([q], connection=qr, serializer=JSONSerializer)
     prof = None
     if profile:
         import cProfile
@@ -201,15 +204,22 @@ class Phases:
 def main_real(args: argparse.Namespace) -> None:
     import redis
 
+    from store.connection import connect
     from workers import group
 
     if args.linger_ms is not None:
         group.WRITE_LINGER_S = args.linger_ms / 1000
 
     server = start_redis()
-    broker = None
+    broker = cluster = None
     try:
         r = redis.Redis.from_url(server.url)
+        state, queue_r = r, None
+        if args.redis_cluster:  # windows, batches and markers on the cluster, the queue on the plain Redis
+            from stationflow.local_cluster import start_cluster
+
+            cluster = start_cluster(masters=args.redis_cluster, replicas=0)
+            state, queue_r = connect(cluster.url), r
         cat = job_catalogue()
         modules = real_modules(cat)
         overrides = {m: noop for m in cat.local_modules()} if args.noop else {}
@@ -219,8 +229,9 @@ def main_real(args: argparse.Namespace) -> None:
 
             broker = start_broker()
             producer_config = {"bootstrap_servers": broker.bootstrap, "acks": "all", "linger_ms": 5}
-        ctx = wctx.WorkerContext.build(r, cat, algorithms=overrides, producer_config=producer_config,
-                                       hourly_memo_entries=0 if args.no_memo else DEFAULT_MAX_ENTRIES)
+        ctx = wctx.WorkerContext.build(state, cat, algorithms=overrides, producer_config=producer_config,
+                                       hourly_memo_entries=0 if args.no_memo else DEFAULT_MAX_ENTRIES,
+                                       queue_r=queue_r)
         if not args.upload:
             ctx.uploader = None
         ctx.background_upload = not args.sync_upload
@@ -245,7 +256,8 @@ def main_real(args: argparse.Namespace) -> None:
         print(f"real station jobs: {len(stations)} traffic stations x {per_job:.1f} ready modules of {len(modules)}, "
               f"{kind} algorithms, {args.group_size} stations per RQ job, write linger "
               f"{group.WRITE_LINGER_S * 1000:g} ms, "
-              f"uploads {('to a broker, ' + ('in the job' if args.sync_upload else 'upload thread')) if args.upload else 'off'}, SimpleWorker, {args.repeat} runs")
+              f"uploads {('to a broker, ' + ('in the job' if args.sync_upload else 'upload thread')) if args.upload else 'off'}, SimpleWorker, {args.repeat} runs"
+              + (f", state on a {args.redis_cluster}-master Redis Cluster" if args.redis_cluster else ""))
         print(f"  {statistics.median(rates):8.1f} jobs/s median (min {min(rates):.1f}, max {max(rates):.1f}); "
               f"worker CPU {statistics.median(cpu):.2f} ms/job (min {min(cpu):.2f}, max {max(cpu):.2f})")
         for i, line in enumerate(lines):
@@ -253,6 +265,8 @@ def main_real(args: argparse.Namespace) -> None:
     finally:
         if broker is not None:
             broker.stop()
+        if cluster is not None:
+            cluster.close()
         server.stop()
 
 
@@ -346,7 +360,7 @@ def pct(values: list[float], p: float) -> float:
     return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--stations", type=int, default=500)
     ap.add_argument("--batch", type=int, default=50, help="stations per batch")
@@ -366,7 +380,9 @@ def main() -> None:
     ap.add_argument("--linger-ms", type=float, default=None,
                     help="with --real: how long an ended run waits to share its write (workers.group.WRITE_LINGER_S)")
     ap.add_argument("--profile", help="with --real: cProfile of the last run (steady state) to this file")
-    args = ap.parse_args()
+    ap.add_argument("--redis-cluster", type=int, default=0, metavar="N",
+                    help="with --real: state on a private Redis Cluster of N masters, the queue on a plain Redis")
+    args = ap.parse_args(argv)
     if args.real:
         main_real(args)
         return

@@ -28,7 +28,8 @@ from store.dlq import DeadLetter
 
 log = logging.getLogger(__name__)
 
-ScheduleFn = Callable[[Sequence[PlannedRun]], Any]
+#: schedule(runs) or, with replay marks, schedule(runs, marks) (store.marks.MarkPlan)
+ScheduleFn = Callable[..., Any]
 
 
 @dataclass
@@ -42,7 +43,8 @@ class InFlight:
     written: bool = False
     applied: Any = None  # the store's ApplyResult
     plan: Plan | None = None
-    advance: Any = None  # replay marks to move once the plan is scheduled (store.marks)
+    resumed: list[PlannedRun] = field(default_factory=list)  # held runs of replayed messages
+    marks: Any = None  # the replay marks scheduling records (store.marks.MarkPlan)
     replayed: int = 0  # triggers dropped: scheduled already by an earlier delivery
     scheduled: bool = False
     coalesced: Any = None  # the scheduler's result (absorbed, rate_limited, deferred per module)
@@ -83,7 +85,7 @@ class Processor:
         flush_counters: Callable[[dict[tuple[str, str], int]], None] | None = None,
         max_depth: int = 32,
         modules: Collection[str] | None = None,
-        marks: Any = None,  # store.marks.ScheduleMarks (filter, advance); None: no replay marks
+        marks: Any = None,  # store.marks.ScheduleMarks (filter); None: no replay marks
         clock: Callable[[], float] = time.time,
         after_write: Callable[[int], None] | None = None,
     ) -> None:
@@ -103,7 +105,7 @@ class Processor:
         self._writes = 0
         self._pending_triggers: list[Any] = []  # from the order closer, not yet scheduled
         self._pending_plan: Plan | None = None
-        self._pending_advance: dict[Any, int] = {}
+        self._pending_marks: Any = None
         self._decisions: dict[Any, Any] = {}  # readiness decisions, shared by every poll
         closes = [t.order_close_s for t in catalogue.topics if t.kind == "orders"]
         self._close_ms = int(max(closes) * 1000) if closes else None
@@ -179,21 +181,21 @@ class Processor:
         if fl.plan is None:
             triggers = fl.applied.triggers if fl.applied is not None else []
             if self.marks is not None and triggers:
-                triggers, fl.advance, fl.replayed = self.marks.filter(triggers)
+                f = self.marks.filter(triggers)
+                triggers, fl.resumed, fl.marks, fl.replayed = f.fresh, f.resumed, f.marks, f.replayed
             fl.plan = self._plan(triggers)
         if not fl.scheduled:
-            if fl.plan.runs:
-                t0 = time.perf_counter()
-                fl.coalesced = self.schedule(fl.plan.runs)
+            # the replay marks move with the runs, in the scheduler's per-station step
+            t0 = time.perf_counter()
+            fl.coalesced = self._schedule(fl.resumed + fl.plan.runs, fl.marks)
+            if fl.coalesced is not None:
                 self.stats.sample("schedule", time.perf_counter() - t0)
-            if fl.advance:  # only now: a crash before this re-schedules, idempotently
-                self.marks.advance(fl.advance)
             fl.scheduled = True
         if not fl.counted:
             fl.counted = True
             self.stats.add_many(fl.counts)
             self._count_apply(fl.applied)
-            self._count_plan(fl.plan, fl.coalesced)
+            self._count_plan(fl.plan, fl.coalesced, fl.resumed)
             if fl.replayed:
                 self.stats.add("ingest", "triggers_replayed", fl.replayed)
             self.stats.add("ingest", "polls")
@@ -213,13 +215,11 @@ class Processor:
                 if not self._pending_triggers:
                     return 0
             if self.marks is not None:  # a timer close is never a replay; its mark still moves
-                self._pending_advance = self.marks.filter(self._pending_triggers)[1]
+                self._pending_marks = self.marks.filter(self._pending_triggers, gate=False).marks
             self._pending_plan = self._plan(self._pending_triggers)
         plan = self._pending_plan
-        coalesced = self.schedule(plan.runs) if plan.runs else None
-        if self._pending_advance:
-            self.marks.advance(self._pending_advance)
-            self._pending_advance = {}
+        coalesced = self._schedule(plan.runs, self._pending_marks)
+        self._pending_marks = None
         n = len(self._pending_triggers)
         self.stats.add("ingest", "orders_closed_by_timer", n)
         self._count_plan(plan, coalesced)
@@ -239,15 +239,23 @@ class Processor:
         return self.store.orders_due_count(self._orders_until_ms) == 0
 
     # ---- helpers ------------------------------------------------------------------------
+    def _schedule(self, runs: Sequence[PlannedRun], marks: Any) -> Any:
+        """The scheduler's result; None when there was nothing to schedule or record."""
+        if marks is not None:
+            return self.schedule(runs, marks) if runs or marks else None
+        return self.schedule(runs) if runs else None
+
     def _plan(self, triggers: Sequence[Any]) -> Plan:
         return plan_runs(triggers, self.catalogue, self.store.present, self.store.stations,
                          modules=self.modules, cache=self._decisions)
 
-    def _count_plan(self, plan: Plan, scheduled: Any = None) -> None:
+    def _count_plan(self, plan: Plan, scheduled: Any = None, resumed: Sequence[PlannedRun] = ()) -> None:
         """fired = runs that really went to the queue (deferred: those of them the rate limit
         deferred); absorbed = triggers folded into a run of an earlier message of this poll or
         into a run already pending in Redis; rate_limited = triggers folded into a run the rate
-        limit deferred. `scheduled`: the scheduler's result (its per-module Counters)."""
+        limit deferred. `scheduled`: the scheduler's result (its per-module Counters). A
+        planned run the scheduler found scheduled already (its message is at or below the
+        replay mark: a concurrent delivery) counts as a replayed trigger, not fired."""
         st = self.stats
         fired, absorbed = Counter(plan.fired), Counter(plan.absorbed)
         limited = Counter(getattr(scheduled, "rate_limited", None) or {})
@@ -257,6 +265,12 @@ class Processor:
             absorbed[module] += n
         for module, n in limited.items():
             fired[module] -= n
+        held = set(resumed)
+        again = [run for run in getattr(scheduled, "scheduled_before", None) or () if run not in held]
+        for run in again:
+            fired[run.module] -= 1
+        if again:
+            st.add("ingest", "triggers_replayed", len(again))
         for outcome, ctr in (("fired", fired), ("absorbed", absorbed), ("rate_limited", limited),
                              ("deferred", deferred), ("not_ready", plan.not_ready)):
             for module, n in ctr.items():

@@ -81,7 +81,7 @@ class Service:
 
 def build(
     settings: Any,
-    schedule: Callable[[Any, Sequence[PlannedRun]], Any],
+    schedule: Callable[..., Any],
     *,
     topics: Collection[str] | None = None,
     modules: Collection[str] | None = None,
@@ -93,7 +93,8 @@ def build(
     redis_client: Any = None,
     features: GroupFeatures | None = None,
 ) -> Service:
-    """An ingester ready to `run()`. `schedule(r, runs)` and `queue_depth(r)` get the client."""
+    """An ingester ready to `run()`. `schedule(r, runs[, marks])` (marks: the replay marks to
+    record, store.marks.MarkPlan) and `queue_depth(r)` get the client."""
     catalogue: Catalogue = settings.catalogue
     specs = select_topics(catalogue, topics)
     mods = select_modules(catalogue, modules)
@@ -112,7 +113,7 @@ def build(
         pipe.execute()
 
     processor = Processor(
-        catalogue, store, dlq, lambda runs: schedule(r, runs), stats,
+        catalogue, store, dlq, lambda runs, *marks: schedule(r, runs, *marks), stats,
         flush_counters=flush_counters, max_depth=settings.max_depth, modules=mods,
         marks=ScheduleMarks(r, settings.prefix, mods),
     )

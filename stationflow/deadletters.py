@@ -90,25 +90,8 @@ def entry_json(entry: Mapping[str, Any], replayed: int = 0, full: bool = False) 
 # ---- store access -------------------------------------------------------------------------------
 
 def iter_entries(dl: Any, newest_first: bool = True, page: int = 500) -> Iterator[dict[str, Any]]:
-    """Every entry of the stream, paging through it."""
-    from store.dlq import _decode
-
-    key = dl.keys.dlq
-    cursor = "+" if newest_first else "-"
-    while True:
-        if newest_first:
-            got = dl.r.xrevrange(key, cursor, "-", count=page)
-        else:
-            got = dl.r.xrange(key, cursor, "+", count=page)
-        if not got:
-            return
-        for i, f in got:
-            yield _decode(i, f)
-        last = got[-1][0]
-        last = last.decode() if isinstance(last, bytes) else last
-        cursor = f"({last}"
-        if len(got) < page:
-            return
+    """Every entry of every dead-letter stream (store.dlq.DeadLetters.iter: merged in id order)."""
+    return dl.iter(newest_first=newest_first, page=page)
 
 
 def replay_counts(r: Any, prefix: str, ids: list[str]) -> dict[str, int]:

@@ -26,17 +26,17 @@ log = logging.getLogger("stationflow.runtime")
 # ---- ingester -----------------------------------------------------------------------------
 
 
-def scheduler(settings: Any) -> Callable[[Any, Sequence[PlannedRun]], Any]:
-    """`schedule(r, runs)` backed by workers.scheduling (coalescing, batches, enqueue); the
-    batches it creates are counted in the process's metrics."""
+def scheduler(settings: Any) -> Callable[..., Any]:
+    """`schedule(r, runs, marks=None)` backed by workers.scheduling (coalescing, batches,
+    enqueue, replay marks); the batches it creates are counted in the process's metrics."""
     from stationflow import metrics as m
     from workers.scheduling import ScheduleOptions, schedule
 
     options = ScheduleOptions.from_settings(settings, connect=True)
     catalogue = settings.catalogue
 
-    def schedule_runs(r: Any, runs: Sequence[PlannedRun]) -> Any:
-        res = schedule(r, catalogue, runs, options)
+    def schedule_runs(r: Any, runs: Sequence[PlannedRun], marks: Any = None) -> Any:
+        res = schedule(r, catalogue, runs, options, marks=marks)
         for module, n in res.created.items():
             m.BATCHES.inc(n, module=module, outcome="created")
         return res

@@ -73,7 +73,9 @@ def gather(r: Any, prefix: str = "sf", queue: str = "stationflow", *, workers: b
     registry, deadlines = k.stations_all(), k.batches_due_all()
     for key in registry + deadlines:  # the buckets of each index (one key on one Redis)
         pipe.zcard(key)
-    pipe.xlen(k.dlq)
+    dlq_streams = [key for _, key in k.dlq_streams()]
+    for key in dlq_streams:  # every dead-letter bucket
+        pipe.xlen(key)
     for key in counter_keys:  # every bucket of every group, summed below
         pipe.hgetall(key)
     qpipe = pipe if qr is r else qr.pipeline(transaction=False)
@@ -81,11 +83,11 @@ def gather(r: Any, prefix: str = "sf", queue: str = "stationflow", *, workers: b
     for attr in RQ_REGISTRIES.values():
         qpipe.zcard(getattr(q, attr).key)
     replies = pipe.execute()
-    n = len(registry) + len(deadlines) + 1
+    n = len(registry) + len(deadlines) + len(dlq_streams)
     qreplies = replies[n + len(counter_keys):] if qr is r else qpipe.execute()
     stations = sum(int(x) for x in replies[:len(registry)])
-    due = sum(int(x) for x in replies[len(registry):n - 1])
-    dlq_entries = int(replies[n - 1])
+    due = sum(int(x) for x in replies[len(registry):len(registry) + len(deadlines)])
+    dlq_entries = sum(int(x) for x in replies[n - len(dlq_streams):n])
     queued, regs = int(qreplies[0]), qreplies[1:]
     counters: dict[str, dict[str, int]] = {}
     for key, h in zip(counter_keys, replies[n:n + len(counter_keys)], strict=True):

@@ -7,6 +7,7 @@ retry later, commit nothing) and `StoreAuthError` (configuration: stop and say s
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
@@ -204,9 +205,9 @@ def _cluster_client(url: str, opts: dict[str, Any], retries: int) -> RedisCluste
     return RedisCluster(startup_nodes=nodes, retry=retry, require_full_coverage=True, **opts)
 
 
-def cluster_report(r: RedisCluster) -> tuple[list[str], int]:
-    """The cluster's masters (host:port, slot count each) and how many of the 16384 slots
-    they cover, from CLUSTER SLOTS of one node (for `config check`)."""
+def cluster_report(r: RedisCluster) -> tuple[dict[str, int], int]:
+    """The cluster's masters (host:port -> slots it serves, sorted by name) and how many of
+    the 16384 slots they cover, from CLUSTER SLOTS of one node (for `config check`)."""
     raw = r.execute_command("CLUSTER SLOTS", target_nodes=RedisCluster.RANDOM)
     if isinstance(raw, dict):  # redis-py parses CLUSTER SLOTS into {(first, last): {...}}
         spans = [(a, b, v["primary"]) for (a, b), v in raw.items()]
@@ -217,7 +218,7 @@ def cluster_report(r: RedisCluster) -> tuple[list[str], int]:
         host = host.decode() if isinstance(host, bytes) else host
         name = f"{host}:{port}"
         per[name] = per.get(name, 0) + int(last) - int(first) + 1
-    return [f"{n} ({k} slots)" for n, k in sorted(per.items())], sum(per.values())
+    return dict(sorted(per.items())), sum(per.values())
 
 
 def wait_replicas(r: Any, prefix: str = "sf", timeout_ms: int = 2000) -> int:
@@ -225,27 +226,38 @@ def wait_replicas(r: Any, prefix: str = "sf", timeout_ms: int = 2000) -> int:
     failover after this returns cannot lose them (replication is asynchronous: what a master
     acknowledged but had not yet sent dies with it). Per master one marker SET and a WAIT on
     the same connection: the marker follows every earlier write in the replication stream,
-    so its acknowledgement covers them. Returns how many masters were waited on (0 on one
-    Redis: nothing to do). Raises StoreUnavailable when a master with replicas got no
-    acknowledgement in time or cannot be reached (a failover in progress): do not commit."""
+    so its acknowledgement covers them. The masters are waited on at once, one thread each
+    (the wait costs the slowest master, not their sum). Returns how many masters were waited
+    on (0 on one Redis: nothing to do). Raises StoreUnavailable when a master with replicas
+    got no acknowledgement in time or cannot be reached (a failover in progress): do not commit."""
     if not isinstance(r, RedisCluster):
         return 0
     try:
         nodes = r.get_primaries()
-        for node in nodes:
-            client = r.get_redis_connection(node)
-            pipe = client.pipeline(transaction=False)
-            pipe.set(_sync_key(r, node.name, prefix), "1", px=60_000)
-            pipe.execute_command("WAIT", 1, int(timeout_ms))
-            acked = int(pipe.execute()[1])
-            if acked < 1 and client.execute_command("ROLE")[2]:
-                raise StoreUnavailable(f"Redis Cluster master {node.name}: no replica acknowledged the writes "
-                                       f"within {timeout_ms} ms")
+        keys = [_sync_key(r, node.name, prefix) for node in nodes]
+        with ThreadPoolExecutor(max_workers=len(nodes), thread_name_prefix="wait-replicas") as pool:
+            waits = [pool.submit(_wait_one, r.get_redis_connection(node), key, timeout_ms)
+                     for node, key in zip(nodes, keys, strict=True)]
+            unconfirmed = [node.name for node, w in zip(nodes, waits, strict=True) if not w.result()]
     except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ResponseError,
             redis.exceptions.ClusterError) as e:
         r.nodes_manager.initialize()  # a master changed: learn the new map before the retry
         raise StoreUnavailable(f"Redis Cluster: waiting for replicas failed: {e}") from e
+    if unconfirmed:
+        raise StoreUnavailable(f"Redis Cluster master(s) {', '.join(unconfirmed)}: no replica acknowledged "
+                               f"the writes within {timeout_ms} ms")
     return len(nodes)
+
+
+def _wait_one(client: redis.Redis, key: str, timeout_ms: int) -> bool:
+    """SET the marker and WAIT for one replica on one master's connection; False when the
+    master has replicas and none acknowledged in time (True: acknowledged, or none to wait for)."""
+    pipe = client.pipeline(transaction=False)
+    pipe.set(key, "1", px=60_000)
+    pipe.execute_command("WAIT", 1, int(timeout_ms))
+    if int(pipe.execute()[1]) >= 1:
+        return True
+    return not client.execute_command("ROLE")[2]
 
 
 def _sync_key(r: RedisCluster, node: str, prefix: str) -> str:

@@ -1,24 +1,30 @@
-"""Dead letters: a capped Redis stream, idempotent per (topic, partition, offset, element).
+"""Dead letters: capped Redis streams, idempotent per (topic, partition, offset, element).
 
 A replayed bad message must not add a second entry (spec §6.7), so `add()` runs one script
-that checks a seen-index before XADD and counts new entries per (topic, reason) in
-`<prefix>:counters:{dlq}` (the three keys share the {dlq} slot). The seen-index is a zset of entry idents scored by the millisecond
-part of their stream id; after each call it is trimmed to the stream's oldest entry, so it
-guards exactly as long as the stream holds the entries (the `dlq_maxlen` cap decides, not a
-clock): a replay however late adds nothing while its entry is still stored. It has no TTL.
+per bucket that checks the bucket's seen-index before XADD and counts new entries per
+(topic, reason) in the bucket's counter hash (the three keys share one slot: `{dlq}` on one
+Redis, the bucket's tag on a cluster, store.keys.Keys.dlq_bucket_keys). A message always
+goes to the same bucket (a hash of its origin), so its replay meets its seen-index. The
+seen-index is a zset of entry idents scored by the millisecond part of their stream id;
+after each call it is trimmed to the stream's oldest entry, so it guards exactly as long as
+the stream holds the entries (the `dlq_maxlen` cap, shared out over the buckets, decides, not
+a clock): a replay however late adds nothing while its entry is still stored. It has no TTL.
 """
 
 from __future__ import annotations
 
 import builtins
+import heapq
+import itertools
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
-from store.keys import Keys
+from store.keys import Keys, keys_for
+from store.scripts import LuaScript, ScriptPipeline
 
 _ADD = """
 -- KEYS: stream, seen zset, counters hash. ARGV: maxlen, then 11 per entry:
@@ -53,6 +59,8 @@ end
 return out
 """
 
+_SCRIPT = LuaScript("dlq_add", _ADD)
+
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
@@ -72,56 +80,131 @@ class DeadLetter:
 
 
 class DeadLetters:
+    """The dead letters of deployment `prefix`: `redis.index_buckets` streams (one on one
+    Redis), each with its seen-index and counter hash in its slot. A message's entries go to
+    the bucket of its origin (`Keys.dlq_bucket`); readers merge every stream by stream id
+    (milliseconds, sequence, then bucket), so the order is stable across calls. Entry ids
+    are `<stream id>` for the single stream and `<stream id>.<bucket>` for a bucket."""
+
     def __init__(self, r: redis.Redis, prefix: str = "sf", maxlen: int = 100_000,
                  raw_max_bytes: int = 65_536) -> None:
         self.r = r
-        self.keys = Keys(prefix)
-        self.maxlen = int(maxlen)
+        self.keys = keys_for(r, prefix)
+        #: each bucket keeps its share of `maxlen` (origins hash evenly over the buckets)
+        self.maxlen = -(-int(maxlen) // self.keys.buckets)
         self.raw_max_bytes = int(raw_max_bytes)
-        self._script = r.register_script(_ADD)
 
     def add(self, entries: Iterable[DeadLetter], now_ms: int | None = None) -> list[str | None]:
-        """Write new entries in one round trip; returns each entry's stream id (None: already there)."""
+        """Write new entries in one round trip (one script call per bucket touched); returns
+        each entry's id (None: already there)."""
         entries = list(entries)
         if not entries:
             return []
         now_ms = int(time.time() * 1000) if now_ms is None else int(now_ms)
-        args: list[Any] = [self.maxlen]
-        for e in entries:
-            raw = bytes(e.raw or b"")
-            args += [e.ident, e.topic, e.partition, e.offset, e.ts, e.reason, (e.detail or "")[:500],
-                     "" if e.element_index is None else e.element_index,
-                     raw[: self.raw_max_bytes], len(raw), now_ms]
-        k = self.keys
-        ids = self._script(keys=[k.dlq, k.dlq_seen, k.counters("dlq")], args=args)
-        return [(x.decode() if isinstance(x, bytes) else x) or None for x in ids]
+        by_bucket: dict[int, list[int]] = {}
+        for n, e in enumerate(entries):
+            by_bucket.setdefault(self.keys.dlq_bucket(e.topic, e.partition, e.offset), []).append(n)
+        pipe = ScriptPipeline(self.r)
+        for b, at in by_bucket.items():
+            args: list[Any] = [self.maxlen]
+            for e in (entries[n] for n in at):
+                raw = bytes(e.raw or b"")
+                args += [e.ident, e.topic, e.partition, e.offset, e.ts, e.reason, (e.detail or "")[:500],
+                         "" if e.element_index is None else e.element_index,
+                         raw[: self.raw_max_bytes], len(raw), now_ms]
+            pipe.call(_SCRIPT, self.keys.dlq_bucket_keys(b), args)
+        out: list[str | None] = [None] * len(entries)
+        suffix = "" if self.keys.buckets == 1 else "."
+        for (b, at), ids in zip(by_bucket.items(), pipe.execute(), strict=True):
+            for n, x in zip(at, ids, strict=True):
+                sid = x.decode() if isinstance(x, bytes) else x
+                out[n] = f"{sid}{suffix}{b}" if sid and suffix else (sid or None)
+        return out
+
+    def iter(self, newest_first: bool = True, page: int = 500) -> Iterator[dict[str, Any]]:
+        """Every entry of every stream, merged in id order, paging through each stream (the
+        first page of all of them in one round trip)."""
+        sources = self.keys.dlq_streams()
+        pipe = self.r.pipeline(transaction=False)
+        for _, key in sources:
+            _page(pipe, key, None, newest_first, page)
+        firsts = pipe.execute()
+        streams = [self._stream(key, suffix, first, newest_first, page)
+                   for (suffix, key), first in zip(sources, firsts, strict=True)]
+        return heapq.merge(*streams, key=lambda e: order_key(e["id"]), reverse=newest_first)
+
+    def _stream(self, key: str, suffix: str, rows: Any, newest_first: bool, page: int
+                ) -> Iterator[dict[str, Any]]:
+        while rows:
+            for i, f in rows:
+                yield _decode(i, f, suffix)
+            if len(rows) < page:
+                return
+            last = rows[-1][0]
+            rows = _page(self.r, key, last.decode() if isinstance(last, bytes) else last, newest_first, page)
 
     def list(self, count: int = 20, after: str | None = None) -> list[dict[str, Any]]:
-        """Entries oldest first, starting after stream id `after` (exclusive)."""
-        start = "-" if after is None else f"({after}"
-        rows: Any = self.r.xrange(self.keys.dlq, start, "+", count=count)
-        return [_decode(i, f) for i, f in rows]
+        """Entries oldest first, starting after entry id `after` (exclusive)."""
+        start = None if after is None else order_key(after)
+        picked = (e for e in self.iter(newest_first=False, page=max(count, 10))
+                  if start is None or order_key(e["id"]) > start)
+        return builtins.list(itertools.islice(picked, count))
 
     def latest(self, count: int = 20) -> builtins.list[dict[str, Any]]:  # `list` is the method above
-        rows: Any = self.r.xrevrange(self.keys.dlq, "+", "-", count=count)
-        return [_decode(i, f) for i, f in rows]
+        """The newest `count` entries of all streams, newest first (one round trip)."""
+        sources = self.keys.dlq_streams()
+        pipe = self.r.pipeline(transaction=False)
+        for _, key in sources:
+            pipe.xrevrange(key, "+", "-", count=count)
+        rows = [_decode(i, f, suffix) for (suffix, _), got in zip(sources, pipe.execute(), strict=True)
+                for i, f in got]
+        return sorted(rows, key=lambda e: order_key(e["id"]), reverse=True)[:count]
 
     def get(self, entry_id: str) -> dict[str, Any] | None:
-        got: Any = self.r.xrange(self.keys.dlq, entry_id, entry_id, count=1)
-        return _decode(*got[0]) if got else None
+        """The entry `entry_id` names, None when no stream holds it (or the id names a bucket
+        this deployment does not have)."""
+        sid, _, bucket = entry_id.partition(".")
+        suffix = f".{bucket}" if bucket else ""
+        key = dict(self.keys.dlq_streams()).get(suffix)
+        if key is None:
+            return None
+        got: Any = self.r.xrange(key, sid, sid, count=1)
+        return _decode(got[0][0], got[0][1], suffix) if got else None
 
     show = get
 
     def count(self) -> int:
-        return int(self.r.xlen(self.keys.dlq))
+        """Entries held now, every stream."""
+        pipe = self.r.pipeline(transaction=False)
+        for _, key in self.keys.dlq_streams():
+            pipe.xlen(key)
+        return sum(int(n) for n in pipe.execute())
 
     def counts(self) -> dict[tuple[str, str], int]:
-        """(topic, reason) -> entries ever added (the counter survives stream trimming)."""
-        out = {}
-        for f, v in self.r.hgetall(self.keys.counters("dlq")).items():
-            topic, _, reason = (f.decode() if isinstance(f, bytes) else f).rpartition(":")
-            out[(topic, reason)] = int(v)
+        """(topic, reason) -> entries ever added (the counter survives stream trimming), every bucket."""
+        pipe = self.r.pipeline(transaction=False)
+        for key in self.keys.dlq_counter_keys():
+            pipe.hgetall(key)
+        out: dict[tuple[str, str], int] = {}
+        for h in pipe.execute():
+            for f, v in h.items():
+                topic, _, reason = (f.decode() if isinstance(f, bytes) else f).rpartition(":")
+                out[(topic, reason)] = out.get((topic, reason), 0) + int(v)
         return out
+
+
+def order_key(entry_id: str) -> tuple[int, int, int]:
+    """Where an entry id sorts among all streams: stream id, then bucket (the single stream first)."""
+    sid, _, bucket = entry_id.partition(".")
+    ms, _, seq = sid.partition("-")
+    return int(ms), int(seq or 0), int(bucket) if bucket else -1
+
+
+def _page(r: Any, key: str, after: str | None, newest_first: bool, count: int) -> Any:
+    """One page of stream `key` past stream id `after` (exclusive; None: from the end it starts at)."""
+    if newest_first:
+        return r.xrevrange(key, "+" if after is None else f"({after}", "-", count=count)
+    return r.xrange(key, "-" if after is None else f"({after}", "+", count=count)
 
 
 def old_dlq_warning(r: Any, prefix: str = "sf") -> str | None:
@@ -140,7 +223,7 @@ def old_dlq_warning(r: Any, prefix: str = "sf") -> str | None:
             + "; stop the ingesters and rename them (docs/operations.md, Upgrading)")
 
 
-def _decode(entry_id: Any, fields: Any) -> dict[str, Any]:  # one XRANGE entry
+def _decode(entry_id: Any, fields: Any, suffix: str = "") -> dict[str, Any]:  # one XRANGE entry
     f = {(k.decode() if isinstance(k, bytes) else k): v for k, v in fields.items()}
 
     def s(name: str) -> str:
@@ -150,7 +233,7 @@ def _decode(entry_id: Any, fields: Any) -> dict[str, Any]:  # one XRANGE entry
     ei = s("element_index")
     raw = f.get("raw", b"")
     return {
-        "id": entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
+        "id": (entry_id.decode() if isinstance(entry_id, bytes) else entry_id) + suffix,
         "topic": s("topic"),
         "partition": int(s("partition")),
         "offset": int(s("offset")),

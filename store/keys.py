@@ -100,6 +100,44 @@ class Keys:
     def deferred_all(self) -> list[str]:
         return [self._bucketed(f"{self.prefix}:deferred", i) for i in range(self.buckets)]
 
+    def running_of(self, station: str) -> str:
+        """The running-index bucket of `station`'s job markers (store.pending)."""
+        return self._bucketed(f"{self.prefix}:running", self.bucket(station))
+
+    def running_all(self) -> list[str]:
+        """Every running-index key a sweeper reads: the buckets, and with several buckets also
+        the single key of a version before them (its markers are still reclaimed)."""
+        single = f"{self.prefix}:running"
+        buckets = [self._bucketed(single, i) for i in range(self.buckets)]
+        return buckets if self.buckets == 1 else [single, *buckets]
+
+    def dlq_bucket(self, topic: str, partition: int, offset: int) -> int:
+        """The dead-letter bucket of a message: a hash of its origin, so a replayed message
+        finds its seen-index again and a burst of bad messages spreads over every bucket."""
+        return self.bucket(f"{topic}:{partition}:{offset}")
+
+    def dlq_bucket_keys(self, i: int) -> tuple[str, str, str]:
+        """Stream, seen-index and counter hash of dead-letter bucket `i` (one slot). One
+        bucket: `<prefix>:{dlq}`, `<prefix>:{dlq}:seen`, `<prefix>:counters:{dlq}`."""
+        if self.buckets == 1:
+            return self.dlq, self.dlq_seen, self.counters("dlq")
+        stream = self._bucketed(f"{self.prefix}:dlq", i)
+        return stream, f"{stream}:seen", self._bucketed(f"{self.prefix}:counters:dlq", i)
+
+    def dlq_streams(self) -> list[tuple[str, str]]:
+        """(id suffix, stream) of every dead-letter stream readers merge. An entry's id is its
+        stream id plus the suffix: none for `<prefix>:{dlq}` (the one stream of one bucket, and
+        what a version before the buckets wrote), `.<i>` for bucket i."""
+        if self.buckets == 1:
+            return [("", self.dlq)]
+        return [("", self.dlq)] + [(f".{i}", self.dlq_bucket_keys(i)[0]) for i in range(self.buckets)]
+
+    def dlq_counter_keys(self) -> list[str]:
+        """Every dead-letter counter hash readers sum (the single one first, see dlq_streams)."""
+        if self.buckets == 1:
+            return [self.counters("dlq")]
+        return [self.counters("dlq")] + [self.dlq_bucket_keys(i)[2] for i in range(self.buckets)]
+
     # ---- per station ------------------------------------------------------------------
     def station_base(self, station: str) -> str:
         """Prefix of every key of `station`; the Lua scripts append the suffixes below."""
@@ -199,7 +237,8 @@ class Keys:
 
     @property
     def dlq(self) -> str:
-        """The dead-letter stream; its seen-index and counter hash share its slot ({dlq})."""
+        """The dead-letter stream of one bucket (its seen-index and counter hash share its
+        slot, {dlq}); with several buckets only read, see `dlq_bucket_keys`."""
         return f"{self.prefix}:{{dlq}}"
 
     @property
@@ -305,14 +344,19 @@ class Keys:
             (self._pattern("deferred"), "zset", "stations with deferred runs (rate control), scored by the "
              "earliest not-before ms" + self._split_note(),
              f"ZRANGE '{self.deferred_all()[0]}' 0 -1 WITHSCORES"),
-            (f"{p}:{{dlq}}", "stream", "dead letters (capped): topic, partition, offset, ts, reason, detail, "
-             "element_index, raw, raw_len, dead_at", f"XREVRANGE '{p}:{{dlq}}' + - COUNT 5"),
-            (f"{p}:{{dlq}}:seen", "zset", "dead-letter idents topic:partition:offset:element scored by the ms "
-             "of their stream id", f"ZCARD '{p}:{{dlq}}:seen'"),
+            (self._dlq_pattern(""), "stream", "dead letters (capped): topic, partition, offset, ts, reason, detail, "
+             "element_index, raw, raw_len, dead_at" + self._dlq_note(),
+             f"XREVRANGE '{self.dlq_bucket_keys(0)[0]}' + - COUNT 5"),
+            (self._dlq_pattern(":seen"), "zset", "dead-letter idents topic:partition:offset:element scored by the "
+             "ms of their stream id", f"ZCARD '{self.dlq_bucket_keys(0)[1]}'"),
             (f"{p}:counters:<group>" + ("" if self.buckets == 1 else ":{<bucket>}"), "hash",
-             "plain-text counters (topic:<topic>, ingest, runs, ...; the dlq group is counters:{dlq})"
+             "plain-text counters (topic:<topic>, ingest, runs, ...; the dlq group is "
+             + ("counters:{dlq})" if self.buckets == 1 else "counters:dlq:{<bucket>}, one per dead-letter bucket)")
              + ("" if self.buckets == 1 else "; one bucket per writing process, status sums them"),
              f"HGETALL {p}:counters:ingest"),
+            (self._pattern("running"), "zset", "station jobs that took runs, '<station> <job id>' scored by start "
+             "ms (the sweeper reclaims lost ones)" + self._split_note(),
+             f"ZRANGE '{self.running_all()[-1]}' 0 9 WITHSCORES"),
             (f"{p}:batch:<id>", "hash", "batch tracker state (workers)", f"HGETALL '{p}:batch:<id>'"),
             (self._pattern("batches:due"), "zset", "batch id scored by deadline (workers)" + self._split_note(),
              f"ZRANGE '{self.batches_due_all()[0]}' 0 -1 WITHSCORES"),
@@ -325,6 +369,13 @@ class Keys:
 
     def _pattern(self, name: str) -> str:
         return f"{self.prefix}:{name}" + ("" if self.buckets == 1 else ":{<bucket>}")
+
+    def _dlq_pattern(self, suffix: str) -> str:
+        return f"{self.prefix}:{{dlq}}{suffix}" if self.buckets == 1 else f"{self.prefix}:dlq:{{<bucket>}}{suffix}"
+
+    def _dlq_note(self) -> str:
+        return "" if self.buckets == 1 else (f"; split into {self.buckets} buckets by origin, readers merge them "
+                                             "(entry ids end in .<bucket>)")
 
     def _split_note(self) -> str:
         return "" if self.buckets == 1 else f"; split into {self.buckets} bucket keys (readers merge them)"

@@ -15,8 +15,9 @@ pipeline), so a job that starts in between never reports to a batch that is not 
 `_started` (ms). One marker per job, so two jobs of a station running at once (the second
 enqueued after the first took its runs) never see each other's runs. A job that dies
 leaves its marker behind: its RQ retry (same job id) runs those modules again, and the
-sweeper reports them `lost` once they are older than the job timeout. `sf:running` (zset)
-indexes the markers ("<station> <job id>", stations hold no whitespace) by start time.
+sweeper reports them `lost` once they are older than the job timeout. `sf:running` (zset;
+on a cluster split into index buckets by station, `sf:running:{<bucket>}`) indexes the
+markers ("<station> <job id>", stations hold no whitespace) by start time.
 
 `sf:{S}:rate` (hash) — rate control (a module's `min_interval_s`): `_l:<module>` = when the
 module's last run was released (made pending) for the station, and the *deferred* runs:
@@ -26,8 +27,11 @@ becomes the deferred run (its batch expects the station); later ones are absorbe
 `release_deferred` makes it pending once the interval has passed. `sf:deferred` (zset)
 indexes the stations with deferred runs by their earliest not-before.
 
-Every script touches only keys tagged `{S}`, so they are Redis-Cluster safe; the global
-`sf:running` and `sf:deferred` indexes are written in the same pipeline, outside the script.
+The marking script also reads and advances the station's replay marks in `sf:{S}:meta`
+(`store.marks`): recording a message as scheduled and reserving its runs are one step.
+
+Every script touches only keys tagged `{S}`, declared in KEYS (Redis-Cluster safe); the running
+and deferred indexes are written in the same pipeline, outside the script.
 """
 
 from __future__ import annotations
@@ -44,86 +48,6 @@ from store.scripts import LuaScript, ScriptPipeline
 
 #: pending markers of a station whose job vanished are not kept for ever
 PENDING_EXPIRE_MS = 7 * 86_400_000
-
-_MARK = """
--- KEYS[1] pending hash, KEYS[2] rate hash; ARGV: proposed job id, expire_ms, now_ms, then
--- module, batch_id, deadline_ms, min_interval_ms quadruples.
--- Returns {job_id ('' when no run needs a job now), new (1 = this call claimed the job slot),
--- next deferred run ms (-1: none), then flag, not-before ms per run}. Flags:
--- 1 = now pending, 2 = already pending or deferred with the same batch (a replay),
--- 0 = absorbed by the pending run, 3 = absorbed by the deferred run (rate limit),
--- 4 = deferred: pending from its not-before ms (the last release + the interval).
--- A pending run absorbs a trigger only while its batch is open (`_d:<module>` = that batch's
--- deadline): a run whose batch has closed (expired while the job waited) is moved to the new
--- batch instead, so the new message's batch expects the station and gets its result. A
--- deferred run's deadline already covers its deferral.
--- A new pending run is *reserved* ("?<batch>"): no job takes it before `commit` (called once
--- its batch exists), so a job never reports to a batch that is not there yet.
-local pk, rk = KEYS[1], KEYS[2]
-local now = tonumber(ARGV[3])
-local out = {}
-local needs_job = false
-local deferred = false
-for i = 4, #ARGV, 4 do
-  local m, b, dl, iv = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
-  local cur = redis.call('HGET', pk, m)
-  local dcur = redis.call('HGET', rk, m)
-  local flag, nb = 1, 0
-  if cur == b or cur == '?' .. b then
-    flag = 2
-    needs_job = true
-  elseif dcur == b then
-    flag, nb = 2, tonumber(redis.call('HGET', rk, '_n:' .. m))
-  elseif cur and tonumber(redis.call('HGET', pk, '_d:' .. m) or '0') > now then
-    flag = 0
-    needs_job = true
-  elseif dcur and tonumber(redis.call('HGET', rk, '_d:' .. m) or '0') > now then
-    flag, nb = 3, tonumber(redis.call('HGET', rk, '_n:' .. m))
-  elseif dcur then
-    -- a deferred run whose batch closed (its release came late): it moves to this batch
-    nb = tonumber(redis.call('HGET', rk, '_n:' .. m))
-    flag = 4
-    local ext = dl + math.max(0, nb - now)
-    redis.call('HSET', rk, m, b, '_d:' .. m, ext)
-  else
-    local last = tonumber(redis.call('HGET', rk, '_l:' .. m) or '-1')
-    if not cur and iv > 0 and last >= 0 and last + iv > now then
-      flag, nb = 4, last + iv
-      redis.call('HSET', rk, m, b, '_d:' .. m, dl + (nb - now), '_n:' .. m, nb)
-    else
-      redis.call('HSET', pk, m, '?' .. b, '_d:' .. m, dl)
-      if iv > 0 then redis.call('HSET', rk, '_l:' .. m, now) end
-      needs_job = true
-    end
-  end
-  if flag == 3 or flag == 4 or (flag == 2 and nb > 0) then deferred = true end
-  out[#out + 1] = flag
-  out[#out + 1] = nb
-end
-local job, new = '', 0
-if needs_job then
-  job = redis.call('HGET', pk, '_job')
-  if not job then
-    job = ARGV[1]
-    new = 1
-    redis.call('HSET', pk, '_job', job)
-  end
-  redis.call('PEXPIRE', pk, ARGV[2])
-end
-local next_due = -1
-if deferred then
-  for _, f in ipairs(redis.call('HKEYS', rk)) do
-    if string.sub(f, 1, 3) == '_n:' then
-      local v = tonumber(redis.call('HGET', rk, f))
-      if next_due < 0 or v < next_due then next_due = v end
-    end
-  end
-end
-redis.call('PEXPIRE', rk, ARGV[2])
-local head = {job, new, next_due}
-for _, v in ipairs(out) do head[#head + 1] = v end
-return head
-"""
 
 _RELEASE = """
 -- KEYS[1] pending hash, KEYS[2] rate hash; ARGV: proposed job id, expire_ms, now_ms.
@@ -263,7 +187,7 @@ return out
 """
 
 
-_SCRIPTS = {"mark": LuaScript("mark", _MARK), "commit": LuaScript("commit", _COMMIT), "take": LuaScript("take", _TAKE),
+_SCRIPTS = {"mark": LuaScript.from_file("pending_mark.lua"), "commit": LuaScript("commit", _COMMIT), "take": LuaScript("take", _TAKE),
             "reclaim": LuaScript("reclaim", _RECLAIM), "release": LuaScript("release", _RELEASE)}
 
 
@@ -280,7 +204,7 @@ class Marked:
 
 
 #: what marking did with a run (Marked.flags)
-FLAG_ABSORBED, FLAG_PENDING, FLAG_REPLAY, FLAG_RATE_LIMITED, FLAG_DEFERRED = 0, 1, 2, 3, 4
+FLAG_ABSORBED, FLAG_PENDING, FLAG_REPLAY, FLAG_RATE_LIMITED, FLAG_DEFERRED, FLAG_SCHEDULED = 0, 1, 2, 3, 4, 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,7 +226,6 @@ class PendingRuns:
     def __init__(self, r: redis.Redis, prefix: str = "sf") -> None:
         self.r = r
         self.keys = keys_for(r, prefix)
-        self.running_index = f"{prefix}:running"
         self._mark = _SCRIPTS["mark"]
         self._take = _SCRIPTS["take"]
         self._commit = _SCRIPTS["commit"]
@@ -316,27 +239,36 @@ class PendingRuns:
     def _member(station: str, job_id: str) -> str:
         return f"{station} {job_id}"
 
-    def mark(self, runs: Mapping[str, Sequence[tuple[str, str, int] | tuple[str, str, int, int]]],
-             job_ids: Mapping[str, str], now_ms: int) -> list[Marked]:
+    def mark(self, runs: Mapping[str, Sequence[tuple[Any, ...]]], job_ids: Mapping[str, str], now_ms: int,
+             marks: Mapping[str, Mapping[str, int]] | None = None) -> list[Marked]:
         """Mark runs pending, one script per station, one round trip.
 
-        `runs` maps station -> [(module, batch_id, batch deadline ms[, min interval ms])] (one
-        entry per module); `job_ids` the job id proposed for each station (used when the
-        station has no job waiting). A run already pending absorbs the new one only while its
-        own batch is open (deadline after `now_ms`); otherwise the pending run moves to the new
-        batch. With a min interval, a module released less than the interval ago is deferred
-        (`FLAG_DEFERRED`, its deadline extended by the deferral) or absorbed by the deferred
-        run already waiting (`FLAG_RATE_LIMITED`); `release` makes deferred runs pending."""
-        stations = list(runs)
+        `runs` maps station -> [(module, batch_id, batch deadline ms[, min interval ms[,
+        mark field, offset]])] (one entry per module); `job_ids` the job id proposed for each
+        station (used when the station has no job waiting). A run already pending absorbs the
+        new one only while its own batch is open (deadline after `now_ms`); otherwise the
+        pending run moves to the new batch. With a min interval, a module released less than
+        the interval ago is deferred (`FLAG_DEFERRED`, its deadline extended by the deferral)
+        or absorbed by the deferred run already waiting (`FLAG_RATE_LIMITED`); `release`
+        makes deferred runs pending. With a mark field (`store.marks`), a run whose message
+        is at or below that mark is a replay while the station still holds it, else
+        `FLAG_SCHEDULED`; `marks` (station -> {field: offset}, stations without runs allowed)
+        are advanced in the same script."""
+        marks = marks or {}
+        stations = list(dict.fromkeys([*runs, *marks]))
         if not stations:
             return []
         pipe = ScriptPipeline(self.r)
         for s in stations:
-            args: list[Any] = [job_ids[s], PENDING_EXPIRE_MS, now_ms]
-            for run in runs[s]:
+            adv = marks.get(s, {})
+            args: list[Any] = [job_ids.get(s, ""), PENDING_EXPIRE_MS, now_ms, len(adv)]
+            for fld, off in adv.items():
+                args += [fld, int(off)]
+            for run in runs.get(s, ()):
                 module, batch, deadline = run[0], run[1], run[2]
-                args += [module, batch, deadline, run[3] if len(run) > 3 else 0]
-            pipe.call(self._mark, [self.keys.pending(s), self.keys.rate(s)], args)
+                gate = (run[4], int(run[5])) if len(run) > 5 and run[4] else ("", -1)
+                args += [module, batch, deadline, run[3] if len(run) > 3 else 0, *gate]
+            pipe.call(self._mark, [self.keys.pending(s), self.keys.rate(s), self.keys.meta(s)], args)
         out = []
         for s, reply in zip(stations, pipe.execute(), strict=True):
             rest = reply[3:]
@@ -426,20 +358,20 @@ class PendingRuns:
         """`take` queued on the caller's pipeline (a job reads more in the same round trip);
         returns where its reply is, for `took`."""
         at = pipe.call(self._take, [self.keys.pending(station), self.running_key(station, job_id)], [now_ms])
-        pipe.pipe.zadd(self.running_index, {self._member(station, job_id): now_ms})
+        pipe.pipe.zadd(self.keys.running_of(station), {self._member(station, job_id): now_ms})
         return at
 
     def took(self, station: str, job_id: str, reply: Any) -> dict[str, list[str]]:
         """The runs of a queued take (module -> batch ids); nothing taken: unindex the job."""
         runs = {_text(reply[i]): _text(reply[i + 1]).split() for i in range(0, len(reply), 2)}
         if not runs:
-            self.r.zrem(self.running_index, self._member(station, job_id))
+            self.r.zrem(self.keys.running_of(station), self._member(station, job_id))
         return runs
 
     def queue_done(self, pipe: Any, station: str, job_id: str) -> None:
         """Queue the removal of the job's running marker (every taken run was reported)."""
         pipe.delete(self.running_key(station, job_id))
-        pipe.zrem(self.running_index, self._member(station, job_id))
+        pipe.zrem(self.keys.running_of(station), self._member(station, job_id))
 
     def queue_forget(self, pipe: Any, station: str, job_id: str, modules: Sequence[str]) -> None:
         """Queue the removal of reported runs from the job's running marker (the job goes on
@@ -464,7 +396,7 @@ class PendingRuns:
     def _reclaim_one(self, station: str, job_id: str, cutoff_ms: int) -> dict[str, list[str]]:
         pipe = ScriptPipeline(self.r)
         pipe.call(self._reclaim, [self.running_key(station, job_id)], [cutoff_ms])
-        pipe.pipe.zrem(self.running_index, self._member(station, job_id))
+        pipe.pipe.zrem(self.keys.running_of(station), self._member(station, job_id))
         reply = pipe.execute()[0]
         if not reply or _text(reply[0]) != "lost":
             return {}
@@ -472,25 +404,28 @@ class PendingRuns:
 
     def reclaim_lost(self, cutoff_ms: int, limit: int = 100) -> dict[tuple[str, str], dict[str, list[str]]]:
         """Take the runs of jobs that started before `cutoff_ms` and never finished:
-        (station, job id) -> module -> batch ids. Safe with many sweepers (the script decides)."""
-        members = [_text(m) for m in self.r.zrangebyscore(self.running_index, "-inf", cutoff_ms, start=0, num=limit)]
-        if not members:
+        (station, job id) -> module -> batch ids, the oldest `limit` jobs of every running-index
+        bucket merged. Safe with many sweepers (the script decides)."""
+        pipe = self.r.pipeline(transaction=False)
+        for key in self.keys.running_all():
+            pipe.zrangebyscore(key, "-inf", cutoff_ms, start=0, num=limit, withscores=True)
+        found = sorted((score, _text(m), key) for key, page in zip(self.keys.running_all(), pipe.execute(),
+                                                                  strict=True) for m, score in page)[:limit]
+        if not found:
             return {}
-        pairs = [tuple(m.rsplit(" ", 1)) for m in members]
-        pipe = ScriptPipeline(self.r)
+        pairs = [tuple(m.rsplit(" ", 1)) for _, m, _ in found]
+        scripts = ScriptPipeline(self.r)
         for station, job_id in pairs:
-            pipe.call(self._reclaim, [self.running_key(station, job_id)], [cutoff_ms])
-        replies = pipe.execute()
+            scripts.call(self._reclaim, [self.running_key(station, job_id)], [cutoff_ms])
+        replies = scripts.execute()
         out: dict[tuple[str, str], dict[str, list[str]]] = {}
         post = self.r.pipeline(transaction=False)
-        for member, (station, job_id), reply in zip(members, pairs, replies, strict=True):
+        for (_, member, key), (station, job_id), reply in zip(found, pairs, replies, strict=True):
             status = _text(reply[0]) if reply else ""
             if status != "live":
-                post.zrem(self.running_index, member)
-            if status == "lost":
-                runs = {_text(reply[i]): _text(reply[i + 1]).split() for i in range(1, len(reply), 2)}
-                if runs:
-                    out[(station, job_id)] = runs
+                post.zrem(key, member)
+            if status == "lost" and len(reply) > 1:  # the runs it held: module, batch ids
+                out[(station, job_id)] = {_text(reply[i]): _text(reply[i + 1]).split() for i in range(1, len(reply), 2)}
         if len(post):
             post.execute()
         return out

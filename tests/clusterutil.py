@@ -114,6 +114,8 @@ def decoded_state(r: Any, prefix: str) -> dict[str, Any]:
     reading (TTL refresh times, batch and pending bookkeeping, ingest timings) is left out."""
     k = keys_for(r, prefix)
     registry = set(k.stations_all())
+    dlq_streams = {key for _, key in k.dlq_streams()}  # one stream on one Redis, buckets on the cluster
+    dlq_seen = {k.dlq_bucket_keys(i)[1] for i in range(k.buckets)}
     out: dict[str, Any] = {}
     for raw in r.scan_iter(match=f"{prefix}:*", count=1000):
         key = raw.decode()
@@ -124,10 +126,11 @@ def decoded_state(r: Any, prefix: str) -> dict[str, Any]:
             continue
         if key in registry:  # one key on one Redis, buckets on the cluster: compared merged
             out.setdefault("<registry>", []).extend(m.decode() for m in r.zrange(raw, 0, -1))
-        elif key == k.dlq:
-            out[key] = sorted((f[b"topic"], f[b"offset"], f[b"reason"], f[b"raw"]) for _, f in r.xrange(raw))
-        elif key == k.dlq_seen:
-            out[key] = sorted(m.decode() for m in r.zrange(raw, 0, -1))
+        elif key in dlq_streams:
+            out.setdefault("<dlq>", []).extend((f[b"topic"], f[b"offset"], f[b"reason"], f[b"raw"])
+                                               for _, f in r.xrange(raw))
+        elif key in dlq_seen:
+            out.setdefault("<dlq seen>", []).extend(m.decode() for m in r.zrange(raw, 0, -1))
         elif kind == "string":
             out[key] = decode_item(r.get(raw))
         elif kind == "list" and ":out:" in key:  # a local output's ts is the time of its run
@@ -146,7 +149,8 @@ def decoded_state(r: Any, prefix: str) -> dict[str, Any]:
             out[key] = r.zrange(raw, 0, -1, withscores=True)
         else:
             out[key] = kind
-    out["<registry>"] = sorted(out.get("<registry>", []))
+    for merged in ("<registry>", "<dlq>", "<dlq seen>"):
+        out[merged] = sorted(out.get(merged, []))
     return out
 
 

@@ -37,6 +37,8 @@ _MARKERS = {
     "integration": "needs a real redis-server and a Kafka-compatible broker",
     "faults": "kill/restart/fuzz scenarios (tests/faults)",
     "slow": "long-running variants",
+    "heavy": "heavy(seconds): a test that runs real processes for about that long; scheduled first, "
+             "longest first, so the parallel workers of `make test` overlap the long ones",
 }
 _INTEGRATION_DIRS = ("integration", "e2e", "faults")
 
@@ -70,6 +72,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.integration)
             if top == "faults":
                 item.add_marker(pytest.mark.faults)
+    items.sort(key=_heavy_seconds, reverse=True)  # stable: the rest keeps its order
+
+
+def _heavy_seconds(item: pytest.Item) -> float:
+    """The `heavy(seconds)` hint, 0 without one. Only an order: with `-n` (pytest-xdist,
+    `--dist loadgroup`) the workers take tests in collection order, so the long ones start
+    first and the short ones fill the gaps instead of one worker ending on a queue of long
+    tests."""
+    mark = item.get_closest_marker("heavy")
+    return float(mark.args[0]) if mark is not None and mark.args else 0.0
 
 
 # ---- Redis -------------------------------------------------------------------------------

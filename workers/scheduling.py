@@ -16,7 +16,9 @@ the poll size:
 
 Replays are idempotent: the same message maps to the same batch ids, a run still pending
 with the same batch id counts as the same run, and a job that is still queued is not
-enqueued twice. A pending run whose batch has closed (its job waited past the deadline)
+enqueued twice. With the ingester's replay marks (`store.marks`), step 1 also gates each run
+by the mark of its message and advances the station's marks in the same script; a global
+alias's mark moves after step 3. A pending run whose batch has closed (its job waited past the deadline)
 never absorbs a new trigger: it moves to the new batch (`store.pending`). A station whose job vanished (TTL, flushed queue) while its runs stayed
 pending gets a new job at its next trigger.
 """
@@ -40,12 +42,14 @@ from rq.serializers import JSONSerializer
 
 from parsers.batches import PlannedRun
 from parsers.catalogue import Catalogue
+from store.marks import MarkPlan, advance_marks
 from store.pending import (
     FLAG_ABSORBED,
     FLAG_DEFERRED,
     FLAG_PENDING,
     FLAG_RATE_LIMITED,
     FLAG_REPLAY,
+    FLAG_SCHEDULED,
     PendingRuns,
 )
 from store.scripts import ScriptPipeline
@@ -75,6 +79,8 @@ class ScheduleResult:
     rate_limited: Counter[str] = field(default_factory=Counter)  # module -> absorbed by a deferred run
     deferred: Counter[str] = field(default_factory=Counter)  # module -> runs deferred by the rate limit
     replayed: int = 0  # runs already pending with the same batch id
+    #: runs of messages at or below their replay mark that no job needs any more (store.marks)
+    scheduled_before: list[PlannedRun] = field(default_factory=list)
     batches_created: int = 0
     created: Counter[str] = field(default_factory=Counter)  # module -> batches created
     batches_existing: int = 0  # replays: the batch was there already
@@ -175,15 +181,19 @@ def schedule(
     now_ms: int | None = None,
     tracker: BatchTracker | None = None,
     pending: PendingRuns | None = None,
+    marks: MarkPlan | None = None,
 ) -> ScheduleResult:
     """Mark `runs` pending, create their batches and enqueue the station jobs they need.
 
     `runs` are in poll order; a (station, module) pair appearing twice keeps the first.
+    `marks` (the ingester's replay marks, `store.marks`): every run is gated by the message
+    of its batch id, and the marks are advanced by the stations' marking scripts (the
+    stations' own) and, after the enqueue, in each global alias's slot.
     """
     opts = options or ScheduleOptions()
     prefix = opts.prefix
     out = ScheduleResult()
-    if not runs:
+    if not runs and not marks:
         return out
     now_ms = int(time.time() * 1000) if now_ms is None else int(now_ms)
     pending = pending or PendingRuns(r, prefix)
@@ -192,13 +202,20 @@ def schedule(
     per_station = _by_station(runs, catalogue, out)
     proposals = group_proposals({s: mods.values() for s, mods in per_station.items()}, opts.group_size)
 
-    # (a) coalescing (a pending run absorbs a trigger only while its batch is open) and rate
-    # control (a module released less than its min interval ago is deferred)
+    # (a) coalescing (a pending run absorbs a trigger only while its batch is open), rate
+    # control (a module released less than its min interval ago is deferred) and the replay
+    # marks, one script per station
     specs = catalogue.by_module
     deadline = {m: now_ms + int(specs[m].batch_timeout_s * 1000) for mods in per_station.values() for m in mods}
     interval = {m: int(specs[m].min_interval_s * 1000) for m in deadline}
-    marked = pending.mark({s: [(m, b, deadline[m], interval[m]) for m, b in mods.items()]
-                           for s, mods in per_station.items()}, proposals, now_ms)
+    gates = {b: (marks.run_mark(b) if marks is not None else None) or ("", -1)
+             for mods in per_station.values() for b in mods.values()}
+    advance = {s: marks.station_advance(s, per_station.get(s, {}).values())
+               for s in dict.fromkeys([*per_station, *marks.stations])} if marks is not None else None
+    for s in advance or ():
+        per_station.setdefault(s, {})
+    marked = pending.mark({s: [(m, b, deadline[m], interval[m], *gates[b]) for m, b in mods.items()]
+                           for s, mods in per_station.items()}, proposals, now_ms, advance)
     classified = _classify(marked, per_station, now_ms, out)
     # (b) batches, the commit of the runs reserved in (a) (no job takes a run before its
     # batch exists), the index of deferred runs, the status of the jobs the stations rely on
@@ -211,6 +228,8 @@ def schedule(
              for mk in marked if mk.job_id]
     joined, out.enqueued = enqueue_jobs(r, catalogue, slots, status, pending, opts, now_ms=now_ms)
     out.joined = joined
+    if marks is not None:  # a global message's whole fan-out is scheduled now
+        advance_marks(r, marks.aliases)
     tracker.flush_counters()
     return out
 
@@ -278,6 +297,9 @@ def _classify(marked: Sequence[Any], per_station: dict[str, dict[str, str]], now
                 continue
             if flag == FLAG_RATE_LIMITED:
                 out.rate_limited[module] += 1
+                continue
+            if flag == FLAG_SCHEDULED:
+                out.scheduled_before.append(PlannedRun(mk.station, module, batch))
                 continue
             if flag == FLAG_REPLAY:
                 out.replayed += 1

@@ -54,9 +54,16 @@ def check(ctx: click.Context, file: str | None, full: bool, as_json: bool) -> No
         for p in problems[:-1]:
             click.echo(f"config error: {p}", err=True)
         raise CommandFailed(problems[-1], 2, "config error")
+    topology: dict[str, Any] = {}
+    if settings.redis.is_cluster or settings.queue.redis_url is not None:
+        try:
+            topology = redis_topology(settings)
+        except Exception as e:  # noqa: BLE001 - any failure to reach either Redis is this one-line error
+            raise CommandFailed(str(e), 2, "config error") from None
     if as_json:
         click.echo(json.dumps({"source": settings.source, "env_applied": list(settings.env_applied),
-                               "settings": settings.to_dict(masked=True, full=full)}, indent=2, default=str))
+                               **topology, "settings": settings.to_dict(masked=True, full=full)},
+                              indent=2, default=str))
         return
     header = [f"# effective stationflow configuration (secrets masked); source: "
               f"{settings.source or 'built-in defaults'}"]
@@ -64,34 +71,38 @@ def check(ctx: click.Context, file: str | None, full: bool, as_json: bool) -> No
         header.append("# overridden by environment: " + ", ".join(settings.env_applied))
     if not full:
         header.append("# topic and module defaults: `stationflow topics` or `config check --full`")
-    if settings.redis.is_cluster or settings.queue.redis_url is not None:
-        try:
-            header += redis_topology(settings)
-        except Exception as e:  # noqa: BLE001 - any failure to reach either Redis is this one-line error
-            raise CommandFailed(str(e), 2, "config error") from None
+    if "redis_cluster" in topology:
+        c = topology["redis_cluster"]
+        header.append(f"# redis cluster: {len(c['masters'])} masters: "
+                      + ", ".join(f"{m['node']} ({m['slots']} slots)" for m in c["masters"])
+                      + f"; slots covered {c['slots_covered']}/{c['slots_total']}")
+    if "queue_redis" in topology:
+        header.append(f"# queue redis: {topology['queue_redis']['url']} reachable")
     click.echo("\n".join(header) + "\n")
     click.echo(settings.to_toml(masked=True, full=full), nl=False)
 
 
-def redis_topology(settings: Any) -> list[str]:
-    """Comment lines on the cluster's masters and slot coverage and the queue Redis; raises
-    (one-line message) when a server cannot be reached or slots are left uncovered."""
+def redis_topology(settings: Any) -> dict[str, Any]:
+    """What `config check` reports of the servers (also under these keys in `--json`):
+    `redis_cluster` {masters: [{node, slots}], slots_covered, slots_total} with a cluster,
+    `queue_redis` {url (masked), reachable} with queue.redis_url. Raises (one-line message)
+    when a server cannot be reached or slots are left uncovered."""
     from store.connection import SLOTS, cluster_report, redact
 
-    lines = []
+    out: dict[str, Any] = {}
     if settings.redis.is_cluster:
         r = settings.redis.connect(retries=1)
         try:
             masters, covered = cluster_report(r)
         finally:
             r.close()
-        lines.append(f"# redis cluster: {len(masters)} masters: {', '.join(masters)}; "
-                     f"slots covered {covered}/{SLOTS}")
         if covered < SLOTS:
             raise ValueError(f"Redis Cluster {redact(settings.redis.url)} covers only {covered} of {SLOTS} "
                              "slots (a master without replica is down, or slots were never assigned)")
+        out["redis_cluster"] = {"masters": [{"node": n, "slots": k} for n, k in masters.items()],
+                                "slots_covered": covered, "slots_total": SLOTS}
     if settings.queue.redis_url is not None:
         q = settings.connect_queue(retries=1)
         q.close()
-        lines.append(f"# queue redis: {redact(settings.queue.redis_url)} reachable")
-    return lines
+        out["queue_redis"] = {"url": redact(settings.queue.redis_url), "reachable": True}
+    return out

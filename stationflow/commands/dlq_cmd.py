@@ -1,4 +1,5 @@
-"""`stationflow dlq`: list, show and replay dead letters (the `<prefix>:{dlq}` stream).
+"""`stationflow dlq`: list, show and replay dead letters (the `<prefix>:{dlq}` stream, or on a
+cluster its buckets `<prefix>:dlq:{<bucket>}` merged: store.dlq).
 
 Replay sends an entry's raw bytes back to its original topic, where the ingesters parse it
 again: useful once the cause was fixed on our side (a configuration such as `max_bytes`, a
@@ -48,8 +49,8 @@ def _context(ctx: click.Context, as_json: bool = False) -> tuple[Any, Any, Any]:
     return settings, r, DeadLetters(r, settings.prefix, settings.dlq_maxlen, settings.dlq_raw_max_bytes)
 
 
-#: a stream entry id as `dlq list` prints it: milliseconds-sequence
-ENTRY_ID = re.compile(r"^\d+-\d+$")
+#: an entry id as `dlq list` prints it: milliseconds-sequence, then `.<bucket>` for a bucket's stream
+ENTRY_ID = re.compile(r"^\d+-\d+(\.\d+)?$")
 
 
 def check_ids(ids: tuple[str, ...] | list[str]) -> None:
@@ -58,7 +59,8 @@ def check_ids(ids: tuple[str, ...] | list[str]) -> None:
 
     bad = [i for i in ids if not ENTRY_ID.match(i)]
     if bad:
-        raise CommandFailed(f"not a dead-letter id: {', '.join(bad)} (ids look like 1763524804417-0; "
+        raise CommandFailed(f"not a dead-letter id: {', '.join(bad)} (ids look like 1763524804417-0, or 1763524804417-0.17 "
+                            "in a bucket; "
                             "`stationflow dlq list` prints them)", 2)
 
 
@@ -111,11 +113,11 @@ def list_cmd(ctx: click.Context, count: int, reason: str | None, topic: str | No
     if not picked:
         click.echo("no matching entries")
         return
-    click.echo(f"{'id':<17} {'topic:partition:offset[:element]':<44} {'reason':<18} {'bytes':>7}  detail")
+    click.echo(f"{'id':<20} {'topic:partition:offset[:element]':<44} {'reason':<18} {'bytes':>7}  detail")
     for e in picked:
         mark = f" [replayed {replayed[e['id']]}x]" if replayed[e["id"]] else ""
         detail = e["detail"] if len(e["detail"]) <= 70 else e["detail"][:67] + "..."
-        click.echo(f"{e['id']:<17} {source_of(e):<44} {e['reason']:<18} {e['raw_len']:>7}  {detail}{mark}")
+        click.echo(f"{e['id']:<20} {source_of(e):<44} {e['reason']:<18} {e['raw_len']:>7}  {detail}{mark}")
 
 
 @dlq.command("show")

@@ -197,8 +197,9 @@ def batches(r: Any, settings: Any) -> dict[str, Any]:
 
 def dead_letters(r: Any, settings: Any, reason: str | None = None) -> dict[str, Any]:
     """Dead letters by reason (all-time counters) and the newest entries (optionally of one reason)."""
-    counts = r.hgetall(Keys(settings.prefix).counters("dlq"))
-    dlq_counts = {reads.text(f): int(v) for f, v in counts.items()}
+    from store.dlq import DeadLetters
+
+    dlq_counts = {f"{t}:{why}": n for (t, why), n in DeadLetters(r, settings.prefix).counts().items()}
     entries = [_dead_row(e) for e in reads.recent_dead_letters(r, settings.prefix, count=200)
                if reason is None or e["reason"] == reason]
     return {"by_reason": st.dead_letters_by(dlq_counts), "by_topic": st.dead_letters_by(dlq_counts, "topic"),

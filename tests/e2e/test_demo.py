@@ -16,6 +16,9 @@ import pytest
 from parsers.catalogue import default_catalogue
 from stationflow.local import LocalServerError, find_redis_server, find_tansu
 
+pytestmark = [pytest.mark.heavy(48)]
+
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -6,7 +6,10 @@ from __future__ import annotations
 import json
 import subprocess
 
+import pytest
 from e2e.test_demo import ROOT, _cmd, _env, _no_process_left, _servers_available  # noqa: F401  (autouse skip)
+
+pytestmark = [pytest.mark.heavy(35)]
 
 
 def test_demo_on_a_redis_cluster_drains_and_uploads_every_module(tmp_path):

@@ -22,6 +22,9 @@ import pytest
 
 from stationflow.local import LocalServerError, find_redis_server, find_tansu
 
+pytestmark = [pytest.mark.heavy(65)]
+
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = str(Path(sys.executable).parent)  # stationflow, rq and python of this environment
 

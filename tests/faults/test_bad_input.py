@@ -43,7 +43,7 @@ from stationflow.traffic import BAD_KINDS, INPUT_ALIASES, Traffic, wrap
 from store.dlq import DeadLetters
 from store.windows import WindowStore
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.heavy(9)]
 
 BAD_DIR = BAD_SAMPLES
 _README_LINE = re.compile(r"^- `([^`]+)` \(([A-Z_-]+)[,)](.*)$")

@@ -3,12 +3,14 @@ group re-reads every topic from the beginning (as a group change, an offset rese
 hours later does): 0 batches created, 0 runs, 0 uploads, because the triggers of every
 message were marked scheduled beside the windows. (b) An ingester SIGKILLed between the window
 write and the scheduling of a poll (the test hook exits right after the write) and restarted:
-the redelivered messages, already in the windows but not yet scheduled, are scheduled once.
+each redelivered message, already in the windows but not yet scheduled, makes exactly one
+batch per module its readiness fires, uploaded once, each run once.
 """
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +31,16 @@ from harness import (
     wait_caught_up,
     worker,
 )
+from model import station_of
 from slow_algorithms import env as slow_env
 from slow_algorithms import modules_config, read_calls
 
+from parsers.readiness import plan_runs as readiness_plan
 from stationflow.local import wait_for
 from stationflow.traffic import Traffic
+from store.windows import WindowStore
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.heavy(52)]
 
 
 def _uploads(bootstrap: str, cat: Any) -> int:
@@ -87,79 +92,110 @@ def test_a_new_group_replaying_everything_creates_nothing(kafka_bootstrap: str, 
     assert runs_after == runs_before and uploads_after == uploads_before
 
 
-def _gaps(r: Any, prefix: str, topics: set[str]) -> dict[tuple[str, str, int], tuple[int, int]]:
-    """(station, topic, partition) -> (scheduled mark, applied high-water mark) where the
-    window is ahead of the scheduling (written, not scheduled), for `topics` (every record of
-    which makes a trigger: not the order topics, whose records trigger when a second closes)."""
-    out = {}
-    for key in r.scan_iter(match=f"{prefix}:{{*}}:meta", count=1000):
-        k = key.decode()
-        station = k[len(prefix) + 2:k.rindex("}")]
-        h = {a.decode(): int(b) for a, b in r.hgetall(key).items() if a.startswith((b"hwm:", b"sm:"))}
-        for f, hwm in h.items():
-            if not f.startswith("hwm:"):
-                continue
-            topic, part = f[4:].rsplit(":", 1)
-            if topic in topics and h.get(f"sm:{topic}:{part}", -1) < hwm:
-                out[(station, topic, int(part))] = (h.get(f"sm:{topic}:{part}", -1), hwm)
-    return out
+def _one_message_per_station(messages: list[Any], cat: Any, topics: set[str]) -> list[Any]:
+    """Per station, its first single-station message of a triggering station topic: the
+    messages of the crashed part, so no two of them share a station (nothing coalesces)."""
+    out: dict[str, Any] = {}
+    for m in messages:
+        sid = station_of(m.value)
+        if m.topic in topics and sid is not None and sid not in out:
+            out[sid] = m
+    return list(out.values())
+
+
+def _expected_modules(cat: Any, store: WindowStore, station: str, topic: str) -> set[str]:
+    """The modules a message of `topic` makes run at a loaded station: the ingester's own rule
+    (parsers.readiness) on what the station holds."""
+    names = [t.alias for t in cat.input_topics] + list(cat.local_modules())
+    have = store.present([station], names).get(station, set())
+    return set(readiness_plan(cat, (cat.topic(topic).alias,), have).runs) & set(cat.local_modules())
 
 
 def test_sigkill_between_window_write_and_scheduling_schedules_once(kafka_bootstrap: str, private_redis: Any,
                                                                     tmp_path: Path) -> None:
+    """The crashed part is one triggering message per station, sent once every earlier batch
+    finished and with no rate control, so each of its messages must make exactly one batch per
+    module its readiness fires, expecting its station, uploaded once, each run once."""
+    modules = {m: {**cfg, "min_interval_s": 0} for m, cfg in modules_config().items()}
     sc = scenario(kafka_bootstrap, private_redis.url, tmp_path, prefix="gk", group="g-crash",
-                  extra={"modules": modules_config(), "kafka": {"consumer": {"max_poll_records": 50}}})
+                  extra={"modules": modules})
     cat, cfg = sc.cat, sc.cfg
-    topics = {t.topic for t in cat.input_topics if t.kind not in ("orders", "global")}
-    n_messages = scaled(3_000, 1_200)
-    messages = Traffic(stations=10, seed=11, start_ms=now_ms(), catalogue=cat).take(n_messages)
+    triggering = {a for m in cat.local_modules() for a in cat.by_module[m].trigger_set}
+    topics = {t.topic for t in cat.input_topics if t.kind not in ("orders", "global") and t.alias in triggering}
+    orders = {t.topic for t in cat.input_topics if t.kind == "orders"}  # a timer close would trigger later
+    n_stations = scaled(30, 10)
+    traffic = Traffic(stations=n_stations, seed=11, start_ms=now_ms(), catalogue=cat)
+    loading = [m for m in traffic.take(scaled(3_000, 600)) if m.topic not in orders]
+    crashed = _one_message_per_station(traffic.take(scaled(3_000, 600)), cat, topics)
+    calls = tmp_path / "calls"
     sender = Sender(kafka_bootstrap, cat)
     r = private_redis.client()
-    wrk = worker(tmp_path, cfg, "gk-worker", env=slow_env(tmp_path / "no_delay")).start()
-    # the first half loads every window (stations ready), ingested cleanly
-    for m in messages[:n_messages // 2]:
+    store = WindowStore(r, cat, "gk")
+    wrk = worker(tmp_path, cfg, "gk-worker", env=slow_env(tmp_path / "no_delay", calls_file=calls)).start()
+    # every window loaded, every batch of that finished: nothing pending when the crash comes
+    for m in loading:
         sender.send(m.topic, m.value, m.timestamp_ms)
     first = sender.results()
     clean = ingester(tmp_path, cfg, "gk-clean").start()
     wait_caught_up(kafka_bootstrap, "g-crash", first, 300, procs=[clean])
     clean.stop(15)
-    # the second half without order messages (an order joining an open second triggers
-    # nothing, so every record of a poll is then a trigger the crash must not lose)
-    for m in messages[n_messages // 2:]:
-        if m.topic in topics:
-            sender.send(m.topic, m.value, m.timestamp_ms)
-    produced = first + sender.results()
-    # ... and the ingester dies right after its second window write
-    crashing: Proc = crashing_ingester(tmp_path, cfg, "gk-ingest", after_writes=2).start()
+    wait_batches_finished(r, "gk", 120)
+    since = now_ms()
+    for m in crashed:
+        sender.send(m.topic, m.value, m.timestamp_ms)
+    sent = sender.results()
+    # ... and the ingester dies right after its first window write, before scheduling it
+    crashing: Proc = crashing_ingester(tmp_path, cfg, "gk-ingest", after_writes=1).start()
     try:
-        wait_for(lambda: not crashing.alive(), 120, "the ingester to crash after its second write")
+        wait_for(lambda: not crashing.alive(), 120, "the ingester to crash after its first write")
         assert crashing.popen is not None and crashing.popen.returncode == 137, crashing.log()
-        gaps = _gaps(r, "gk", topics)
+        at_kill = read_batches(r, "gk")
+        written = [p for p in sent if _hwm(r, station_of(p.value), p) >= p.offset]
+        unscheduled = [p for p in written if not any(b.endswith(_source(p)) for b in at_kill)]
+        wants = {_source(p): _expected_modules(cat, store, station_of(p.value) or "", p.topic) for p in sent}
         crashing = ingester(tmp_path, cfg, "gk-ingest").start()
-        wait_caught_up(kafka_bootstrap, "g-crash", produced, 300, procs=[crashing])
-        batches = wait_batches_finished(r, "gk", 240)
+        wait_caught_up(kafka_bootstrap, "g-crash", first + sent, 300, procs=[crashing])
+        batches = wait_batches_finished(r, "gk", 120)
         audit = audit_batches(r, "gk", kafka_bootstrap, cat, batches)
-        still = _gaps(r, "gk", topics)
         assert crashing.alive() and wrk.alive(), crashing.log() + wrk.log()
     finally:
         crashing.stop(15)
         wrk.stop(15)
         sender.close()
 
-    # the messages of the crashed poll: in the windows, not scheduled; their batches (once
-    # each: a batch id is per module and message)
-    scheduled = {}
-    for (station, topic, part), (sm, hwm) in gaps.items():
-        scheduled[(station, topic, part)] = sorted(
-            b for b, h in batches.items() if f"e:{station}" in h
-            and b.split(":")[1:3] == [topic, str(part)] and sm < int(b.rsplit(":", 1)[1]) <= hwm)
-    n_batches = sum(len(bs) for bs in scheduled.values())
-    figures("ingest_sigkill_before_schedule", messages=n_messages, kills=1, streams_written_not_scheduled=len(gaps),
-            batches_of_those_messages=n_batches, streams_left_unscheduled=len(still), losses=len(still),
-            duplicates=audit.duplicates, dead_letters=0, **audit.as_figures())
-    assert gaps, "the crash left nothing written but unscheduled: it tested nothing"
-    # the marks move only after their triggers were planned and scheduled: caught up means the
-    # redelivered messages were scheduled, not dropped as replays (whether they made batches
-    # depends on readiness and coalescing at that moment: counted, not asserted)
-    assert still == {}
+    # per message: the batches its id names, against the modules its readiness fires
+    problems, n_batches = [], 0
+    for p in sent:
+        station = station_of(p.value)
+        assert station is not None
+        made = {b.split(":", 1)[0]: h for b, h in batches.items() if b.endswith(_source(p))}
+        n_batches += len(made)
+        want = wants[_source(p)]
+        if not want or set(made) != want:  # every one of them is a triggering message
+            problems.append(f"{_source(p)} at {station}: batches of {sorted(made)}, readiness fires {sorted(want)}")
+        for m, h in made.items():
+            if sorted(k[2:] for k in h if k.startswith("e:")) != [station] or h.get("state") != "uploaded":
+                problems.append(f"{m}{_source(p)}: {h}")
+    later = {b for b, h in batches.items() if int(h.get("created", 0) or 0) >= since}
+    extra = sorted(b for b in later if not any(b.endswith(_source(p)) for p in sent))
+    runs = Counter((mod, st) for mod, st, ms in read_calls(calls) if ms >= since)
+    twice = sorted(k for k, n in runs.items() if n != 1)
+    figures("ingest_sigkill_before_schedule", messages=len(first) + len(sent), kills=1,
+            messages_after_the_load=len(sent), written_not_scheduled_at_kill=len(unscheduled),
+            batches_of_those_messages=n_batches, runs=sum(runs.values()), runs_not_once=len(twice),
+            losses=len(problems), duplicates=audit.duplicates, dead_letters=0, **audit.as_figures())
+    assert unscheduled, "the crash left nothing written but unscheduled: it tested nothing"
+    assert problems == [] and extra == []  # exactly one batch per (module, message), with its station
+    assert twice == [] and sum(runs.values()) == n_batches  # each of their runs once
     assert audit.unfinished == [] and audit.missing == [] and audit.duplicates == 0
+
+
+def _source(p: Any) -> str:
+    """The part of a batch id that names the message (`parsers.batches.batch_id`)."""
+    return f":{p.topic}:{p.partition}:{p.offset}"
+
+
+def _hwm(r: Any, station: str | None, p: Any) -> int:
+    """How far the station's windows hold the message's partition (-1: not at all)."""
+    v = r.hget(f"gk:{{{station}}}:meta", f"hwm:{p.topic}:{p.partition}")
+    return int(v) if v is not None else -1

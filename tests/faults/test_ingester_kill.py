@@ -36,7 +36,7 @@ from stationflow.local import wait_for
 from stationflow.traffic import Traffic
 from store.windows import WindowStore
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.heavy(52)]
 
 
 def test_sigkilled_ingester_loses_and_duplicates_nothing(kafka_bootstrap: str, private_redis: Any,

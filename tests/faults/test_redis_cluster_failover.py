@@ -38,7 +38,7 @@ from workers.context import WorkerContext
 from workers.rqworker import StationWorker
 from workers.sweeper import sweep
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.heavy(88)]
 
 STATIONS = [f"20534055394{i:08d}" for i in range(200)]
 

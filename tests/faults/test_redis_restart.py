@@ -34,7 +34,7 @@ from stationflow.local import wait_for
 from stationflow.traffic import Traffic
 from store.windows import WindowStore
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.heavy(38)]
 
 OUTAGE_S = 10.0
 

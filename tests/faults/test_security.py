@@ -43,7 +43,7 @@ from stationflow.settings import Settings
 from stationflow.traffic import Traffic
 from store.windows import WindowStore
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.heavy(9)]
 
 ADMIN_PW = "adm1n-Secret-Pw-7731"
 USER, USER_PW = "sf-app", "us3r-Secret-Pw-4410"

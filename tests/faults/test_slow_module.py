@@ -30,7 +30,7 @@ from slow_algorithms import modules_config
 
 from stationflow.traffic import Traffic
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.heavy(30)]
 
 SLOW_MODULE, ITS_DEPENDENTS = "SOH_model", ("electricity_price",)
 SLOW_S = 7.0  # batch_timeout_s is 5 s

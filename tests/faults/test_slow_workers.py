@@ -36,7 +36,7 @@ from stationflow.local import wait_for
 from stationflow.traffic import Traffic
 from store.windows import WindowStore
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.heavy(43)]
 
 HIGH, LOW = 20, 10
 STATIONS = 200

@@ -31,7 +31,7 @@ from slow_algorithms import modules_config
 
 from stationflow.traffic import Traffic
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.heavy(24)]
 
 
 def paced_send(sender: Sender, messages: list[Any], seconds: float, out: list[Any]) -> None:

@@ -30,7 +30,7 @@ from stationflow.settings import dump_toml
 from stationflow.testing import sample_messages
 from store.windows import WindowStore
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.heavy(38)]
 
 ROOT = Path(__file__).resolve().parents[2]
 STATION = "2000000000000000001"

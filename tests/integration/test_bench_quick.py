@@ -16,6 +16,9 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = [pytest.mark.heavy(125)]
+
+
 ROOT = Path(__file__).resolve().parents[2]
 STATIONFLOW = Path(sys.executable).with_name("stationflow")
 

@@ -14,6 +14,8 @@ import pytest
 from stationflow.local import free_port, start_redis
 from store.dlq import DeadLetter, DeadLetters
 
+pytestmark = [pytest.mark.heavy(78)]  # ~50 command x failure cases as real processes
+
 PREFIX = "sferr"
 ENTRY = [sys.executable, "-c", "import sys; from stationflow.cli import main; sys.exit(main())"]
 

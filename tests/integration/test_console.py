@@ -22,7 +22,7 @@ from stationflow.cli import main
 from stationflow.local import LocalServerError, find_redis_server, find_tansu
 from store.keys import Keys
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.heavy(39)]
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,10 +1,13 @@
 """`stationflow dlq list/show/replay` on dead letters made by the real parser from the bad
-samples, replayed to private topics of the real broker."""
+samples, replayed to private topics of the real broker; on one Redis (one stream) and on the
+Redis Cluster (the entries spread over the dead-letter buckets, ids `<stream id>.<bucket>`)."""
 
 from __future__ import annotations
 
 import base64
 import json
+import re
+import time
 from pathlib import Path
 
 import pytest
@@ -34,9 +37,14 @@ SAMPLES = {
 RAW_MAX = 65_536
 
 
-@pytest.fixture
-def dead(redis_client, redis_url, kafka_bootstrap, tmp_path):
-    """Dead letters of the bad samples (parser verdicts), topics renamed per test."""
+@pytest.fixture(params=["single", "cluster"])
+def dead(request, redis_client, redis_url, kafka_bootstrap, tmp_path):
+    """Dead letters of the bad samples (parser verdicts), topics renamed per test, each added
+    in a millisecond of its own (so the merged order of the buckets is the order written)."""
+    if request.param == "cluster":
+        r, url = request.getfixturevalue("cluster_client"), request.getfixturevalue("redis_cluster").url
+    else:
+        r, url = redis_client, redis_url
     cat = unique_catalogue()
     entries = []
     for name, (alias, offset) in SAMPLES.items():
@@ -50,17 +58,24 @@ def dead(redis_client, redis_url, kafka_bootstrap, tmp_path):
             continue
         entries += [DeadLetter(spec.topic, 0, offset, 1_700_000_000_000 + offset, rej.reason, rej.detail, rej.raw,
                                rej.element_index) for rej in res.rejections]
-    dl = DeadLetters(redis_client, PREFIX, raw_max_bytes=RAW_MAX)
-    ids = dl.add(entries)
+    dl = DeadLetters(r, PREFIX, raw_max_bytes=RAW_MAX)
+    ids = []
+    for e in entries:
+        ids += dl.add([e])
+        time.sleep(0.002)
     assert all(ids)
-    lines = [f'prefix = "{PREFIX}"', f"dlq_raw_max_bytes = {RAW_MAX}", f'[redis]\nurl = "{redis_url}"',
+    if request.param == "cluster":  # in buckets on more than one master
+        assert all(re.fullmatch(r"\d+-\d+\.\d+", i) for i in ids) and len({i.split(".")[1] for i in ids}) > 1
+    lines = [f'prefix = "{PREFIX}"', f"dlq_raw_max_bytes = {RAW_MAX}", f'[redis]\nurl = "{url}"',
              f'[kafka]\nbootstrap_servers = "{kafka_bootstrap}"']
+    if request.param == "cluster":
+        lines.append(f'[queue]\nredis_url = "{redis_url}"')
     lines += [f'[topics.{t.alias}]\ntopic = "{t.topic}"' for t in cat.topics]
     cfg = tmp_path / "stationflow.toml"
     cfg.write_text("\n".join(lines) + "\n")
     create_topics(kafka_bootstrap, [cat.topic(a).topic for a, _ in SAMPLES.values()], partitions=1)
     by_offset = {e.offset: (i, e) for i, e in zip(ids, entries, strict=True)}
-    return {"r": redis_client, "cfg": cfg, "cat": cat, "ids": ids, "by_offset": by_offset,
+    return {"r": r, "cfg": cfg, "cat": cat, "ids": ids, "by_offset": by_offset,
             "bootstrap": kafka_bootstrap}
 
 
@@ -92,7 +107,8 @@ def test_list_newest_first_with_filters(dead):
     assert [(r["offset"], r["reason"]) for r in one] == [(4, "missing_station_id")]
 
     text = _cli(dead["cfg"], "list").output
-    assert text.splitlines()[0].startswith("redis redis://127.0.0.1:") and "(prefix sfdlq)" in text.splitlines()[0]
+    assert text.splitlines()[0].startswith(("redis redis://127.0.0.1:", "redis redis+cluster://127.0.0.1:"))
+    assert "(prefix sfdlq)" in text.splitlines()[0]
     assert all(r["source"]["prefix"] == PREFIX for r in rows)
     text = "\n".join(text.splitlines()[1:])
     assert text.splitlines()[0] == ("5 entries in the stream; ever added by reason: bad_field_type 1, bad_json 1, "

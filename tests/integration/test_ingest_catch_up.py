@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 from kafka import KafkaProducer
 from kafkautil import (
@@ -30,6 +31,9 @@ from stationflow.settings import Settings
 from stationflow.status import gather, render
 from store.keys import Keys
 from store.windows import WindowStore
+
+pytestmark = [pytest.mark.heavy(12)]
+
 
 PREFIX = "cu"
 

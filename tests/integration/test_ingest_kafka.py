@@ -25,6 +25,9 @@ from store.dlq import DeadLetters
 from store.windows import WindowStore
 from workers.scheduling import station_queue
 
+pytestmark = [pytest.mark.heavy(66)]
+
+
 ROOT = Path(__file__).resolve().parents[2]
 BAD = SAMPLES / "bad"
 

@@ -8,6 +8,7 @@ import json
 import logging
 from typing import Any
 
+import pytest
 from kafkautil import CONSUMER_GROUP_TEST_SETTINGS, create_topics, produce, unique_catalogue
 from samplefiles import SAMPLES
 
@@ -17,6 +18,9 @@ from stationflow.settings import Settings
 from store.tracker import BatchTracker
 from store.windows import WindowStore
 from workers.scheduling import station_queue
+
+pytestmark = [pytest.mark.heavy(19)]
+
 
 S = "4100000000000000001"
 

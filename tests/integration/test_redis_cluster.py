@@ -14,7 +14,8 @@ from kafkautil import create_topics, unique_catalogue
 
 from stationflow.cli import main
 from store.connection import is_cluster
-from store.keys import Keys
+
+pytestmark = [pytest.mark.heavy(31)]
 
 
 def test_single_redis_and_cluster_store_and_upload_the_same(kafka_bootstrap, redis_client, redis_url,
@@ -37,7 +38,7 @@ def test_single_redis_and_cluster_store_and_upload_the_same(kafka_bootstrap, red
         assert a[key] == b[key], key
     outputs = [key for key in a if ":out:" in key]
     assert len(outputs) >= len(STATIONS)  # every station's modules stored outputs
-    assert len(a[Keys("eq").dlq]) == 1
+    assert len(a["<dlq>"]) == 1
     ea, eb = envelopes(sent_single), envelopes(sent_cluster)
     assert ea and ea == eb
     # the cluster's keys are spread over its three masters (one station = one slot)
@@ -53,6 +54,16 @@ def test_config_check_lists_masters_and_slot_coverage(tmp_path, redis_cluster, r
     line = next(x for x in res.output.splitlines() if x.startswith("# redis cluster:"))
     assert "3 masters" in line and "slots covered 16384/16384" in line
     assert "# queue redis: " in res.output
+
+    res = CliRunner().invoke(main, ["config", "check", str(cfg), "--json"])
+    assert res.exit_code == 0, res.output
+    topo = json.loads(res.output)
+    masters = topo["redis_cluster"]["masters"]
+    assert sorted(m["node"] for m in masters) == sorted(f"{n.host}:{n.port}" for n in redis_cluster.masters())
+    assert sum(m["slots"] for m in masters) == topo["redis_cluster"]["slots_covered"] == 16384
+    assert topo["redis_cluster"]["slots_total"] == 16384 and all(m["slots"] > 5000 for m in masters)
+    assert topo["queue_redis"] == {"url": redis_url, "reachable": True}
+    assert topo["settings"]["redis"]["url"] == redis_cluster.url
 
     cfg.write_text(f'[redis]\nurl = "{redis_cluster.url}"\n')
     res = CliRunner().invoke(main, ["config", "check", str(cfg)])

@@ -17,7 +17,7 @@ from stationflow.settings import Settings
 from store.connection import StoreUnavailable
 from store.windows import WindowStore
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration]
 
 TLS = Path(__file__).resolve().parents[1] / "data" / "tls"
 CA, OTHER_CA = str(TLS / "ca.pem"), str(TLS / "other-ca.pem")

@@ -12,6 +12,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+pytestmark = [pytest.mark.heavy(10)]
+
+
 ROOT = Path(__file__).resolve().parents[2]
 STOP_LIMIT_S = 5.0
 

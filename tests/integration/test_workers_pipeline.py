@@ -32,6 +32,9 @@ from workers.rqworker import StationWorker
 from workers.scheduling import DEFAULT_GROUP_SIZE, ScheduleOptions, schedule
 from workers.sweeper import sweep
 
+pytestmark = [pytest.mark.heavy(65)]
+
+
 HOUR = "2025-11-19 {:02d}:00:00"
 S = ["1000000000000000001", "1000000000000000002", "1000000000000000003"]
 PRODUCER = {"acks": "all", "linger_ms": 0}

@@ -134,15 +134,27 @@ class FakeConsumer:
 
 
 class Scheduler:
-    def __init__(self, consumer: FakeConsumer | None = None) -> None:
+    """Records the runs; with replay marks (store.marks.MarkPlan) it records the marks as
+    the real scheduler's marking step does (without reserving the runs)."""
+
+    def __init__(self, consumer: FakeConsumer | None = None, r: Any = None) -> None:
         self.calls: list[list[PlannedRun]] = []
         self.fail: list[Exception] = []
         self.consumer = consumer
+        self.r = r
 
-    def __call__(self, runs: Any) -> None:
+    def __call__(self, runs: Any, marks: Any = None) -> None:
         if self.fail:
             raise self.fail.pop(0)
         self.calls.append(list(runs))
+        if marks is not None:
+            from store.marks import advance_marks
+            from store.pending import PendingRuns
+
+            stations = dict.fromkeys([*marks.stations, *(r.station for r in runs)])
+            PendingRuns(self.r).mark({}, {}, 0, {s: marks.station_advance(
+                s, [r.batch_id for r in runs if r.station == s]) for s in stations})
+            advance_marks(self.r, marks.aliases)
         if self.consumer is not None:
             self.consumer.events.append("schedule")
 
@@ -166,7 +178,7 @@ def make(fake_redis: Any, polls: list[Any], partitions: list[tuple[str, int]] | 
          **kw: Any) -> tuple[Ingester, FakeConsumer, Scheduler, FlakyStore, FakeClock]:
     clock = FakeClock()
     consumer = FakeConsumer(clock, polls, partitions or [(ACDC, 0), (ACDC, 1), (PARAM, 0)])
-    sched = Scheduler(consumer)
+    sched = Scheduler(consumer, fake_redis)
     store = FlakyStore(fake_redis, CAT, "sf")
     dlq = DeadLetters(fake_redis, "sf", maxlen=1000, raw_max_bytes=64)
     stats = IngestStats()

@@ -12,7 +12,7 @@ from parsers.catalogue import Catalogue, default_catalogue
 from parsers.inputs import build_input, realtime_grid
 from parsers.windows import hour_index, hour_key, make_item
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.heavy(19)]
 
 CAT = default_catalogue()
 FLAT = Catalogue.build(module_overrides={m: {"layout": "flat"} for m in CAT.by_module})

@@ -65,13 +65,15 @@ def test_client_setting_wins_over_the_default():
 
 def _load(masters: int, buckets: int, stations: list[str]) -> list[int]:
     """Writes per master when every station sends one record: its own window keys (its slot)
-    plus one member of each bucketed index (registry, order and batch deadlines, deferred runs)."""
+    plus one member of each bucketed index (registry, order and batch deadlines, deferred runs,
+    running jobs) and one dead letter (its bucket by origin: a partition of 16, an offset)."""
     k = Keys("sf", buckets)
     load = Counter()
-    for s in stations:
+    for n, s in enumerate(stations):
         load[_master_of(key_slot(k.meta(s).encode()), masters)] += 1
         for key in (k.stations_of(s), k.orders_due_of("car_order", s), k.batches_due_of(f"m:t:0:{s}"),
-                    k.deferred_of(s)):
+                    k.deferred_of(s), k.running_of(s),
+                    k.dlq_bucket_keys(k.dlq_bucket("SCHEDULE-DEVICE-METER", n % 16, n))[0]):
             load[_master_of(key_slot(key.encode()), masters)] += 1
     return [load[m] for m in range(masters)]
 
@@ -80,6 +82,20 @@ def _load(masters: int, buckets: int, stations: list[str]) -> list[int]:
 def test_busiest_master_at_ten_thousand_stations_is_within_115_percent_of_the_mean(masters):
     load = _load(masters, CLUSTER_BUCKETS, _stations(10_000))
     assert max(load) <= 1.15 * (sum(load) / masters), load
+
+
+def test_dead_letter_and_running_buckets_keep_their_keys_in_one_slot_each_and_the_single_names():
+    k = Keys("sf", 8)
+    for i in range(8):
+        stream, seen, counters = k.dlq_bucket_keys(i)
+        assert len({key_slot(x.encode()) for x in (stream, seen, counters)}) == 1
+        assert stream.startswith("sf:dlq:{b") and k.counter_group(counters) == "dlq"
+    assert len({key_slot(k.dlq_bucket_keys(i)[0].encode()) for i in range(8)}) == 8
+    assert [s for s, _ in k.dlq_streams()] == ["", *(f".{i}" for i in range(8))]  # the single stream read too
+    assert k.running_all()[0] == "sf:running" and k.running_of("x") == k.running_all()[1 + k.bucket("x")]
+    one = Keys("sf")
+    assert one.dlq_bucket_keys(one.dlq_bucket("T", 0, 1)) == ("sf:{dlq}", "sf:{dlq}:seen", "sf:counters:{dlq}")
+    assert one.dlq_streams() == [("", "sf:{dlq}")] and one.running_all() == ["sf:running"] == [one.running_of("x")]
 
 
 def test_too_few_buckets_would_make_a_hot_master():

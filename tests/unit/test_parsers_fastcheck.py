@@ -13,7 +13,7 @@ from samplefiles import SAMPLES
 from parsers.catalogue import default_catalogue
 from parsers.fields import FIELD_TYPES, ElementError, _explain, _fast_check, check_fields
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.heavy(33)]
 
 CAT = default_catalogue()
 

@@ -17,7 +17,7 @@ from parsers.envelopes import INTERNAL_ERROR, parse_message
 from parsers.fields import FIELD_TYPES
 from parsers.records import ParseError, ParseResult
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.heavy(80)]
 
 CAT = default_catalogue()
 TOPICS = list(CAT.topics)

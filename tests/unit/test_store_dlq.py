@@ -9,7 +9,6 @@ import pytest
 
 from store.counters import Counters
 from store.dlq import DeadLetter, DeadLetters
-from store.keys import Keys
 
 T0 = 1_763_524_800_000
 
@@ -47,21 +46,38 @@ def test_entries_hold_every_field_and_raw_is_truncated(r):
 
 
 def test_list_pages_oldest_first_and_latest_newest_first(r):
+    """One stream keeps the order of the writes; buckets (a cluster) merge by stream id, then
+    bucket, so entries written in the same millisecond sort by bucket, the same way each time."""
     dlq = DeadLetters(r, maxlen=1000)
     dlq.add([entry(i) for i in range(5)], now_ms=T0)
+    every = dlq.list(count=10)
+    assert sorted(e["offset"] for e in every) == [0, 1, 2, 3, 4]
+    if dlq.keys.buckets == 1:
+        assert [e["offset"] for e in every] == [0, 1, 2, 3, 4]
     first = dlq.list(count=2)
-    assert [e["offset"] for e in first] == [0, 1]
     nxt = dlq.list(count=10, after=first[-1]["id"])
-    assert [e["offset"] for e in nxt] == [2, 3, 4]
-    assert [e["offset"] for e in dlq.latest(2)] == [4, 3]
+    assert first + nxt == every and len(first) == 2
+    assert dlq.latest(2) == every[::-1][:2] and dlq.latest(9) == every[::-1]
+    assert list(dlq.iter(newest_first=True, page=2)) == every[::-1]
+    assert list(dlq.iter(newest_first=False, page=2)) == every
     assert nxt[0]["element_index"] is None
+
+
+def one_bucket(dlq, n):
+    """`n` offsets whose dead letters share offset 0's bucket (every offset on one Redis), and
+    that bucket's stream and seen-index: the cases below watch one stream at work."""
+    b = dlq.keys.dlq_bucket("SCHEDULE-DEVICE-METER", 1, 0)
+    offsets = [o for o in range(200 * n) if dlq.keys.dlq_bucket("SCHEDULE-DEVICE-METER", 1, o) == b][:n]
+    stream, seen, _ = dlq.keys.dlq_bucket_keys(b)
+    return offsets, stream, seen
 
 
 def test_stream_is_capped_but_counters_keep_counting(r):
     dlq = DeadLetters(r, maxlen=10)
+    offsets, _, _ = one_bucket(dlq, 300)
     for start in range(0, 300, 50):
-        dlq.add([entry(i, reason="too_deep") for i in range(start, start + 50)], now_ms=T0)
-    assert dlq.count() < 300  # MAXLEN ~ trims in whole nodes, so "about" 10
+        dlq.add([entry(i, reason="too_deep") for i in offsets[start:start + 50]], now_ms=T0)
+    assert dlq.count() < 300  # MAXLEN ~ trims in whole nodes, so "about" 10 (a bucket's share of it)
     assert dlq.counts()[("SCHEDULE-DEVICE-METER", "too_deep")] == 300
 
 
@@ -72,16 +88,18 @@ def test_a_replay_long_after_adds_nothing_while_the_entry_is_stored(r):
     later = T0 + 400 * 86_400_000
     assert dlq.add([entry(1), entry(2, element_index=4)], now_ms=later) == [None, None]
     assert dlq.count() == 2
-    assert r.ttl(Keys().dlq_seen) == -1  # no TTL either
+    assert {r.ttl(dlq.keys.dlq_bucket_keys(dlq.keys.dlq_bucket(e.topic, 1, e.offset))[1])
+            for e in (entry(1), entry(2))} == {-1}  # no TTL either
     assert dlq.counts() == {("SCHEDULE-DEVICE-METER", "bad_json"): 2}
 
 
 def test_seen_index_lasts_as_long_as_the_stream_holds_the_entries(r):
     dlq = DeadLetters(r, maxlen=10)
+    offsets, stream, seen_key = one_bucket(dlq, 301)
     for start in range(0, 300, 20):
-        dlq.add([entry(i) for i in range(start, start + 20)], now_ms=T0)
+        dlq.add([entry(i) for i in offsets[start:start + 20]], now_ms=T0)
         time.sleep(0.003)  # stream ids of later calls in later milliseconds
-    seen = {m.decode(): s for m, s in r.zrange(Keys().dlq_seen, 0, -1, withscores=True)}
+    seen = {m.decode(): s for m, s in r.zrange(seen_key, 0, -1, withscores=True)}
     stored = dlq.list(count=1000)
     idents = {f"SCHEDULE-DEVICE-METER:1:{e['offset']}:" for e in stored}
     assert idents <= set(seen)  # every stored entry is guarded ...
@@ -90,10 +108,10 @@ def test_seen_index_lasts_as_long_as_the_stream_holds_the_entries(r):
     assert len(seen) < 300
     assert all(x is None for x in dlq.add([entry(e["offset"]) for e in stored], now_ms=T0))
     assert dlq.add([entry(0)], now_ms=T0)[0] is not None  # trimmed long ago: stored again
-    r.delete(Keys().dlq)
+    r.delete(stream)
     time.sleep(0.003)
-    dlq.add([entry(5000)], now_ms=T0)
-    assert r.zcard(Keys().dlq_seen) == 1  # the stream was removed: so were its idents
+    dlq.add([entry(offsets[300])], now_ms=T0)
+    assert r.zcard(seen_key) == 1  # the stream was removed: so were its idents
 
 
 def test_counters_helpers(r):

@@ -29,7 +29,7 @@ from stationflow.traffic import (
     wrap,
 )
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.heavy(28)]
 
 START = 1_763_524_800_000  # 2025-11-19 04:00:00 UTC = 12:00:00 station-local
 
