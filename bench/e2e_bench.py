@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.e2e_procs import Ingesters, rss_bytes, start_workers, stop_workers
+from bench.e2e_procs import Ingesters, rss_bytes, start_workers, station_jobs_done, stop_workers
 from parsers.batches import parse_batch_id
 
 SEED = 3
@@ -60,6 +60,14 @@ def settings_dict(cat: Any, bootstrap: str, redis_url: str, group: str, *, high_
     if min_interval_s is not None:  # every module (None: the catalogue's defaults)
         d["modules"] = {m: {"min_interval_s": min_interval_s} for m in cat.by_module}
     return d
+
+
+def machine_busy_s() -> float:
+    """CPU seconds every core of the machine spent busy so far (Linux /proc/stat: all but idle
+    and iowait), whoever spent them: the bench's processes and anything else running."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -199,7 +207,10 @@ class Phase:
     ingest_lag_ms: list[float] = field(default_factory=list)
     queue_depth: list[int] = field(default_factory=list)
     jobs_settled: int = 0  # jobs of the phase once its backlog drained
+    station_jobs_done: int = 0  # stations run by those jobs (a group job runs several)
+    station_jobs_settled: int = 0
     worker_cpu_s: float = 0.0  # CPU time of the worker processes over the same span
+    cores: dict[str, float] = field(default_factory=dict)  # CPU cores busy while sending, by process
     counters: dict[str, int] = field(default_factory=dict)  # trigger counters moved in the phase
 
 
@@ -274,7 +285,11 @@ def summarise_phase(sender: Sender, outputs: Outputs, phase: Phase, windows: int
         "deferred_envelopes": len(dlat), "deferred_p50_ms": pct(dlat, 50), "deferred_p99_ms": pct(dlat, 99),
         "worker_cpu_ms_per_job": (phase.worker_cpu_s * 1000 / phase.jobs_settled if phase.jobs_settled
                                   else float("nan")),
+        "station_jobs_s": phase.station_jobs_done / phase.wall_s if phase.wall_s else 0.0,
+        "worker_cpu_ms_per_station_job": (phase.worker_cpu_s * 1000 / phase.station_jobs_settled
+                                          if phase.station_jobs_settled else float("nan")),
         "runs": dict(phase.counters),
+        "cpu_cores": dict(phase.cores),
         "by_source_topic": {t: {"envelopes": len(v), "p50_ms": pct(v, 50), "p95_ms": pct(v, 95)}
                             for t, v in sorted(by_source.items())},
     }
@@ -338,22 +353,35 @@ def run_e2e(bootstrap: str, redis_url: str, *, stations: int, rate: float, secon
         result["warmup"] = {"messages": n0, "seconds": time.monotonic() - t0}
         log(f"  e2e warm-up: {n0} messages (initial state of {stations} stations) in {time.monotonic() - t0:.1f} s")
 
+        redis_pid = int(r.info("server")["process_id"])
+        timeouts = {m.name: int(m.batch_timeout_s * 1000) for m in cat.modules}
+
+        def cpu_now() -> dict[str, float]:
+            return {"machine": machine_busy_s(), "workers": sum(cpu_seconds(p.pid) for p in wprocs),
+                    "ingester": sum(cpu_seconds(p.pid) for p in ing.procs), "redis": cpu_seconds(redis_pid),
+                    "bench (producer, output consumer)": cpu_seconds(os.getpid())}
+
         phases = [("steady", rate, seconds)] + [(f"step {s:.0f}/s", s, step_seconds) for s in steps]
         summaries, done = [], []
         for name, target, secs in phases:
             ph = Phase(name, target, int(time.time() * 1000), stations=stations)
             jobs0, cpu0, runs0 = _jobs_done(r), sum(cpu_seconds(p.pid) for p in wprocs), run_counters(r)
+            sj0 = station_jobs_done(r)
             stop = threading.Event()
             sampler = threading.Thread(target=_sample, args=(ing, depth, ph, stop), daemon=True)
             sampler.start()
+            c0 = cpu_now()
             ph.sent, ph.wall_s = sender.paced(target / natural, secs)
+            ph.cores = {k: (v - c0[k]) / ph.wall_s for k, v in cpu_now().items()} if ph.wall_s else {}
             ph.t1_ms = int(time.time() * 1000)
             ph.producer_behind_s = sender.behind_s
             ph.jobs_done = _jobs_done(r) - jobs0
+            ph.station_jobs_done = station_jobs_done(r) - sj0
             stop.set()
             sampler.join()
             _settle(ing, sender, r, depth, 60)
             ph.jobs_settled = _jobs_done(r) - jobs0  # with the phase's backlog, as its CPU time
+            ph.station_jobs_settled = station_jobs_done(r) - sj0
             ph.worker_cpu_s = sum(cpu_seconds(p.pid) for p in wprocs) - cpu0
             ph.counters = {k: v - runs0.get(k, 0) for k, v in run_counters(r).items()}
             s = summarise_phase(sender, outputs, ph)
@@ -361,13 +389,16 @@ def run_e2e(bootstrap: str, redis_url: str, *, stations: int, rate: float, secon
             done.append(ph)
             log(f"  e2e {name}: {s['achieved_records_s']:.0f} records/s, {s['envelopes']} envelopes, "
                 f"p50 {s['p50_ms']:.0f} p95 {s['p95_ms']:.0f} p99 {s['p99_ms']:.0f} ms, ingest lag at end "
-                f"{s['ingest_lag_end_ms']:.0f} ms, {s['worker_jobs_s']:.0f} jobs/s, "
-                f"{s['worker_cpu_ms_per_job']:.1f} worker CPU ms/job, runs {s['runs']}, "
-                f"sustainable {s['sustainable']}")
+                f"{s['ingest_lag_end_ms']:.0f} ms, {s['worker_jobs_s']:.0f} jobs/s "
+                f"({s['station_jobs_s']:.0f} station jobs/s), {s['worker_cpu_ms_per_job']:.1f} worker CPU ms/job "
+                f"({s['worker_cpu_ms_per_station_job']:.1f} per station job), runs {s['runs']}, "
+                f"cores {', '.join(f'{k} {v:.2f}' for k, v in ph.cores.items())}, sustainable {s['sustainable']}")
             if name != "steady" and not s["sustainable"]:
-                break
+                # judged on the batches the rate limit did not defer, as the final summary is
+                deferred = deferred_batches(r, [b for b, _, _ in outputs.seen], timeouts)
+                if not summarise_phase(sender, outputs, ph, 1, deferred)["sustainable"]:
+                    break
         time.sleep(2.0)  # envelopes of batches that expired late are counted too
-        timeouts = {m.name: int(m.batch_timeout_s * 1000) for m in cat.modules}
         deferred = deferred_batches(r, [b for b, _, _ in outputs.seen], timeouts)
         summaries = [summarise_phase(sender, outputs, ph, windows if i == 0 else 1, deferred)
                      for i, ph in enumerate(done)]

@@ -245,7 +245,43 @@ def _worker_child(cfg: dict[str, Any]) -> None:
     from stationflow.settings import Settings
 
     settings = Settings.from_dict(cfg)
+    _count_station_jobs(settings.redis.url)
     run_worker(settings, [settings.queue.name])
+
+
+#: Redis key prefix of each bench worker's count of station jobs (a group job runs several)
+STATION_JOBS_KEY = "bench:station_jobs:"
+
+
+def _count_station_jobs(redis_url: str) -> None:
+    """Publish this process's station jobs (workers.events `jobs`, one per station of a group
+    job) to `STATION_JOBS_KEY<pid>` every 0.2 s, so the bench can divide by station jobs."""
+    import redis
+
+    from workers import events
+
+    done = [0]
+
+    def observe(name: str, n: int, labels: dict[str, str]) -> None:
+        if name == "jobs":
+            done[0] += n
+
+    events.EVENTS.counters.append(observe)
+    r = redis.Redis.from_url(redis_url)
+    key = f"{STATION_JOBS_KEY}{os.getpid()}"
+
+    def publish() -> None:
+        while True:
+            r.set(key, done[0])
+            time.sleep(0.2)
+
+    threading.Thread(target=publish, daemon=True, name="bench-station-jobs").start()
+
+
+def station_jobs_done(r: Any) -> int:
+    """Station jobs the bench workers have run so far (their published counts)."""
+    keys = list(r.scan_iter(f"{STATION_JOBS_KEY}*"))
+    return sum(int(v or 0) for v in r.mget(keys)) if keys else 0
 
 
 def start_workers(cfg: dict[str, Any], n: int, redis_client: Any, timeout_s: float = 60) -> list[Any]:

@@ -44,7 +44,7 @@ from store.memo import DEFAULT_MAX_ENTRIES
 from store.tracker import BatchTracker
 from workers import context as wctx
 from workers.rqworker import StationWorker
-from workers.scheduling import ScheduleOptions, schedule
+from workers.scheduling import DEFAULT_GROUP_SIZE, ScheduleOptions, schedule
 
 MODULES = ("load_prediction", "SOH_model")
 #: queued jobs outlive the drain: with the default TTL (batch timeout + 5 s) a slow, shared
@@ -129,11 +129,12 @@ def ready_modules(ctx: wctx.WorkerContext, stations: list[str], modules: tuple[s
 
 
 def bench_real(ctx: wctx.WorkerContext, stations: list[str], batch: int, seq: int, modules: dict[str, list[str]],
-               cpu_ms: list[float], profile: str | None = None) -> float:
+               cpu_ms: list[float], profile: str | None = None, group_size: int = DEFAULT_GROUP_SIZE) -> float:
     """Jobs/s of one drained run; appends the worker process's CPU ms per job (every thread)."""
     runs = [PlannedRun(s, m, f"{m}:REAL:{seq}:{i // batch}") for i, s in enumerate(stations) for m in modules[s]]
     qr = ctx.queue_r if ctx.queue_r is not None else ctx.r
-    schedule(ctx.r, ctx.catalogue, runs, ScheduleOptions(queue="real", job_ttl_s=JOB_TTL_S, queue_r=ctx.queue_r))
+    schedule(ctx.r, ctx.catalogue, runs, ScheduleOptions(queue="real", job_ttl_s=JOB_TTL_S, queue_r=ctx.queue_r,
+                                                         group_size=group_size))
     q = Queue("real", connection=qr, serializer=JSONSerializer)
     w = StationWorker([q], connection=qr, serializer=JSONSerializer)
     prof = None
@@ -169,15 +170,15 @@ class Phases:
     NAMES = ("take", "read", "decode", "input build", "algorithms", "writes")
 
     def __init__(self, ctx: wctx.WorkerContext) -> None:
-        from workers import jobs
+        from workers import group, jobs
 
         self.cpu = dict.fromkeys(self.NAMES, 0.0)
         self._lock = threading.Lock()
-        jobs._take = self._wrap("take", jobs._take)
-        ctx.store._fetch = self._wrap("read", ctx.store._fetch)
+        jobs.take_group = self._wrap("take", jobs.take_group)
+        ctx.store._fetch_replies = self._wrap("read", ctx.store._fetch_replies)
         ctx.store._decode = self._wrap("decode", ctx.store._decode)
-        jobs.build_input = self._wrap("input build", jobs.build_input)
-        jobs._StationRun.write = self._wrap("writes", jobs._StationRun.write)
+        group.build_input = self._wrap("input build", group.build_input)
+        group.GroupRun.write = self._wrap("writes", group.GroupRun.write)
         ctx.algorithms = {m: self._wrap("algorithms", fn) for m, fn in ctx.algorithms.items()}
 
     def _wrap(self, name: str, fn):
@@ -204,6 +205,10 @@ def main_real(args: argparse.Namespace) -> None:
     import redis
 
     from store.connection import connect
+    from workers import group
+
+    if args.linger_ms is not None:
+        group.WRITE_LINGER_S = args.linger_ms / 1000
 
     server = start_redis()
     broker = cluster = None
@@ -240,7 +245,7 @@ def main_real(args: argparse.Namespace) -> None:
             if phases is not None:
                 phases.reset()
             rates.append(bench_real(ctx, stations, args.batch, i, planned, cpu,
-                                    args.profile if i == args.repeat - 1 else None))
+                                    args.profile if i == args.repeat - 1 else None, args.group_size))
             if phases is not None:
                 lines.append(phases.line(len(stations), cpu[-1]))
         close = getattr(ctx.uploader, "close", None)
@@ -249,7 +254,8 @@ def main_real(args: argparse.Namespace) -> None:
         kind = ("no-op" if args.noop else "reference") + (", hourly memo off" if args.no_memo else "")
         per_job = sum(len(v) for v in planned.values()) / len(stations)
         print(f"real station jobs: {len(stations)} traffic stations x {per_job:.1f} ready modules of {len(modules)}, "
-              f"{kind} algorithms, "
+              f"{kind} algorithms, {args.group_size} stations per RQ job, write linger "
+              f"{group.WRITE_LINGER_S * 1000:g} ms, "
               f"uploads {('to a broker, ' + ('in the job' if args.sync_upload else 'upload thread')) if args.upload else 'off'}, SimpleWorker, {args.repeat} runs"
               + (f", state on a {args.redis_cluster}-master Redis Cluster" if args.redis_cluster else ""))
         print(f"  {statistics.median(rates):8.1f} jobs/s median (min {min(rates):.1f}, max {max(rates):.1f}); "
@@ -369,6 +375,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sim-s", type=float, default=120.0, help="with --real: simulated seconds of traffic")
     ap.add_argument("--breakdown", action="store_true", help="with --real: worker CPU per job phase, per run")
     ap.add_argument("--no-memo", action="store_true", help="with --real: without the hourly memo (store.memo)")
+    ap.add_argument("--group-size", type=int, default=DEFAULT_GROUP_SIZE,
+                    help="with --real: stations per RQ job (scheduling's group_size; 1: a job per station)")
+    ap.add_argument("--linger-ms", type=float, default=None,
+                    help="with --real: how long an ended run waits to share its write (workers.group.WRITE_LINGER_S)")
     ap.add_argument("--profile", help="with --real: cProfile of the last run (steady state) to this file")
     ap.add_argument("--redis-cluster", type=int, default=0, metavar="N",
                     help="with --real: state on a private Redis Cluster of N masters, the queue on a plain Redis")

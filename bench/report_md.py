@@ -45,10 +45,11 @@ def headline(rep: dict[str, Any]) -> list[str]:
         mx = e.get("max_sustainable_records_s")
         top = " (every step passed: the limit is higher)" if e.get("all_steps_sustainable") else ""
         stations = f" = {e['max_sustainable_stations']:,.0f} stations at natural rate" if mx else ""
-        cpu = (e.get("steady") or {}).get("worker_cpu_ms_per_job")
+        cpu = (e.get("steady") or {}).get("worker_cpu_ms_per_station_job")
         lines.append(f"highest sustainable load, {what}: "
                      + (f"{mx:,.0f} records/s{stations}{top}" if mx else "none of the steps")
-                     + (f"; worker CPU {cpu:.1f} ms per job in the steady phase" if cpu is not None else ""))
+                     + (f"; worker CPU {cpu:.1f} ms per station job in the steady phase"
+                        if cpu is not None and cpu == cpu else ""))
     w = _get(rep, "memory", "windows")
     if w:
         lines.append(f"Redis: {w['bytes_per_stored_record']:,.0f} B per stored record vs "
@@ -70,8 +71,8 @@ def capacity_table(e: dict[str, Any]) -> list[str]:
          "load; latency of batches not deferred by the rate limit, deferred ones apart: their extra wait "
          "is the interval, by design):", "",
          "| configuration | highest sustainable records/s | stations at natural rate | steady records/s "
-         "| p50 / p95 / p99 ms | deferred batches p50 / p99 ms | worker jobs/s | worker CPU ms/job "
-         "| runs fired (deferred) | absorbed: coalescing / rate limit |",
+         "| p50 / p95 / p99 ms | deferred batches p50 / p99 ms | worker RQ jobs/s (station jobs/s) "
+         "| worker CPU ms per station job | runs fired (deferred) | absorbed: coalescing / rate limit |",
          "|---|---|---|---|---|---|---|---|---|---|"]
     for name, x in runs:
         st = x["steady"]
@@ -80,9 +81,15 @@ def capacity_table(e: dict[str, Any]) -> list[str]:
               f"| {_n(st['achieved_records_s'])} | {_n(st['p50_ms'])} / {_n(st['p95_ms'])} / {_n(st['p99_ms'])} "
               f"| {_n(st.get('deferred_p50_ms'))} / {_n(st.get('deferred_p99_ms'))} "
               f"({st.get('deferred_envelopes', 0):,}) | {_n(st.get('worker_jobs_s'))} "
-              f"| {_n(st.get('worker_cpu_ms_per_job'))} | {rc.get('fired', 0):,} ({rc.get('deferred', 0):,}) "
+              f"({_n(st.get('station_jobs_s'))}) | {_d(st.get('worker_cpu_ms_per_station_job'))} "
+              f"| {rc.get('fired', 0):,} ({rc.get('deferred', 0):,}) "
               f"| {rc.get('absorbed_coalescing', 0):,} / {rc.get('absorbed_rate_limit', 0):,} |"]
     return L + [""]
+
+
+def _d(x: Any) -> str:
+    """A figure of a few units, with one decimal."""
+    return "–" if x is None or (isinstance(x, float) and x != x) else f"{x:,.1f}"
 
 
 def _n(x: Any, unit: str = "") -> str:

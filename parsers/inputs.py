@@ -144,6 +144,7 @@ def _shared_view(topic: TopicSpec, window: Any, now_ms: int, shared: dict[str, A
         if view is None:
             view = topic_view(topic, window, now_ms)
             if kept is not None:
+                view = View(_frozen(view.value), view.present, view.ts_ms, view.ttl_s)
                 kept[key] = view
         hit = (window, view)
         shared[topic.alias] = hit
@@ -156,16 +157,30 @@ GRID_ROW_KEYS = frozenset({"outputPowerPerGunAvg", "outputPowerPerGunMax"})
 
 
 def copy_grid(grid: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of a `realtime_grid` down to its row lists (the list copies run in C)."""
+    """A copy of a `realtime_grid` (lists, or the tuples of a `_frozen` one) in lists down
+    to its rows (the copies run in C)."""
     out: dict[str, Any] = {}
     for k, val in grid.items():
         if k in GRID_ROW_KEYS:
-            out[k] = list(map(list.copy, val))
-        elif isinstance(val, list):
-            out[k] = val.copy()
+            out[k] = list(map(list, val))
+        elif isinstance(val, (list, tuple)):
+            out[k] = list(val)
         else:
             out[k] = val
     return out
+
+
+def _frozen(value: Any) -> Any:
+    """A kept view as the memo holds it for as long as the stored bytes do not change: a grid's
+    lists (and rows) as tuples, which hold only numbers, strings and None, so the garbage
+    collector stops tracking them and its full passes no longer walk every memoised hour
+    (with the lists, those passes cost a group job more than its input builds). Copies
+    handed to modules are lists again (`copy_grid`); a global window's records (flat dicts
+    of scalars) are left as they are, they are not tracked either."""
+    if not isinstance(value, dict):
+        return value
+    return {k: tuple(map(tuple, v)) if k in GRID_ROW_KEYS else tuple(v) if isinstance(v, list) else v
+            for k, v in value.items()}
 
 
 def output_view(topic: TopicSpec, item: Any) -> View:

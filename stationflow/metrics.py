@@ -113,7 +113,7 @@ RUNS_RELEASED = REGISTRY.counter(
     "Runs deferred by a module's min_interval_s, made pending once the interval passed.", ["module"]
 )
 JOBS = REGISTRY.counter("stationflow_jobs_total", "Station jobs finished, by outcome.", ["outcome"])
-JOB_SECONDS = REGISTRY.histogram("stationflow_job_seconds", "Wall time of one station job.")
+JOB_SECONDS = REGISTRY.histogram("stationflow_job_seconds", "Wall time of one RQ job (a group of stations, queue.group_size).")
 RUNS = REGISTRY.counter(
     "stationflow_runs_total", "Module runs by module and outcome (ok, none, failed:<reason>).", ["module", "outcome"]
 )

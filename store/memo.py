@@ -14,8 +14,9 @@ Contracts:
   parsers.inputs), so no module can change what another job gets;
 - bounded: at most `max_entries` (station, alias) entries (a global window is one entry for
   every station), least recently used evicted; an entry is a digest and the views built (the
-  grid of the traffic model's 168 hours with a few guns: about `ENTRY_BYTES_TYPICAL`), never
-  the decoded window.
+  grid of the traffic model's 168 hours with a few guns: about `ENTRY_BYTES_TYPICAL`, held as
+  tuples so the garbage collector does not walk them, parsers.inputs), never the decoded
+  window.
 """
 
 from __future__ import annotations

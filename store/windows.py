@@ -279,6 +279,35 @@ class WindowStore:
         users = {n: [m.name for m in modules if n in m.inputs] for n in names}
         return StationWindows(self.catalogue, station, self._read(station, names, users, memo))
 
+    def read_stations(self, wanted: Mapping[str, Sequence[str]], memo: HourlyMemo | None = None
+                      ) -> dict[str, StationWindows]:
+        """`read_station` of several stations (station -> module names) in one round trip
+        (on Redis Cluster one pipeline, each station's keys in its own slot). A global window
+        (the calendar) is read and decoded once, for the first station that needs it, and the
+        same window handed to the others (its views are copied per module, parsers.inputs)."""
+        sp = ScriptPipeline(self.r)
+        plans = {}
+        first_of: dict[str, str] = {}  # global window -> the station that reads it
+        for station, module_names in wanted.items():
+            modules = [self.catalogue.module(m) for m in module_names]
+            names = list(dict.fromkeys(n for m in modules for n in m.all_inputs))
+            users = {n: [m.name for m in modules if n in m.inputs] for n in names}
+            shared = [n for n in names if n in first_of]
+            at = len(sp)
+            plans[station] = (at, self._queue_fetch(sp, station, [n for n in names if n not in first_of], users),
+                              shared)
+            for n in names:
+                spec = self._spec_of(n)
+                if n not in first_of and spec.kind == "global" and not spec.is_module_output:
+                    first_of[n] = station
+        replies = self._fetch_replies(sp)
+        data: dict[str, dict[Any, Any]] = {}
+        for station, (at, plan, shared) in plans.items():
+            data[station] = self._decode(station, plan, replies[at:at + len(plan)], memo)
+            for n in shared:
+                data[station][n] = data[first_of[n]][n]
+        return {station: StationWindows(self.catalogue, station, d) for station, d in data.items()}
+
     def read_windows(self, station: str, names: Iterable[str]) -> dict[Any, Any]:
         """Windows by alias or module name (for `inspect`); orders come back as every stored
         closed second under the alias, ignoring cursors."""
@@ -293,6 +322,17 @@ class WindowStore:
                ) -> tuple[list[tuple[Any, str]], list[Any]]:
         """The read round trip: (what each reply is, the raw replies)."""
         sp = ScriptPipeline(self.r)  # read_orders.lua lost to a restart is re-sent there
+        plan = self._queue_fetch(sp, station, names, users_of)
+        return plan, self._fetch_replies(sp)
+
+    @staticmethod
+    def _fetch_replies(sp: ScriptPipeline) -> list[Any]:
+        """The replies of a read pipeline (one function, so a profile sees the read apart)."""
+        return sp.execute()
+
+    def _queue_fetch(self, sp: ScriptPipeline, station: str, names: list[str], users_of: Mapping[str, list[str]]
+                     ) -> list[tuple[Any, str]]:
+        """Queue the reads of `names` for `station`; what each reply will be, in order."""
         pipe = sp.pipe
         plan: list[tuple[Any, str]] = []
         k = self.keys
@@ -321,7 +361,7 @@ class WindowStore:
                 sp.call(self.scripts["read_orders.lua"],
                         (k.orders_closed(station, spec.alias), k.orders_state(station, spec.alias)), users)
                 plan.append(((name, tuple(users)), "orders"))
-        return plan, sp.execute()
+        return plan
 
     @staticmethod
     def _decode(station: str, plan: list[tuple[Any, str]], replies: list[Any],

@@ -1,6 +1,6 @@
 """Everything a station job needs, built once per worker process.
 
-RQ calls `workers.jobs.run_station(station_id)` with nothing else, so the job finds its
+RQ calls `workers.jobs.run_stations(stations)` with nothing else, so the job finds its
 Redis connection, catalogue, store, tracker, algorithms and uploader here. By default they
 come from `Settings.load()` (file + STATIONFLOW_* environment), so plain
 `rq worker --url "$STATIONFLOW_REDIS_URL" --serializer rq.serializers.JSONSerializer --worker-class workers.rqworker.StationWorker stationflow`
@@ -77,10 +77,11 @@ class WorkerContext:
         }
         if not self.algorithms:
             self.algorithms = load_all(self.catalogue)
-        if not self.lost_after_s:
-            self.lost_after_s = float(job_timeout_s(self.catalogue)) + 60.0
         if self.schedule_options is None:
             self.schedule_options = ScheduleOptions(prefix=self.prefix, queue=self.queue, queue_r=self.queue_r)
+        if not self.lost_after_s:  # a group job's RQ timeout is the station job's times its stations
+            group = max(1, self.schedule_options.group_size)
+            self.lost_after_s = float(job_timeout_s(self.catalogue)) * group + 60.0
 
     @classmethod
     def build(cls, r: redis.Redis, catalogue: Catalogue, *, prefix: str = "sf",

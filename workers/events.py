@@ -6,7 +6,7 @@ so `stationflow.runtime` subscribes an observer here (as it does on `ingest.stat
 ingester). Without observers an event costs one empty loop.
 
 Counts (labels):
-- `jobs` (outcome): station jobs finished: ok, empty, failed
+- `jobs` (outcome): station jobs finished, one per station of a group job: ok, empty, failed
 - `runs` (module, outcome): module runs: ok, none, failed:<reason>
 - `batches` (module, outcome): uploaded, skipped, expired, ...
 - `batch_stations` (module, status): station reports of finished batches
@@ -16,7 +16,7 @@ Counts (labels):
   result: non_finite, station_id_mismatch, wrapped (`count_fixups`)
 
 Samples, in seconds (labels):
-- `job_seconds` (): wall time of one station job
+- `job_seconds` (): wall time of one RQ job (the stations of a group together)
 - `algorithm_seconds` (module): time inside one algorithm call
 - `batch_seconds` (module): batch creation to completion or expiry
 

@@ -206,6 +206,7 @@ class QueueSettings:
     result_ttl_s: int = 60
     failure_ttl_s: int = 86400
     retries: int = 2
+    group_size: int = 16
 
 
 @dataclass(frozen=True)

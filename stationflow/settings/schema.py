@@ -204,6 +204,8 @@ QUEUE_KEYS: tuple[Key, ...] = (
     Key("result_ttl_s", "int", 60, "seconds RQ keeps a finished job", minimum=0),
     Key("failure_ttl_s", "int", 86400, "seconds RQ keeps a failed job", minimum=0),
     Key("retries", "int", 2, "RQ retries of a job that crashed its worker", minimum=0),
+    Key("group_size", "int", 16, "stations per RQ job (1 = a job per station): RQ's own cost per job is shared",
+        minimum=1),
 )
 
 BATCH_KEYS: tuple[Key, ...] = (

@@ -79,6 +79,11 @@ def test_every_section_measured(quick_report: tuple[dict, str, subprocess.Comple
     assert e2e["min_interval_s"] == "defaults" and e2e["no_rate_limit"]["min_interval_s"] == 0
     for run in (e2e, e2e["no_rate_limit"]):
         assert run["runs"]["fired"] > 0 and run["steady"]["worker_cpu_ms_per_job"] > 0
+        # station group jobs: station jobs counted apart from RQ jobs, CPU cores per process
+        assert run["steady"]["station_jobs_s"] >= run["steady"]["worker_jobs_s"] > 0
+        assert run["steady"]["worker_cpu_ms_per_station_job"] <= run["steady"]["worker_cpu_ms_per_job"]
+        assert {"machine", "workers", "ingester", "redis"} <= set(run["steady"]["cpu_cores"])
+        assert run["steady"]["cpu_cores"]["workers"] > 0
         assert run["steady"]["envelopes"] > 0
     assert e2e["no_rate_limit"]["runs"]["absorbed_rate_limit"] == 0 == e2e["no_rate_limit"]["runs"]["deferred"]
 

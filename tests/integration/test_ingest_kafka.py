@@ -139,8 +139,9 @@ def _realtime(stations: list[str], hour: str = "2025-11-19 10:00:00") -> bytes:
 def _jobs_by_station(redis_client: Any, settings: Settings) -> dict[str, int]:
     q = station_queue(redis_client, settings.queue.name)
     out: dict[str, int] = {}
-    for job in q.get_jobs():
-        out[job.args[0]] = out.get(job.args[0], 0) + 1
+    for job in q.get_jobs():  # a group job (workers.group) counts for each of its stations
+        for station in job.args[0]:
+            out[station] = out.get(station, 0) + 1
     return out
 
 

@@ -244,7 +244,7 @@ def test_rq_job_carries_its_batches_in_meta(redis_client):
     res = schedule(redis_client, ctx.catalogue, [PlannedRun(S, "load_prediction", "load_prediction:T:0:1"),
                                                  PlannedRun(S, "SOH_model", "SOH_model:T:0:1")])
     job = Job.fetch(res.enqueued[0], connection=redis_client, serializer=JSONSerializer)
-    assert sorted(job.meta["batches"]) == ["SOH_model:T:0:1", "load_prediction:T:0:1"]
+    assert sorted(job.meta["batches"][S]) == ["SOH_model:T:0:1", "load_prediction:T:0:1"]
 
 
 def test_run_that_waited_past_its_deadline_reports_to_the_next_batch(redis_client):

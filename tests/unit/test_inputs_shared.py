@@ -65,3 +65,24 @@ def test_a_module_mutating_its_grid_does_not_touch_the_next_ones() -> None:
     second = build_input(CAT, GRID_MODULES[1], "S", w, NOW, shared)["topics"]["station_realtime_data"]
     assert second == expected
     assert second["outputPowerPerGunAvg"][-1][0] == 18.0 and second["gunNo"] == ["01", "02"]
+
+
+def test_a_memoised_grid_is_kept_untracked_by_the_garbage_collector() -> None:
+    """A window carrying a `views` dict (store.memo) keeps its grid with tuples, which the
+    collector stops tracking, so its full passes do not walk every memoised hour; the modules
+    still get lists, equal to an unshared build."""
+    import gc
+
+    class Memoised(dict):
+        views: dict = {}
+
+    w = windows()
+    window = Memoised(w["station_realtime_data"])
+    window.views = {}
+    mod = GRID_MODULES[0]
+    mw = {n: w.get(n) for n in CAT.by_module[mod].all_inputs} | {"station_realtime_data": window}
+    got = build_input(CAT, mod, "S", mw, NOW, {})
+    assert got == build_input(CAT, mod, "S", {**mw, "station_realtime_data": w["station_realtime_data"]}, NOW)
+    (kept,) = window.views.values()
+    gc.collect()
+    assert not [k for k, v in kept.value.items() if isinstance(v, (list, tuple)) and gc.is_tracked(v)]

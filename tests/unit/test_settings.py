@@ -22,6 +22,7 @@ from stationflow.settings import (
     dump_toml,
     mask_url,
 )
+from workers.scheduling import ScheduleOptions
 
 pytestmark = pytest.mark.unit
 
@@ -48,6 +49,11 @@ def test_defaults_without_any_file() -> None:
     assert s.kafka.group_id == "stationflow"
     assert (s.queue.name, s.queue.high_water, s.queue.low_water) == ("stationflow", 10000, 5000)
     assert (s.queue.result_ttl_s, s.queue.failure_ttl_s, s.queue.retries) == (60, 86400, 2)
+    assert s.queue.group_size == 16 and ScheduleOptions.from_settings(s).group_size == 16
+    one = Settings.from_dict({"queue": {"group_size": 1}})
+    assert one.queue.group_size == 1 and ScheduleOptions.from_settings(one).group_size == 1
+    with pytest.raises(ConfigError):
+        Settings.from_dict({"queue": {"group_size": 0}})
     assert s.batch.sweep_interval_s == 1.0
     assert s.source is None and s.env_applied == ()
     assert len(s.catalogue.topics) == 22

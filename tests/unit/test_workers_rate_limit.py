@@ -64,7 +64,8 @@ def test_triggers_inside_the_interval_become_one_deferred_run(fake_redis):
     third = schedule(r, CAT, [_run(3), _run(3, "S2")], now_ms=NOW + 4000)
     assert third.rate_limited == {MOD: 1} and not third.absorbed
     assert _expected(r, f"{MOD}:T:0:3") == ["S2"]  # S2 never ran: not limited
-    assert len(third.enqueued) == 1 and "S2" in third.enqueued[0]
+    assert len(third.enqueued) == 1
+    assert list(Job.fetch(third.enqueued[0], connection=r, serializer=JSONSerializer).args) == [["S2"]]
     fourth = schedule(r, CAT, [_run(4)], now_ms=NOW + 9000)
     assert fourth.rate_limited == {MOD: 1} and _expected(r, f"{MOD}:T:0:4") is None
 
@@ -73,7 +74,7 @@ def test_triggers_inside_the_interval_become_one_deferred_run(fake_redis):
     rel = release_deferred(r, CAT, now_ms=NOW + 10_000)
     assert rel.released == {MOD: 1} and len(rel.enqueued) == 1 and rel.next_due_ms is None
     job = Job.fetch(rel.enqueued[0], connection=r, serializer=JSONSerializer)
-    assert list(job.args) == ["S1"] and job.meta[BATCHES_META] == [f"{MOD}:T:0:2"]
+    assert list(job.args) == [["S1"]] and job.meta[BATCHES_META] == {"S1": [f"{MOD}:T:0:2"]}
     assert int(r.hget("sf:counters:triggers", f"{MOD}:released")) == 1
     assert PendingRuns(r).next_deferred() is None
     # released twice (another sweeper): nothing more
@@ -110,7 +111,7 @@ def test_an_unlimited_module_runs_now_while_a_sibling_is_deferred(fake_redis):
     second = schedule(r, cat, [_run(2), _run(2, module="SOH_model")], now_ms=NOW + 1000)
     assert second.deferred == {MOD: 1} and len(second.enqueued) == 1
     job = Job.fetch(second.enqueued[0], connection=r, serializer=JSONSerializer)
-    assert job.meta[BATCHES_META] == ["SOH_model:T:0:2"]  # the deferred batch is not this job's
+    assert job.meta[BATCHES_META] == {"S1": ["SOH_model:T:0:2"]}  # the deferred batch is not this job's
     # the job takes only what may run now; the deferred run stays deferred
     assert _took(r, "S1", second.enqueued[0], NOW + 1001) == {"SOH_model": ["SOH_model:T:0:2"]}
     rel = release_deferred(r, cat, now_ms=NOW + 10_000)
@@ -200,7 +201,9 @@ def test_deferred_index_buckets_are_merged_earliest_first(fake_redis):
     assert p.deferred_due(NOW + 10_004, limit=3) == ["S0", "S1", "S2"]
     assert sorted(p.deferred_due(NOW + 20_000)) == sorted(stations)
     rel = release_deferred(r, CAT, now_ms=NOW + 10_020, limit=25)
-    assert rel.released == {MOD: 21} and len(rel.enqueued) == 21  # S0..S20 were due
+    assert rel.released == {MOD: 21}  # S0..S20 were due, in groups of 16
+    grouped = [Job.fetch(j, connection=r, serializer=JSONSerializer).args[0] for j in rel.enqueued]
+    assert [len(g) for g in grouped] == [16, 5] and sorted(sum(grouped, [])) == sorted(stations[:21])
     assert sorted(p.deferred_due(NOW + 20_000)) == sorted(stations[21:])
     assert release_deferred(r, CAT, now_ms=NOW + 20_000).released == {MOD: 19}
     assert p.next_deferred() is None and not any(r.exists(k) for k in used)

@@ -13,7 +13,7 @@ from parsers.batches import PlannedRun
 from parsers.catalogue import default_catalogue
 from store.pending import PendingRuns
 from store.tracker import BatchTracker
-from workers.scheduling import ScheduleOptions, job_id_for, schedule
+from workers.scheduling import ScheduleOptions, job_id_for, job_timeout_s, schedule
 
 CAT = default_catalogue()
 NOW = 1_763_524_800_000
@@ -32,24 +32,39 @@ def test_job_id_is_deterministic_and_safe():
     assert odd != job_id_for("st.1/ä:y", ["m:T:0:1"])
 
 
-def test_one_job_per_station_and_batches_with_expected(fake_redis):
+def test_one_group_job_for_the_stations_and_batches_with_expected(fake_redis):
     runs = [PlannedRun(s, m, f"{m}:RT:0:7") for s in ("S1", "S2", "S3")
             for m in ("load_prediction", "SOH_model")]
     res = schedule(fake_redis, CAT, runs, now_ms=NOW)
-    assert len(res.enqueued) == 3 and res.runs == 6 and res.batches_created == 2
+    assert len(res.enqueued) == 1 and res.runs == 6 and res.batches_created == 2
     assert sum(res.absorbed.values()) == 0
     tr = BatchTracker(fake_redis)
     b = tr.get("load_prediction:RT:0:7")
     assert json.loads(b["expected"]) == ["S1", "S2", "S3"]
     assert b["state"] == "open" and int(b["deadline"]) == NOW + 5000
     q = _queue(fake_redis)
-    assert q.count == 3
+    assert q.count == 1
     job = Job.fetch(res.enqueued[0], connection=fake_redis, serializer=JSONSerializer)
-    assert job.func_name == "workers.jobs.run_station" and list(job.args) == ["S1"]
-    pend = PendingRuns(fake_redis).pending("S1")
-    assert pend == {"_job": res.enqueued[0], "load_prediction": "load_prediction:RT:0:7",
-                    "SOH_model": "SOH_model:RT:0:7", "_d:load_prediction": str(NOW + 5000),
-                    "_d:SOH_model": str(NOW + 5000)}
+    assert job.func_name == "workers.jobs.run_stations" and list(job.args) == [["S1", "S2", "S3"]]
+    assert job.meta["batches"]["S2"] == ["load_prediction:RT:0:7", "SOH_model:RT:0:7"]
+    for s in ("S1", "S2", "S3"):
+        pend = PendingRuns(fake_redis).pending(s)
+        assert pend == {"_job": res.enqueued[0], "load_prediction": "load_prediction:RT:0:7",
+                        "SOH_model": "SOH_model:RT:0:7", "_d:load_prediction": str(NOW + 5000),
+                        "_d:SOH_model": str(NOW + 5000)}
+
+
+def test_stations_are_grouped_group_size_a_job(fake_redis):
+    stations = [f"S{i}" for i in range(5)]
+    runs = [PlannedRun(s, "load_prediction", "load_prediction:RT:0:7") for s in stations]
+    res = schedule(fake_redis, CAT, runs, ScheduleOptions(group_size=2), now_ms=NOW)
+    jobs = [Job.fetch(j, connection=fake_redis, serializer=JSONSerializer) for j in res.enqueued]
+    assert [list(j.args) for j in jobs] == [[["S0", "S1"]], [["S2", "S3"]], [["S4"]]]
+    assert jobs[0].timeout == 2 * job_timeout_s(CAT)  # each module's calls may wait for the earlier ones
+    one = schedule(fake_redis, CAT, [PlannedRun("T1", "SOH_model", "SOH_model:RT:0:8"),
+                                     PlannedRun("T2", "SOH_model", "SOH_model:RT:0:8")],
+                   ScheduleOptions(group_size=1), now_ms=NOW)
+    assert len(one.enqueued) == 2
 
 
 def test_later_trigger_joins_pending_job_and_same_module_is_absorbed(fake_redis):
@@ -78,10 +93,10 @@ def test_replay_creates_nothing_new(fake_redis):
     runs = [PlannedRun(s, "load_prediction", "load_prediction:RT:0:7") for s in ("S1", "S2")]
     a = schedule(fake_redis, CAT, runs, now_ms=NOW)
     b = schedule(fake_redis, CAT, runs, now_ms=NOW + 1000)
-    assert len(a.enqueued) == 2 and b.enqueued == []
+    assert len(a.enqueued) == 1 and b.enqueued == []
     assert b.replayed == 2 and b.batches_created == 0 and b.batches_existing == 1
     assert int(BatchTracker(fake_redis).get("load_prediction:RT:0:7")["deadline"]) == NOW + 5000
-    assert _queue(fake_redis).count == 2
+    assert _queue(fake_redis).count == 1
 
 
 def test_vanished_job_is_enqueued_again(fake_redis):
