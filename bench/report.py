@@ -67,7 +67,7 @@ SMOKE = Profile("smoke", repeat=3, ingest_stations=20, ingest_messages=4000, par
                 e2e_steps=(40, 120), e2e_step_seconds=2, memory_stations=20)
 FULL = Profile("full", repeat=5, ingest_stations=200, ingest_messages=60000, partitions=4,
                job_stations=1000, job_batch=50, e2e_stations=1000, e2e_rate=1000, e2e_seconds=60,
-               e2e_steps=(50, 100, 250, 500, 1000, 2000, 4000), e2e_step_seconds=15, memory_stations=1000)
+               e2e_steps=(50, 100, 250, 500, 1000, 2000, 3000, 4000), e2e_step_seconds=15, memory_stations=1000)
 PROFILES = {p.name: p for p in (SMOKE, QUICK, FULL)}
 
 
