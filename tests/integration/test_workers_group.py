@@ -11,16 +11,13 @@ import time
 from collections import Counter
 from types import SimpleNamespace
 
-import orjson
 import pytest
+from integration.test_workers_jobs import _ctx, _wait_closed, _write  # the same helpers
 from rq import Queue
 from rq.serializers import JSONSerializer
 from samplefiles import SAMPLES
 
 from parsers.batches import PlannedRun
-from parsers.catalogue import Catalogue
-from parsers.envelopes import parse_message
-from parsers.records import Source
 from store.tracker import BatchTracker
 from workers import context as wctx
 from workers import events, jobs
@@ -30,18 +27,6 @@ from workers.scheduling import ScheduleOptions, schedule
 
 STATIONS = [f"41000000000000000{i:02d}" for i in range(5)]
 MODULES = ("load_prediction", "SOH_model")
-
-
-def _ctx(r, **algorithms) -> WorkerContext:
-    ctx = WorkerContext.build(r, Catalogue.build(), algorithms=algorithms)
-    ctx.uploader = None  # completed batches stay `uploading`: enough to read their counts
-    return ctx
-
-
-def _write(ctx: WorkerContext, alias: str, value, offset: int) -> None:
-    spec = ctx.catalogue.topic(alias)
-    now = int(time.time() * 1000)
-    ctx.store.apply([(Source(spec.topic, 0, offset, now - 1000), parse_message(spec, orjson.dumps(value)).records)], now)
 
 
 def _ready(ctx: WorkerContext, stations: list[str]) -> None:
@@ -57,16 +42,6 @@ def _ready(ctx: WorkerContext, stations: list[str]) -> None:
 
 def _runs(stations: list[str], batch: str) -> list[PlannedRun]:
     return [PlannedRun(s, m, f"{m}:{batch}") for s in stations for m in MODULES]
-
-
-def _wait_closed(tracker: BatchTracker, batch: str, timeout_s: float = 10.0) -> str:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        state = tracker.get(batch).get("state")
-        if state != "open":
-            return state
-        time.sleep(0.01)
-    return "open"
 
 
 class _Recorder:
